@@ -1,0 +1,60 @@
+# Shine: `make run` serves the API on :8000 with the local model server; `make test` runs every check.
+# Both set up the virtual environment on first use (Python 3.11, packages pinned in requirements/).
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+REQUIREMENTS := requirements/orchestrator.txt requirements/ml.txt requirements/dev.txt
+MODEL_PORT ?= 8500
+PORT ?= 8000
+
+.PHONY: run test lint typecheck protos bundle bench publish train-acne evaluate-acne clean
+
+$(STAMP): $(REQUIREMENTS)
+	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(addprefix -r ,$(REQUIREMENTS))
+	touch $(STAMP)
+
+# The model server in the background (tensorflow_model_server if on PATH, else the local one), then the
+# orchestrator under gunicorn in the foreground; Ctrl-C stops both.
+run: $(STAMP)
+	@mkdir -p build
+	@$(PY) -m serving.launch --port $(MODEL_PORT) & echo $$! > build/model_server.pid; \
+	trap 'kill $$(cat build/model_server.pid) 2>/dev/null' EXIT INT TERM; \
+	$(PY) -m serving.launch --wait 127.0.0.1:$(MODEL_PORT) || exit 1; \
+	SHINE_MODEL_SERVER_ADDRESS=127.0.0.1:$(MODEL_PORT) SHINE_BIND=0.0.0.0:$(PORT) \
+		$(VENV)/bin/gunicorn -c configs/gunicorn.conf.py orchestrator.wsgi:app
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check orchestrator serving export tests scripts
+
+typecheck: $(STAMP)
+	$(PY) -m mypy
+
+test: $(STAMP) lint typecheck
+	$(PY) -m pytest --cov --cov-branch --cov-report=term-missing:skip-covered
+
+protos: $(STAMP)
+	$(PY) -m serving.wire.generate
+
+bundle: $(STAMP)
+	$(PY) scripts/bundle.py --out build/shine-bundle.zip
+
+bench: $(STAMP)
+	$(PY) scripts/bench.py --out reports/benchmark.md
+
+train-acne: $(STAMP)
+	$(PY) -m export train-acne
+
+evaluate-acne: $(STAMP)
+	$(PY) -m export evaluate-acne
+
+publish: $(STAMP)
+	$(PY) -m export publish
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .coverage

@@ -1,0 +1,129 @@
+"""Export command line: build, calibrate, validate and publish a model version; train and evaluate acne.
+
+    python -m export publish [--acne-head redness|detector] [--version N]   # next version by default
+    python -m export validate model_repo/skin_analyzer/2
+    python -m export train-acne [--minutes 50]       # ACNE04 detector -> build/acne/
+    python -m export evaluate-acne                   # held-out report -> reports/acne04_eval.*
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from export.calibrate import collect_faces, fit_calibration, image_files, run_model, write_calibration
+from export.card import write_model_card
+from export.model import DetectorHead, SkinModel
+from export.publish import next_version, publish_version
+from export.savedmodel import write_saved_model, write_warmup
+from export.validate import InvalidVersion, validate_version
+from orchestrator.settings import Settings
+from serving import contract
+
+logger = logging.getLogger("export")
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = ROOT.parent / "shared" / "data"
+
+
+def _publish(args: argparse.Namespace) -> int:
+    data: Path = args.data
+    if not (data / "faces").is_dir() or not (data / "acne04").is_dir():
+        print(f"publishing needs the data folder (faces/, acne04/) at {data}", file=sys.stderr)
+        return 2
+    head = None
+    if args.acne_head == "detector":
+        params = json.loads((args.detector_dir / "acne_calibration.json").read_text())
+        head = DetectorHead(
+            weights=args.detector_dir / "detector.weights.h5",
+            width=int(params.get("width", 32)),
+            input_px=int(params.get("served_input_px", contract.REGION_SIZE_PX)),
+            flip_tta=bool(params.get("flip_tta", True)),
+        )
+    model = SkinModel(head)
+
+    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = model.serve(tf.constant(batch))
+        return out["signals"].numpy(), out["acne_peaks"].numpy()
+
+    settings = Settings()
+    started = time.monotonic()
+    reference = collect_faces(image_files(data / "faces"), settings, largest_only=False)
+    acne_train = collect_faces(image_files(data / "acne04" / "train"), settings, largest_only=True)
+    acne_valid = collect_faces(image_files(data / "acne04" / "valid"), settings, largest_only=True)
+    reference += acne_train
+    for group in (reference, acne_valid):
+        run_model(group, run)
+    base = args.model_repo / contract.MODEL_NAME
+    version = args.version or next_version(base)
+    calibration, summary = fit_calibration(version, reference, acne_valid, acne_train + acne_valid)
+    logger.info("calibration fitted in %.0f s: %s", time.monotonic() - started, summary)
+    facts: dict[str, object] = {"calibration": summary}
+    if head is not None and args.acne_report.is_file():
+        facts["acne_evaluation"] = json.loads(args.acne_report.read_text()).get("summary", {})
+
+    def build(path: Path) -> None:
+        write_saved_model(model, path)
+        write_warmup(path)
+        extra = path / "assets.extra"
+        write_calibration(calibration, extra / contract.CALIBRATION_FILE)
+        write_model_card(extra, version, model.describe(), facts)
+
+    final = publish_version(base, version, build)
+    print(f"published {final}")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    status = 0
+    for path in args.paths:
+        try:
+            report = validate_version(path, int(path.name))
+            print(f"{path}: valid ({len(report.checks)} checks)")
+        except (InvalidVersion, ValueError) as exc:
+            print(f"{path}: INVALID: {exc}", file=sys.stderr)
+            status = 1
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    publish = commands.add_parser("publish", help="build, calibrate, validate and publish a version")
+    publish.add_argument("--acne-head", choices=("redness", "detector"), default="detector")
+    publish.add_argument("--detector-dir", type=Path, default=ROOT / "build" / "acne")
+    publish.add_argument("--acne-report", type=Path, default=ROOT / "reports" / "acne04_eval.json")
+    publish.add_argument("--version", type=int, default=None)
+    publish.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    publish.add_argument("--model-repo", type=Path, default=ROOT / "model_repo")
+    validate = commands.add_parser("validate", help="check version folders against the contract")
+    validate.add_argument("paths", type=Path, nargs="+")
+    commands.add_parser("train-acne", help="train the ACNE04 detector (see export.acne.train --help)",
+                        add_help=False)
+    commands.add_parser("evaluate-acne", help="held-out ACNE04 report (see export.acne.evaluate --help)",
+                        add_help=False)
+    args, rest = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.command == "train-acne":
+        from export.acne import train
+
+        return int(train.main(rest) or 0)
+    if args.command == "evaluate-acne":
+        from export.acne import evaluate
+
+        return int(evaluate.main(rest) or 0)
+    if rest:
+        parser.error(f"unrecognised arguments: {' '.join(rest)}")
+    return _publish(args) if args.command == "publish" else _validate(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""The model card every version carries in assets.extra/ (Markdown for people, JSON for tools)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from serving import contract
+
+MEASURES: dict[str, tuple[str, str]] = {
+    "acne": (
+        "Lesion centres found in the forehead, cheeks, nose and chin crops; count mapped to the ACNE04 "
+        "severity grade by a logistic model fitted on ACNE04 train/valid.",
+        "Trained on clinical photos of mostly East-Asian patients; fewer examples of dark skin. Counts "
+        "only the five regions, not the jaw or temples. Makeup hides lesions.",
+    ),
+    "redness": (
+        "CIELAB a* of skin against its own median (erythema), percentile among reference faces.",
+        "Warm light, flash and white balance shift a*; blushing and recent exercise raise it.",
+    ),
+    "dark_spots": (
+        "Share of skin markedly darker than its surroundings at spot scale (not lines).",
+        "Moles and freckles count as spots; shadows from hair or glasses can too.",
+    ),
+    "wrinkles": (
+        "Hessian ridge response (Frangi et al. 1998) for dark lines on forehead, under-eye and cheeks.",
+        "Expression lines (smiling, raised brows) and strong side light raise it; blur lowers it.",
+    ),
+    "pores": (
+        "Small dark blobs (difference of Gaussians at pore scale) on forehead, nose and cheeks.",
+        "Needs resolution: faces under ~300 px wide and JPEG smoothing hide pores.",
+    ),
+    "oiliness": (
+        "Share of skin that is a specular highlight (shine), T-zone against cheeks for skin type.",
+        "Flash and glossy makeup read as oil; matte powder hides it.",
+    ),
+    "dark_circles": (
+        "Cheek L* minus under-eye L*.",
+        "Shadows from deep-set eyes or overhead light read as dark circles.",
+    ),
+    "skin_tone": (
+        "ITA = atan((L*-50)/b*) from the median CIELAB of forehead and cheeks; del Bino categories.",
+        "Needs neutral white balance; the camera's auto exposure moves L*.",
+    ),
+}
+
+
+def write_model_card(path: Path, version: int, description: str, facts: dict[str, Any]) -> None:
+    """Write model_card.json and model_card.md into the version's assets.extra/."""
+    card = {
+        "model": contract.MODEL_NAME,
+        "version": version,
+        "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "description": description,
+        "signature": {
+            "name": contract.SIGNATURE_NAME,
+            "input": {"name": contract.INPUT.name, "dtype": contract.INPUT.dtype,
+                      "shape": list(contract.INPUT.shape)},
+            "outputs": [{"name": s.name, "dtype": s.dtype, "shape": list(s.shape)} for s in contract.OUTPUTS],
+            "regions": list(contract.REGION_NAMES),
+            "signals": list(contract.SIGNAL_NAMES),
+        },
+        "licence": (
+            "Acne calibration (and, where used, the acne detector) is derived from ACNE04 (Wu et al., "
+            "ICCV 2019), which its authors release for academic use only: this version is for research "
+            "use; contact the ACNE04 authors for any other use."
+        ),
+        "measures": {name: {"what": what, "limits": limits} for name, (what, limits) in MEASURES.items()},
+        **facts,
+    }
+    path.mkdir(parents=True, exist_ok=True)
+    (path / contract.MODEL_CARD_JSON).write_text(json.dumps(card, indent=2, sort_keys=False) + "\n")
+    (path / contract.MODEL_CARD_FILE).write_text(_markdown(card))
+
+
+def _markdown(card: dict[str, Any]) -> str:
+    lines = [
+        f"# {card['model']} version {card['version']}",
+        "",
+        card["description"],
+        "",
+        f"Created {card['created_utc']}.",
+        "",
+        "## Licence",
+        "",
+        card["licence"],
+        "",
+        "## What each concern measures, and its limits",
+        "",
+        "| concern | measures | known limits |",
+        "| --- | --- | --- |",
+    ]
+    lines += [f"| {name} | {m['what']} | {m['limits']} |" for name, m in card["measures"].items()]
+    lines += ["", "## Calibration", ""]
+    lines += [f"* {key}: {value}" for key, value in card.get("calibration", {}).items()]
+    if card.get("acne_evaluation"):
+        lines += ["", "## Acne evaluation (held-out ACNE04 test split)", ""]
+        lines += [f"* {key}: {value}" for key, value in card["acne_evaluation"].items()]
+    lines += [
+        "",
+        "## Scores",
+        "",
+        "Scores run 0-100, higher is healthier. A measured concern's score is 100 minus the percentile "
+        "of its raw value among this version's reference faces (see Calibration), so it compares a face "
+        "with those faces, not with a clinical scale. Acne's score is 100 x (1 - expected grade / 3) "
+        "under the grade model.",
+        "",
+    ]
+    return "\n".join(lines)

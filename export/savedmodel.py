@@ -1,0 +1,63 @@
+"""Writing a version folder: the SavedModel with the contract's signature, and TF Serving warmup records.
+
+Warmup records hold synthetic crops, not photos: their job is to make the server build its kernels
+for the batch sizes it will see before the version goes AVAILABLE, and no photo from the data folder
+may be copied into the repository.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from numpy.typing import NDArray
+from tensorflow_serving.apis import prediction_log_pb2
+
+from export.model import SkinModel
+from serving import contract
+from serving.tensors import fill_tensor_proto
+
+logger = logging.getLogger(__name__)
+
+# Batch sizes to warm: one face and a merged pair. The batch dimension is free in the signature, so
+# these build every kernel; more would only grow the version folder (each face is 0.5 MB of crops).
+WARMUP_FACES = (1, 2)
+
+
+def write_saved_model(model: SkinModel, path: Path) -> None:
+    """Save `model` at `path` with the contract's signature as serving_default."""
+    tf.saved_model.save(model, str(path), signatures={contract.SIGNATURE_NAME: model.serve})
+    logger.info("wrote SavedModel %s", path)
+
+
+def synthetic_crops(rows: int, seed: int = 0) -> NDArray[np.uint8]:
+    """Deterministic skin-coloured crops with shading and fine texture, for warmup only."""
+    rng = np.random.default_rng(seed)
+    size = contract.REGION_SIZE_PX
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    crops = np.empty((rows, size, size, 3), dtype=np.uint8)
+    for i in range(rows):
+        base = rng.uniform([90, 60, 45], [235, 190, 165])
+        shade = 0.85 + 0.15 * np.sin(np.pi * (xx + yy * rng.uniform(0.3, 1.0)))
+        noise = rng.normal(0.0, 4.0, size=(size, size, 3))
+        crops[i] = np.clip(base * shade[..., None] + noise, 0, 255).astype(np.uint8)
+    return crops
+
+
+def write_warmup(path: Path) -> int:
+    """Write assets.extra/tf_serving_warmup_requests at version folder `path`; returns the record count."""
+    target = path / "assets.extra" / contract.WARMUP_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    rows_per_face = len(contract.REGION_NAMES)
+    with tf.io.TFRecordWriter(str(target)) as writer:
+        for faces in WARMUP_FACES:
+            log = prediction_log_pb2.PredictionLog()
+            request = log.predict_log.request
+            request.model_spec.name = contract.MODEL_NAME
+            request.model_spec.signature_name = contract.SIGNATURE_NAME
+            crops = synthetic_crops(faces * rows_per_face, seed=faces)
+            fill_tensor_proto(request.inputs[contract.INPUT.name], crops)
+            writer.write(log.SerializeToString())
+    return len(WARMUP_FACES)

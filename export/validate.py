@@ -1,0 +1,142 @@
+"""Validating a version folder against the model contract before it may be published.
+
+Checks the signature (names, dtypes, shapes), the files every version carries in assets.extra/, and
+the model's behaviour: it runs, its outputs are finite and in range, each row depends on its own crop
+only (server-side batching merges faces), and it is not constant.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow_serving.apis import prediction_log_pb2
+
+from orchestrator.scoring import load_calibration
+from serving import contract
+from serving.tensors import make_ndarray
+
+logger = logging.getLogger(__name__)
+
+
+class InvalidVersion(Exception):
+    """A version folder breaks the contract; the message lists every problem found."""
+
+
+@dataclass
+class ValidationReport:
+    version: int
+    problems: list[str] = field(default_factory=list)
+    checks: list[str] = field(default_factory=list)
+
+    def check(self, ok: bool, passed: str, failed: str) -> bool:
+        (self.checks if ok else self.problems).append(passed if ok else failed)
+        return ok
+
+
+def _dims(shape: tf.TensorShape | object) -> tuple[int | None, ...]:
+    return tuple(None if d.size < 0 else int(d.size) for d in shape.dim)  # type: ignore[attr-defined]
+
+
+def check_signature(path: Path, report: ValidationReport) -> None:
+    """The serving_default signature matches contract.INPUT and contract.OUTPUTS exactly."""
+    saved = saved_model_pb2.SavedModel.FromString((path / "saved_model.pb").read_bytes())
+    signatures = saved.meta_graphs[0].signature_def
+    if not report.check(
+        contract.SIGNATURE_NAME in signatures,
+        f"signature {contract.SIGNATURE_NAME} present",
+        f"no signature {contract.SIGNATURE_NAME!r}",
+    ):
+        return
+    signature = signatures[contract.SIGNATURE_NAME]
+    report.check(
+        signature.method_name == contract.METHOD_NAME,
+        "method is predict",
+        f"method_name {signature.method_name!r}, expected {contract.METHOD_NAME!r}",
+    )
+    expected = {contract.INPUT.name: contract.INPUT}
+    for kind, infos, specs in (
+        ("input", signature.inputs, expected),
+        ("output", signature.outputs, {spec.name: spec for spec in contract.OUTPUTS}),
+    ):
+        report.check(
+            set(infos) == set(specs),
+            f"{kind} names {sorted(specs)}",
+            f"{kind} names {sorted(infos)}, contract says {sorted(specs)}",
+        )
+        for name, spec in specs.items():
+            if name not in infos:
+                continue
+            info = infos[name]
+            dtype = tf.dtypes.as_dtype(info.dtype).name
+            report.check(
+                dtype == spec.dtype and _dims(info.tensor_shape) == spec.shape,
+                f"{kind} {name} {spec.dtype}{spec.shape}",
+                f"{kind} {name} is {dtype}{_dims(info.tensor_shape)}, contract says {spec.dtype}{spec.shape}",
+            )
+
+
+def check_assets(path: Path, version: int, report: ValidationReport) -> None:
+    """assets.extra/ holds warmup records, a loadable calibration of this version, and a model card."""
+    extra = path / "assets.extra"
+    for name in (contract.WARMUP_FILE, contract.CALIBRATION_FILE, contract.MODEL_CARD_FILE,
+                 contract.MODEL_CARD_JSON):
+        report.check((extra / name).is_file(), f"assets.extra/{name} present", f"assets.extra/{name} missing")
+    if (extra / contract.CALIBRATION_FILE).is_file():
+        try:
+            calibration = load_calibration(extra / contract.CALIBRATION_FILE)
+            report.check(
+                calibration.version == version,
+                "calibration names this version",
+                f"calibration is for version {calibration.version}, folder is {version}",
+            )
+        except ValueError as exc:
+            report.problems.append(f"calibration unreadable: {exc}")
+    if (extra / contract.MODEL_CARD_JSON).is_file():
+        card = json.loads((extra / contract.MODEL_CARD_JSON).read_text())
+        report.check(card.get("version") == version, "model card names this version",
+                     f"model card is for version {card.get('version')}, folder is {version}")
+
+
+def check_behaviour(path: Path, report: ValidationReport) -> None:
+    """Run the warmup requests: finite outputs in range, row independence, not constant."""
+    serve = tf.saved_model.load(str(path)).signatures[contract.SIGNATURE_NAME]
+    records = path / "assets.extra" / contract.WARMUP_FILE
+    batches = []
+    for raw in tf.data.TFRecordDataset(str(records)):
+        log = prediction_log_pb2.PredictionLog.FromString(raw.numpy())
+        batches.append(make_ndarray(log.predict_log.request.inputs[contract.INPUT.name]))
+    if not report.check(bool(batches), "warmup records readable", "no warmup records"):
+        return
+    largest = max(batches, key=lambda b: b.shape[0])
+    outputs = {k: v.numpy() for k, v in serve(**{contract.INPUT.name: tf.constant(largest)}).items()}
+    signals, peaks = outputs["signals"], outputs["acne_peaks"]
+    report.check(bool(np.all(np.isfinite(signals)) and np.all(np.isfinite(peaks))),
+                 "outputs finite", "outputs hold NaN or inf")
+    report.check(bool(np.all((peaks >= 0.0) & (peaks <= 1.0))), "acne_peaks within [0, 1]",
+                 "acne_peaks outside [0, 1]")
+    report.check(float(np.ptp(signals, axis=0).max()) > 0.0, "signals vary between crops",
+                 "signals are constant across different crops")
+    single = {k: v.numpy() for k, v in serve(**{contract.INPUT.name: tf.constant(largest[:1])}).items()}
+    same = all(np.allclose(single[k][0], outputs[k][0], rtol=1e-4, atol=1e-3) for k in outputs)
+    report.check(same, "rows independent of their batch", "a row's output changes with its batch")
+
+
+def validate_version(path: Path, version: int) -> ValidationReport:
+    """Validate a version folder (staged or published); raises InvalidVersion listing the problems."""
+    report = ValidationReport(version)
+    if not (path / "saved_model.pb").is_file():
+        raise InvalidVersion(f"{path} holds no saved_model.pb")
+    check_signature(path, report)
+    check_assets(path, version, report)
+    if not report.problems:
+        check_behaviour(path, report)
+    if report.problems:
+        raise InvalidVersion(f"version {version} at {path}: " + "; ".join(report.problems))
+    logger.info("version %d valid: %s", version, "; ".join(report.checks))
+    return report

@@ -1,0 +1,115 @@
+"""HTTP views: parse the request, call the pipeline or the model client, return JSON. Nothing else."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+
+from orchestrator import metrics
+from orchestrator.errors import ImageFileTooLarge, InvalidRequest, ModelError
+from orchestrator.pipeline import Timer
+from orchestrator.ratelimit import client_ip
+
+if TYPE_CHECKING:
+    from orchestrator.app import Services
+
+api = Blueprint("api", __name__)
+
+# Labels the models view asks the server about (TF Serving has no call that lists labels).
+KNOWN_LABELS = ("stable", "canary")
+
+
+def services() -> Services:
+    return current_app.extensions["shine"]  # type: ignore[no-any-return]
+
+
+@api.get("/health")
+def health() -> tuple[Response, int]:
+    shine = services()
+    name = shine.settings.model_name
+    try:
+        versions = shine.client.model_status()
+    except ModelError as exc:
+        response = jsonify({"status": "unavailable", "model": name, "version": None, "state": exc.code})
+        response.headers["Retry-After"] = "1"
+        return response, 503
+    available = [v for v in versions if v.state == "AVAILABLE"]
+    if not available:
+        state = versions[-1].state if versions else "UNKNOWN"
+        version = versions[-1].version if versions else None
+        response = jsonify({"status": "unavailable", "model": name, "version": version, "state": state})
+        response.headers["Retry-After"] = "1"
+        return response, 503
+    serving = max(available, key=lambda v: v.version)
+    return jsonify({"status": "ok", "model": name, "version": serving.version, "state": serving.state}), 200
+
+
+@api.post("/api/v2/analyze/guest")
+def analyze_guest() -> Response:
+    shine = services()
+    settings = shine.settings
+    shine.limiter.check(
+        client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"), settings.trusted_proxies)
+    )
+    if not request.mimetype.startswith("multipart/form-data"):
+        raise InvalidRequest()
+    uploads = request.files.getlist("image")
+    if len(uploads) != 1:
+        raise InvalidRequest("Send exactly one photo, in the multipart field 'image'.")
+    data = uploads[0].stream.read(settings.max_upload_bytes + 1)
+    if len(data) > settings.max_upload_bytes:
+        raise ImageFileTooLarge(f"The upload is larger than {settings.max_upload_bytes // (1024 * 1024)} MB.")
+    if not data:
+        raise InvalidRequest("The field 'image' is empty.")
+    timing_ms: dict[str, float] = g.timing_ms
+    report: dict[str, Any] = {"request_id": g.request_id}
+    timer = Timer()
+    try:
+        report.update(shine.pipeline.analyze(data, timer))
+    finally:
+        timing_ms.update(timer.stages)
+        for stage, ms in timer.stages.items():
+            metrics.STAGES.labels(stage).observe(ms / 1000.0)
+    g.model_version = report["model"]["version"]
+    metrics.ANSWERED_BY.labels(str(report["model"]["version"])).inc()
+    report["timing_ms"] = {**timer.stages, "total": round(sum(timer.stages.values()), 2)}
+    return jsonify(report)
+
+
+@api.get("/api/v2/models")
+def models() -> Response:
+    shine = services()
+    versions = shine.client.model_status()
+    labels = {}
+    for label in KNOWN_LABELS:
+        version = shine.client.label_version(label)
+        if version is not None:
+            labels[label] = version
+    return jsonify(
+        {
+            "model": shine.settings.model_name,
+            "serving": {"label": shine.settings.model_version_label or None},
+            "versions": [
+                {
+                    "version": v.version,
+                    "state": v.state,
+                    "labels": sorted(k for k, n in labels.items() if n == v.version),
+                    **({"error": v.error} if v.error else {}),
+                }
+                for v in versions
+            ],
+            "labels": labels,
+        }
+    )
+
+
+@api.get("/api/v2/openapi.json")
+def openapi() -> Response:
+    return jsonify(services().openapi)
+
+
+@api.get("/metrics")
+def prometheus() -> Response:
+    body, content_type = metrics.render(services().settings.prometheus_multiproc_dir)
+    return Response(body, content_type=content_type)

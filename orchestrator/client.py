@@ -1,0 +1,229 @@
+"""The orchestrator's gRPC client for the model server (TF Serving or the local model server).
+
+Speaks PredictionService and ModelService through the TensorFlow-free wire subset in serving/wire.
+Every call has a deadline; only UNAVAILABLE is retried, with backoff, inside that deadline; gRPC errors
+are translated here, once, into Shine's errors. The channel is created lazily in each process, so
+gunicorn workers never share one across fork.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import numpy as np
+from numpy.typing import NDArray
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from orchestrator.breaker import CircuitBreaker, CircuitOpen
+from orchestrator.errors import ModelBadResponse, ModelError, ModelTimeout, ModelUnavailable
+from orchestrator.prediction import Prediction
+from orchestrator.settings import Settings
+from serving import contract
+from serving.tensors import fill_tensor_proto, make_ndarray
+from serving.wire import model_status_pb2, predict_pb2, services_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+STATE_NAMES = {
+    model_status_pb2.ModelVersionStatus.State.Value(name): name
+    for name in ("UNKNOWN", "START", "LOADING", "AVAILABLE", "UNLOADING", "END")
+}
+_UNAVAILABLE_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
+# NOT_FOUND from TF Serving means no version of the model is loaded (yet): a 503, not a bug.
+_NOT_SERVING_CODES = _UNAVAILABLE_CODES | {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.CANCELLED}
+_ABSENT_CODES = {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT}
+
+
+@dataclass(frozen=True)
+class VersionState:
+    version: int
+    state: str
+    error: str = ""
+
+
+class PredictClient:
+    """Calls the model server with deadlines, retries of UNAVAILABLE and a circuit breaker."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_open_s)
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+        self._channel: grpc.Channel | None = None
+        self._predict: services_pb2_grpc.PredictionServiceStub | None = None
+        self._models: services_pb2_grpc.ModelServiceStub | None = None
+
+    def _stubs(self) -> tuple[services_pb2_grpc.PredictionServiceStub, services_pb2_grpc.ModelServiceStub]:
+        with self._lock:
+            if self._pid != os.getpid() or self._predict is None or self._models is None:
+                # A channel must never cross a fork: gunicorn preloads the app in the master.
+                self._channel = grpc.insecure_channel(
+                    self.settings.model_server_address,
+                    options=[
+                        ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                        ("grpc.max_send_message_length", 64 * 1024 * 1024),
+                        ("grpc.enable_retries", 0),
+                        ("grpc.initial_reconnect_backoff_ms", 100),
+                        ("grpc.max_reconnect_backoff_ms", 1000),
+                    ],
+                )
+                self._predict = services_pb2_grpc.PredictionServiceStub(self._channel)
+                self._models = services_pb2_grpc.ModelServiceStub(self._channel)
+                self._pid = os.getpid()
+            return self._predict, self._models
+
+    def close(self) -> None:
+        with self._lock:
+            if self._channel is not None and self._pid == os.getpid():
+                self._channel.close()
+            self._channel = self._predict = self._models = None
+            self._pid = None
+
+    def _model_spec(self, spec: predict_pb2.ModelSpec) -> None:
+        spec.name = self.settings.model_name
+        if self.settings.model_version_label:
+            spec.version_label = self.settings.model_version_label
+
+    def predict(self, regions: NDArray[np.uint8]) -> Prediction:
+        """Send one face's region crops; raises ModelUnavailable, ModelTimeout, ModelBadResponse."""
+        request = predict_pb2.PredictRequest()
+        self._model_spec(request.model_spec)
+        request.model_spec.signature_name = contract.SIGNATURE_NAME
+        fill_tensor_proto(request.inputs[contract.INPUT.name], regions)
+        predict_stub, _ = self._stubs()
+        response = self._call(predict_stub.Predict, request, self.settings.predict_timeout_s)
+        return _read_prediction(response, rows=regions.shape[0])
+
+    def model_status(self) -> list[VersionState]:
+        """Versions and states of the configured model; raises ModelUnavailable or ModelTimeout."""
+        request = model_status_pb2.GetModelStatusRequest()
+        self._model_spec(request.model_spec)
+        _, model_stub = self._stubs()
+        response = self._call(model_stub.GetModelStatus, request, self.settings.status_timeout_s)
+        return [_version_state(item) for item in response.model_version_status]
+
+    def label_version(self, label: str) -> int | None:
+        """The version a label points at on the server, or None when the label is not set there."""
+        request = model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = self.settings.model_name
+        request.model_spec.version_label = label
+        _, model_stub = self._stubs()
+        response = self._call(
+            model_stub.GetModelStatus, request, self.settings.status_timeout_s, absent_ok=True
+        )
+        if response is None:
+            return None
+        versions = [item.version for item in response.model_version_status]
+        return versions[0] if versions else None
+
+    def _call(
+        self,
+        method: grpc.UnaryUnaryMultiCallable,
+        request: object,
+        timeout_s: float,
+        absent_ok: bool = False,
+    ) -> Any:
+        """Run one RPC inside `timeout_s` all told, retrying UNAVAILABLE; translates every failure.
+
+        With `absent_ok`, an answer that the asked-for thing does not exist returns None.
+        """
+        try:
+            self.breaker.before_call()
+        except CircuitOpen as exc:
+            raise ModelUnavailable(retry_after_s=max(1.0, exc.retry_after_s)) from exc
+        deadline = time.monotonic() + timeout_s
+
+        def remaining() -> float:
+            return deadline - time.monotonic()
+
+        def stop_at_deadline(state: RetryCallState) -> bool:
+            # Retry only while a further attempt still has time to succeed.
+            return remaining() < self.settings.retry_backoff_s * (2 ** state.attempt_number)
+
+        retrying = Retrying(
+            retry=retry_if_exception(
+                lambda exc: isinstance(exc, grpc.RpcError) and exc.code() in _UNAVAILABLE_CODES
+            ),
+            stop=stop_after_attempt(self.settings.predict_retries + 1) | stop_at_deadline,
+            wait=wait_exponential(multiplier=self.settings.retry_backoff_s, max=1.0),
+            reraise=True,
+        )
+        try:
+            result = retrying(lambda: method(request, timeout=max(0.001, remaining())))
+        except grpc.RpcError as exc:
+            if absent_ok and exc.code() in _ABSENT_CODES:
+                self.breaker.record_neutral()
+                return None
+            error = _translate(exc)
+            if isinstance(error, ModelUnavailable | ModelTimeout):
+                self.breaker.record_failure()
+            else:
+                self.breaker.record_neutral()
+            raise error from exc
+        self.breaker.record_success()
+        return result
+
+
+def _translate(exc: grpc.RpcError) -> ModelError:
+    code = exc.code()
+    details = exc.details() or ""
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return ModelTimeout()
+    if code in _NOT_SERVING_CODES:
+        logger.warning("model server not serving: %s %s", code.name, details)
+        return ModelUnavailable(retry_after_s=1.0)
+    logger.error("model server refused the request: %s %s", code.name, details)
+    return ModelBadResponse()
+
+
+def _version_state(item: model_status_pb2.ModelVersionStatus) -> VersionState:
+    return VersionState(
+        version=int(item.version),
+        state=STATE_NAMES.get(int(item.state), "UNKNOWN"),
+        error=item.status.error_message,
+    )
+
+
+def _read_prediction(response: predict_pb2.PredictResponse, rows: int) -> Prediction:
+    """Check a PredictResponse against the contract; raises ModelBadResponse."""
+    arrays = {}
+    for spec in contract.OUTPUTS:
+        if spec.name not in response.outputs:
+            logger.error("model response lacks output %r", spec.name)
+            raise ModelBadResponse()
+        try:
+            array = make_ndarray(response.outputs[spec.name])
+        except ValueError as exc:
+            raise ModelBadResponse() from exc
+        want = (rows, *spec.shape[1:])
+        if array.dtype != np.dtype(spec.dtype) or array.shape != want:
+            logger.error(
+                "model output %r is %s%s, contract says %s%s",
+                spec.name, array.dtype, array.shape, spec.dtype, want,
+            )
+            raise ModelBadResponse()
+        if not np.all(np.isfinite(array)):
+            logger.error("model output %r holds NaN or inf", spec.name)
+            raise ModelBadResponse()
+        arrays[spec.name] = array
+    if not response.model_spec.HasField("version"):
+        logger.error("model response does not name its version")
+        raise ModelBadResponse()
+    return Prediction(
+        model_name=response.model_spec.name,
+        version=int(response.model_spec.version.value),
+        signals=arrays["signals"],
+        acne_peaks=arrays["acne_peaks"],
+    )

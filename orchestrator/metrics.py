@@ -1,0 +1,42 @@
+"""Prometheus metrics for the orchestrator; aggregated across gunicorn workers in multiprocess mode.
+
+gunicorn's config points PROMETHEUS_MULTIPROC_DIR at a fresh directory before forking, which
+prometheus_client reads itself; without it (tests, flask run) metrics are per process.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+REQUESTS = Counter(
+    "shine_requests_total", "HTTP requests answered", ["endpoint", "status", "code"]
+)
+LATENCY = Histogram(
+    "shine_request_seconds",
+    "Time to answer, by endpoint",
+    ["endpoint"],
+    buckets=(0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 1.5, 2.5, 5.0, 10.0),
+)
+STAGES = Histogram(
+    "shine_stage_seconds",
+    "Time per pipeline stage",
+    ["stage"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+ANSWERED_BY = Counter("shine_model_version_answers_total", "Analyses by model version", ["version"])
+
+
+def render(multiprocess_dir: str) -> tuple[bytes, str]:
+    """The exposition text for /metrics and its content type, summed over workers when multiprocess."""
+    if multiprocess_dir:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST

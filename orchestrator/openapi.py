@@ -1,0 +1,241 @@
+"""The API contract as an OpenAPI 3.1 document, served at /api/v2/openapi.json.
+
+Error codes come from errors.ERROR_TABLE and region/concern names from the model contract, so the
+document cannot drift from the code; tests validate real answers against these schemas.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orchestrator.concerns import CONCERN_REGIONS, CONCERNS
+from orchestrator.errors import ERROR_TABLE, HTTP_CODES
+from orchestrator.scoring import ACNE_GRADES, ITA_CATEGORIES, SEVERITY_BANDS, SKIN_TYPES
+from serving import contract
+
+API_VERSION = "2.0.0"
+
+NUMBER_OR_NULL: dict[str, Any] = {"type": ["number", "null"]}
+SEVERITIES = sorted({label for _, label in SEVERITY_BANDS} | set(ACNE_GRADES))
+
+
+def _box() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["x", "y", "width", "height"],
+        "properties": {k: {"type": "integer"} for k in ("x", "y", "width", "height")},
+    }
+
+
+def _concern(name: str) -> dict[str, Any]:
+    regions = {r: {"type": ["number", "null"]} for r in CONCERN_REGIONS[name]}
+    schema: dict[str, Any] = {
+        "type": "object",
+        "required": ["score", "severity", "regions"],
+        "properties": {
+            "score": {**NUMBER_OR_NULL, "minimum": 0, "maximum": 100},
+            "severity": {"enum": [*SEVERITIES, None]},
+            "regions": {"type": "object", "properties": regions, "additionalProperties": False},
+        },
+    }
+    if name == "acne":
+        schema["required"] += ["count", "lesions"]
+        schema["properties"]["count"] = {"type": ["integer", "null"]}
+        schema["properties"]["grade_probabilities"] = {"type": "object"}
+        schema["properties"]["regions"]["properties"] = {
+            r: {"type": ["integer", "null"]} for r in CONCERN_REGIONS[name]
+        }
+        schema["properties"]["lesions"] = {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["region", "x", "y", "confidence"],
+                "properties": {
+                    "region": {"enum": list(contract.REGION_NAMES)},
+                    "x": {"type": "integer"},
+                    "y": {"type": "integer"},
+                    "x_rel": {"type": "number"},
+                    "y_rel": {"type": "number"},
+                    "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+                },
+            },
+        }
+    else:
+        schema["properties"]["raw"] = NUMBER_OR_NULL
+    return schema
+
+
+def _report() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": [
+            "request_id", "model", "faces_detected", "face", "quality", "skin_tone", "skin_type",
+            "concerns", "overall", "recommendations", "timing_ms",
+        ],
+        "properties": {
+            "request_id": {"type": "string"},
+            "model": {
+                "type": "object",
+                "required": ["name", "version"],
+                "properties": {"name": {"type": "string"}, "version": {"type": "integer"}},
+            },
+            "faces_detected": {"type": "integer", "minimum": 1},
+            "face": {
+                "type": "object",
+                "required": ["box", "confidence"],
+                "properties": {"box": _box(), "confidence": {"type": "number", "minimum": 0, "maximum": 1}},
+            },
+            "image": {"type": "object"},
+            "regions": {"type": "object", "properties": {r: _box() for r in contract.REGION_NAMES}},
+            "quality": {
+                "type": "object",
+                "required": ["face_size_px", "blur", "exposure", "warnings"],
+                "properties": {
+                    "face_size_px": {"type": "integer"},
+                    "blur": {"type": "object"},
+                    "exposure": {"type": "object"},
+                    "tilt_deg": NUMBER_OR_NULL,
+                    "warnings": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+            "skin_tone": {
+                "type": "object",
+                "required": ["ita_deg", "category", "lab"],
+                "properties": {
+                    "ita_deg": NUMBER_OR_NULL,
+                    "category": {"enum": [label for _, label in ITA_CATEGORIES] + [None]},
+                    "lab": {"type": ["object", "null"]},
+                },
+            },
+            "skin_type": {
+                "type": "object",
+                "required": ["label", "probabilities"],
+                "properties": {
+                    "label": {"enum": [*SKIN_TYPES, None]},
+                    "probabilities": {"type": ["object", "null"]},
+                },
+            },
+            "concerns": {
+                "type": "object",
+                "required": list(CONCERNS),
+                "properties": {name: _concern(name) for name in CONCERNS},
+            },
+            "overall": {
+                "type": "object",
+                "required": ["score"],
+                "properties": {"score": {**NUMBER_OR_NULL, "minimum": 0, "maximum": 100}},
+            },
+            "recommendations": {"type": "array", "items": {"type": "object"}},
+            "timing_ms": {"type": "object", "additionalProperties": {"type": "number"}},
+        },
+    }
+
+
+def _error() -> dict[str, Any]:
+    codes = sorted({cls.code for cls in ERROR_TABLE} | set(HTTP_CODES.values()))
+    return {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message", "request_id"],
+                "properties": {
+                    "code": {"enum": codes},
+                    "message": {"type": "string"},
+                    "request_id": {"type": "string"},
+                },
+            }
+        },
+    }
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    responses: dict[str, Any] = {}
+    for cls in ERROR_TABLE:
+        if cls.status in statuses:
+            error_body = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+            entry = responses.setdefault(str(cls.status), {"description": "", "content": error_body})
+            entry["description"] = ", ".join(filter(None, [entry["description"], cls.code]))
+    return responses
+
+
+def build_openapi() -> dict[str, Any]:
+    """The OpenAPI document of API v2."""
+    health = {
+        "type": "object",
+        "required": ["status", "model", "version", "state"],
+        "properties": {
+            "status": {"enum": ["ok", "unavailable"]},
+            "model": {"type": "string"},
+            "version": {"type": ["integer", "null"]},
+            "state": {"type": "string"},
+        },
+    }
+    models = {
+        "type": "object",
+        "required": ["model", "versions", "labels"],
+        "properties": {
+            "model": {"type": "string"},
+            "serving": {"type": "object"},
+            "versions": {"type": "array", "items": {"type": "object"}},
+            "labels": {"type": "object", "additionalProperties": {"type": "integer"}},
+        },
+    }
+    json_of = lambda ref: {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}  # noqa: E731
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Shine skin analysis API",
+            "version": API_VERSION,
+            "description": "A selfie in, a calibrated region-by-region skin report out.",
+        },
+        "paths": {
+            "/health": {
+                "get": {
+                    "summary": "200 only when the model server answers and a version is AVAILABLE",
+                    "responses": {
+                        "200": {"description": "serving", "content": json_of("Health")},
+                        "503": {"description": "not serving", "content": json_of("Health")},
+                    },
+                }
+            },
+            "/api/v2/analyze/guest": {
+                "post": {
+                    "summary": "Analyse the skin in one photo (no login; nothing is stored)",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "multipart/form-data": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["image"],
+                                    "properties": {"image": {"type": "string", "format": "binary"}},
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": {"description": "the skin report", "content": json_of("Report")},
+                        **_errors(400, 413, 415, 422, 429, 500, 502, 503, 504),
+                    },
+                }
+            },
+            "/api/v2/models": {
+                "get": {
+                    "summary": "Model versions, their states and labels",
+                    "responses": {"200": {"description": "models", "content": json_of("Models")},
+                                  **_errors(503, 504)},
+                }
+            },
+            "/api/v2/openapi.json": {
+                "get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}
+            },
+            "/metrics": {
+                "get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}
+            },
+        },
+        "components": {
+            "schemas": {"Report": _report(), "Error": _error(), "Health": health, "Models": models}
+        },
+    }

@@ -1,0 +1,107 @@
+"""Photo quality of the analysed face: sharpness, exposure, size, tilt, and the warnings they raise.
+
+Measured on the face box, at a fixed working width so the numbers do not depend on photo resolution.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from orchestrator.faces import Box
+
+WORK_WIDTH_PX = 256
+# Variance of the Laplacian (Pech-Pacheco et al., "Diatom autofocusing in brightfield microscopy: a
+# comparative study", ICPR 2000) of the face at 256 px wide. Sharp studio portraits here give 150-900;
+# a 3 px Gaussian blur of them falls below 40.
+BLUR_WARN_BELOW = 40.0
+# Mean grey level (0-255) of the face, and the share of clipped pixels, that count as badly exposed.
+DARK_BELOW = 60.0
+BRIGHT_ABOVE = 200.0
+CLIPPED_ABOVE = 0.05
+# Faces smaller than this still get a report, with a warning that detail is limited.
+RECOMMENDED_FACE_PX = 200
+TILT_WARN_DEG = 15.0
+
+
+@dataclass(frozen=True)
+class Quality:
+    face_size_px: int
+    sharpness: float
+    brightness: float
+    clipped_share: float
+    tilt_deg: float | None
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "face_size_px": self.face_size_px,
+            "blur": {"sharpness": round(self.sharpness, 1), "threshold": BLUR_WARN_BELOW},
+            "exposure": {
+                "brightness": round(self.brightness, 1),
+                "clipped_share": round(self.clipped_share, 4),
+            },
+            "tilt_deg": None if self.tilt_deg is None else round(self.tilt_deg, 1),
+            "warnings": list(self.warnings),
+        }
+
+
+class QualityMeter:
+    """Measures a face's photo quality; holds an eye cascade per thread for the tilt estimate."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def _eyes(self) -> cv2.CascadeClassifier:
+        cascade: cv2.CascadeClassifier | None = getattr(self._local, "eyes", None)
+        if cascade is None:
+            path = cv2.data.haarcascades + "haarcascade_eye_tree_eyeglasses.xml"  # type: ignore[attr-defined]
+            cascade = cv2.CascadeClassifier(path)
+            self._local.eyes = cascade
+        return cascade
+
+    def measure(
+        self, rgb: NDArray[np.uint8], face: Box, face_size_px: int, extra_warnings: list[str]
+    ) -> Quality:
+        """Measure the face in `rgb`; `face_size_px` is its width in the original photo."""
+        patch = rgb[face.y : face.y + face.height, face.x : face.x + face.width]
+        grey = cv2.cvtColor(patch, cv2.COLOR_RGB2GRAY)
+        scale = WORK_WIDTH_PX / max(1, grey.shape[1])
+        interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        grey = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=interpolation)
+        sharpness = float(cv2.Laplacian(grey, cv2.CV_64F).var())
+        brightness = float(grey.mean())
+        clipped = float(np.mean((grey >= 250) | (grey <= 5)))
+        tilt = self._tilt(grey)
+        warnings = list(extra_warnings)
+        if face_size_px < RECOMMENDED_FACE_PX:
+            warnings.append("FACE_SMALL")
+        if sharpness < BLUR_WARN_BELOW:
+            warnings.append("BLURRY")
+        if brightness < DARK_BELOW:
+            warnings.append("UNDEREXPOSED")
+        elif brightness > BRIGHT_ABOVE or clipped > CLIPPED_ABOVE:
+            warnings.append("OVEREXPOSED")
+        if tilt is not None and abs(tilt) > TILT_WARN_DEG:
+            warnings.append("HEAD_TILTED")
+        return Quality(face_size_px, sharpness, brightness, clipped, tilt, warnings)
+
+    def _tilt(self, grey: NDArray[np.uint8]) -> float | None:
+        """Head roll from the two eyes in the upper half of the face, or None if not both are found."""
+        upper = grey[: grey.shape[0] * 3 // 5]
+        eyes = self._eyes().detectMultiScale(upper, scaleFactor=1.1, minNeighbors=4, minSize=(20, 20))
+        if len(eyes) < 2:
+            return None
+        # The two largest detections, ordered left to right in the image.
+        largest = sorted(eyes, key=lambda e: e[2] * e[3], reverse=True)[:2]
+        (x1, y1, w1, h1), (x2, y2, w2, h2) = sorted(largest, key=lambda e: e[0])
+        dx = (x2 + w2 / 2) - (x1 + w1 / 2)
+        dy = (y2 + h2 / 2) - (y1 + h1 / 2)
+        if dx < grey.shape[1] * 0.2:  # both boxes on one eye
+            return None
+        return math.degrees(math.atan2(dy, dx))

@@ -1,0 +1,130 @@
+"""The orchestrator's settings: one frozen dataclass, read from the environment once at start-up.
+
+`Settings.from_env` is the only reader of the environment; a bad value fails start-up and names the
+variable. Every variable is `SHINE_` + the field name in upper case, except the few a library names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from serving import contract
+
+ENV_PREFIX = "SHINE_"
+MIB = 1024 * 1024
+
+
+# Variables whose names are fixed by a library rather than by Shine.
+_ENV_NAMES = {"prometheus_multiproc_dir": "PROMETHEUS_MULTIPROC_DIR"}
+
+
+class SettingsError(ValueError):
+    """A setting from the environment is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the orchestrator can be told; defaults suit a single machine."""
+
+    # The model server (TF Serving or the local model server), gRPC host:port.
+    model_server_address: str = "127.0.0.1:8500"
+    model_name: str = contract.MODEL_NAME
+    # Ask for a labelled version ("stable", "canary"); empty means the server's latest.
+    model_version_label: str = ""
+    # Where each version's assets.extra/ (calibration, model card) is read from.
+    model_repo_dir: Path = Path("model_repo")
+    predict_timeout_s: float = 5.0
+    status_timeout_s: float = 1.0
+    # Retries of UNAVAILABLE, all inside predict_timeout_s.
+    predict_retries: int = 2
+    retry_backoff_s: float = 0.05
+    # Consecutive model-server failures that open the circuit, and how long it stays open.
+    breaker_failures: int = 5
+    breaker_open_s: float = 5.0
+    # Uploads.
+    max_upload_bytes: int = 100 * MIB
+    max_image_pixels: int = 64_000_000
+    # Large photos are decoded at reduced size down to this long side when the format allows it.
+    decode_long_side_px: int = 2048
+    # Face detection runs on a copy with at most this long side.
+    detect_long_side_px: int = 640
+    min_face_px: int = 80
+    # CORS: origins allowed to call the API from a browser; "*" allows any (the guest endpoint is public).
+    cors_origins: tuple[str, ...] = ("*",)
+    # Guest rate limit per client IP: sustained rate and burst.
+    rate_limit_per_minute: int = 60
+    rate_limit_burst: int = 20
+    # Addresses of reverse proxies whose X-Forwarded-For is believed; empty trusts none.
+    trusted_proxies: tuple[str, ...] = ()
+    # Routine suggestions table.
+    recommendations_file: Path = Path("configs/recommendations.json")
+    log_level: str = "INFO"
+    # Set by gunicorn's config (PROMETHEUS_MULTIPROC_DIR, prometheus_client's own name for it) so /metrics
+    # sums all workers; empty outside gunicorn.
+    prometheus_multiproc_dir: str = ""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from `SHINE_*` variables; raises SettingsError naming a bad variable."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            name = _ENV_NAMES.get(f.name, ENV_PREFIX + f.name.upper())
+            if name not in env:
+                continue
+            values[f.name] = _parse(name, env[name], f.default)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Raise SettingsError if values are out of range."""
+        positive = {
+            "predict_timeout_s": self.predict_timeout_s,
+            "status_timeout_s": self.status_timeout_s,
+            "max_upload_bytes": self.max_upload_bytes,
+            "max_image_pixels": self.max_image_pixels,
+            "decode_long_side_px": self.decode_long_side_px,
+            "detect_long_side_px": self.detect_long_side_px,
+            "min_face_px": self.min_face_px,
+            "rate_limit_per_minute": self.rate_limit_per_minute,
+            "rate_limit_burst": self.rate_limit_burst,
+            "breaker_failures": self.breaker_failures,
+        }
+        for key, value in positive.items():
+            if value <= 0:
+                raise SettingsError(f"{ENV_PREFIX}{key.upper()} must be positive, got {value!r}")
+        if self.predict_retries < 0 or self.retry_backoff_s < 0 or self.breaker_open_s < 0:
+            raise SettingsError(
+                f"{ENV_PREFIX}PREDICT_RETRIES, RETRY_BACKOFF_S and BREAKER_OPEN_S must not be negative"
+            )
+        if ":" not in self.model_server_address:
+            raise SettingsError(
+                f"{ENV_PREFIX}MODEL_SERVER_ADDRESS must be host:port, got {self.model_server_address!r}"
+            )
+
+
+def _parse(name: str, raw: str, default: Any) -> Any:
+    """Parse one variable to the type of its default; raises SettingsError naming the variable."""
+    try:
+        if isinstance(default, bool):
+            lowered = raw.strip().lower()
+            if lowered not in {"1", "0", "true", "false", "yes", "no"}:
+                raise ValueError(raw)
+            return lowered in {"1", "true", "yes"}
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, Path):
+            return Path(raw)
+        if isinstance(default, tuple):
+            return tuple(item.strip() for item in raw.split(",") if item.strip())
+        return raw
+    except ValueError as exc:
+        raise SettingsError(f"{name}: cannot read {raw!r} as {type(default).__name__}") from exc

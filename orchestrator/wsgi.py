@@ -1,0 +1,7 @@
+"""The WSGI entry point gunicorn serves: `gunicorn -c configs/gunicorn.conf.py orchestrator.wsgi:app`."""
+
+from __future__ import annotations
+
+from orchestrator.app import create_app
+
+app = create_app()

@@ -1,0 +1,24 @@
+"""The model_repo/ layout TF Serving reads: <base_path>/<integer version>/saved_model.pb (+ assets.extra/).
+
+Pure Python, so the ops tool and the publisher can read the layout without TensorFlow.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def versions_on_disk(base_path: Path) -> list[int]:
+    """Integer-named folders holding a saved_model.pb; staging folders and stray files are ignored."""
+    if not base_path.is_dir():
+        return []
+    return sorted(
+        int(child.name)
+        for child in base_path.iterdir()
+        if child.name.isdigit() and (child / "saved_model.pb").is_file()
+    )
+
+
+def assets_extra(base_path: Path, version: int) -> Path:
+    """The assets.extra/ folder of one version (calibration, model card, warmup records)."""
+    return base_path / str(version) / "assets.extra"

@@ -13,7 +13,13 @@ import numpy as np
 import tensorflow as tf
 
 from export.colour import SkinColour, ita_degrees, skin_colour, specular_mask, srgb_to_lab
-from export.texture import gaussian_kernel, hessian_eigenvalues, masked_mean, separable_filter
+from export.texture import (
+    gaussian_kernel,
+    hessian_eigenvalues,
+    masked_mean,
+    separable_filter,
+    wide_filter,
+)
 from serving import contract
 
 logger = logging.getLogger(__name__)
@@ -33,6 +39,7 @@ _LUMA = np.array([[0.2126], [0.7152], [0.0722]], np.float32)
 SMOOTH_SIGMA = 1.0
 RIDGE_SIGMA = 2.0
 SURROUND_SIGMA = 8.0
+SURROUND_RANK = 12
 # Frangi et al. 1998 ("Multiscale vessel enhancement filtering", MICCAI) blobness weight: a pixel whose
 # smaller/larger eigenvalue ratio R_b is 0.5 keeps exp(-0.5) of its line response, a round blob
 # (R_b = 1) only exp(-2).
@@ -65,6 +72,39 @@ class _Maps(NamedTuple):
     fine_variance: tf.Tensor  # variance of L* within each 2x2 cell of the 160 px crop
 
 
+def _cell_weights() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weights turning a 2x2 cell's column sums or differences into channel means and luma details.
+
+    A cell [[p, q], [r, s]] arrives as its column sums (p + r, q + s) and differences (p - r, q - s),
+    3 channels each. Out: the mean R, G, B, and in luma H = p - q + r - s from the sums, V = p + q - r - s
+    and D = p - q - r + s from the differences. The cell's variance is (H^2 + V^2 + D^2) / 16, because
+    the orthonormal 2x2 Haar transform keeps the energy.
+    """
+    luma = _LUMA[:, 0]
+    means = np.concatenate([np.eye(3), np.eye(3)]).astype(np.float32) / 4.0
+    horizontal = np.concatenate([luma, -luma])[:, None]
+    vertical_diagonal = np.stack([np.concatenate([luma, luma]), np.concatenate([luma, -luma])], 1)
+    return means, horizontal, vertical_diagonal
+
+
+def _pool_cells(pixels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """sRGB [B, 160, 160, 3] -> 2x2 mean sRGB [B, 80, 80, 3] and within-cell luma variance [B, 80, 80].
+
+    Reshapes and small matrix products: TensorFlow's CPU avg_pool and reductions over strided axes
+    cost several times more here.
+    """
+    rows = tf.reshape(pixels, [-1, 2, FINE_SIZE * 3])  # the two pixel rows of each cell row
+    top, bottom = rows[:, 0], rows[:, 1]
+    sums = tf.reshape(top + bottom, [-1, 6])
+    differences = tf.reshape(top - bottom, [-1, 6])
+    means, horizontal, vertical_diagonal = _cell_weights()
+    srgb = tf.reshape(tf.linalg.matmul(sums, means), [-1, WORK_SIZE, WORK_SIZE, 3])
+    h = tf.linalg.matmul(sums, horizontal)
+    vd = tf.linalg.matmul(differences, vertical_diagonal)
+    energy = tf.reshape(h * h, [-1]) + tf.reduce_sum(vd * vd, axis=-1)
+    return srgb, tf.reshape(energy, [-1, WORK_SIZE, WORK_SIZE]) * (1.0 / 16.0)
+
+
 def _maps(regions: tf.Tensor) -> _Maps:
     """Every per-pixel map the measures need, from uint8 crops [B, 160, 160, 3]."""
     regions = tf.convert_to_tensor(regions)
@@ -72,39 +112,38 @@ def _maps(regions: tf.Tensor) -> _Maps:
         raise TypeError(f"regions must be uint8, got {regions.dtype.name}")
     regions = tf.ensure_shape(regions, [None, FINE_SIZE, FINE_SIZE, 3])
     pixels = tf.cast(regions, tf.float32)
-    # 2x2 means by reshaping: TensorFlow's CPU avg_pool is several times slower at this size.
-    srgb = tf.reduce_mean(tf.reshape(pixels, [-1, WORK_SIZE, 2, WORK_SIZE, 2, 3]), axis=[2, 4])
-    luma = tf.reshape(tf.linalg.matmul(tf.reshape(pixels, [-1, 3]), _LUMA), [-1, WORK_SIZE, 2, WORK_SIZE, 2])
-    luma_sq_mean = tf.reduce_mean(luma * luma, axis=[2, 4])
-    luma_mean = tf.reshape(tf.linalg.matmul(tf.reshape(srgb, [-1, 3]), _LUMA), tf.shape(luma_sq_mean))
+    srgb, fine_luma_variance = _pool_cells(pixels)
     colour = skin_colour(srgb_to_lab(srgb))
-    # Encoded luma variance to L* units: for grey, L* = 116 ((v/255 + 0.055) / 1.055)^0.8 - 16 (sRGB
+    # Encoded-luma variance to L* units: for grey, L* = 116 ((v/255 + 0.055) / 1.055)^0.8 - 16 (sRGB
     # decoding then CIELAB), so dL*/dv = (116 * 0.8 / (1.055 * 255)) u^-0.25 with u = (L* + 16) / 116.
     u = tf.maximum(colour.lab_l + 16.0, 1.0) / 116.0
     slope = (116.0 * 0.8 / (1.055 * 255.0)) * tf.exp(-0.25 * tf.math.log(u))
-    fine_variance = tf.nn.relu(luma_sq_mean - luma_mean * luma_mean) * slope * slope
+    fine_variance = fine_luma_variance * slope * slope
 
     lab_l, lab_a, skin = colour.lab_l, colour.lab_a, colour.skin
     smooth = gaussian_kernel(SMOOTH_SIGMA, 0)
     ridge = [gaussian_kernel(RIDGE_SIGMA, order) for order in range(3)]
-    surround = gaussian_kernel(SURROUND_SIGMA, 0)
-    planes = tf.stack([lab_l, lab_l, lab_l, lab_l, lab_a, lab_l * skin, lab_a * skin, skin], axis=1)
-    # Planes out: L* smoothed, L*_xx, L*_yy, L*_xy, a* smoothed, then the three surround sums.
+    # Planes out: L* smoothed, L*_xx, L*_yy, L*_xy, a* smoothed.
     out = separable_filter(
-        planes,
-        kernels_y=[smooth, ridge[0], ridge[2], ridge[1], smooth, surround, surround, surround],
-        kernels_x=[smooth, ridge[2], ridge[0], ridge[1], smooth, surround, surround, surround],
+        tf.stack([lab_l, lab_l, lab_l, lab_l, lab_a], axis=1),
+        kernels_y=[smooth, ridge[0], ridge[2], ridge[1], smooth],
+        kernels_x=[smooth, ridge[2], ridge[0], ridge[1], smooth],
+    )
+    sums = wide_filter(
+        tf.stack([lab_l * skin, lab_a * skin, skin], axis=1),
+        gaussian_kernel(SURROUND_SIGMA, 0),
+        SURROUND_RANK,
     )
     ridge_max, ridge_min = hessian_eigenvalues(out[:, 1], out[:, 2], out[:, 3])
-    local_skin = out[:, 7]
+    local_skin = sums[:, 2]
     return _Maps(
         colour=colour,
         smooth_l=out[:, 0],
         smooth_a=out[:, 4],
         ridge_max=ridge_max,
         ridge_min=ridge_min,
-        local_l=tf.math.divide_no_nan(out[:, 5], local_skin),
-        local_a=tf.math.divide_no_nan(out[:, 6], local_skin),
+        local_l=tf.math.divide_no_nan(sums[:, 0], local_skin),
+        local_a=tf.math.divide_no_nan(sums[:, 1], local_skin),
         local_skin=local_skin,
         fine_variance=fine_variance,
     )

@@ -79,7 +79,9 @@ def load_split(data_dir: Path, split: str) -> list[Sample]:
     return samples
 
 
-def load_images(data_dir: Path, split: str, samples: list[Sample], cache_dir: Path | None) -> NDArray[np.uint8]:
+def load_images(
+    data_dir: Path, split: str, samples: list[Sample], cache_dir: Path | None
+) -> NDArray[np.uint8]:
     """Decode a split once into a [N, 640, 640, 3] RGB uint8 array, cached as .npy when cache_dir is set."""
     cache = cache_dir / f"images_{split}.npy" if cache_dir is not None else None
     if cache is not None and cache.exists():
@@ -162,9 +164,9 @@ class PatchSampler:
         # Cut only the native window the patch can reach (rotation included), INTER_AREA it to the
         # chosen scale as the server resizes face regions, then warp once at 1:1.
         reach = half * 1.5 / scale + 2
-        x0, x1 = max(int(centre_x - reach), 0), min(int(math.ceil(centre_x + reach)), NATIVE_PX)
-        y0, y1 = max(int(centre_y - reach), 0), min(int(math.ceil(centre_y + reach)), NATIVE_PX)
-        out_w, out_h = max(int(round((x1 - x0) * scale)), 1), max(int(round((y1 - y0) * scale)), 1)
+        x0, x1 = max(int(centre_x - reach), 0), min(math.ceil(centre_x + reach), NATIVE_PX)
+        y0, y1 = max(int(centre_y - reach), 0), min(math.ceil(centre_y + reach), NATIVE_PX)
+        out_w, out_h = max(round((x1 - x0) * scale), 1), max(round((y1 - y0) * scale), 1)
         window = cv2.resize(self.images[index, y0:y1, x0:x1], (out_w, out_h), interpolation=cv2.INTER_AREA)
         sx, sy = out_w / (x1 - x0), out_h / (y1 - y0)
         to_window = np.array([[sx, 0.0, -x0 * sx], [0.0, sy, -y0 * sy], [0.0, 0.0, 1.0]])
@@ -175,10 +177,16 @@ class PatchSampler:
         if rng.random() < 0.5:
             matrix = np.array([[-1.0, 0.0, self.patch_px], [0.0, 1.0, 0.0]]) @ np.vstack([matrix, [0, 0, 1]])
         patch = cv2.warpAffine(
-            window, matrix, (self.patch_px, self.patch_px), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101
+            window,
+            matrix,
+            (self.patch_px, self.patch_px),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REFLECT_101,
         )
         boxes = self.samples[index].boxes
-        centres = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2, np.ones(len(boxes))], 1)
+        centres = np.stack(
+            [(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2, np.ones(len(boxes))], 1
+        )
         moved = centres @ (np.vstack([matrix, [0, 0, 1]]) @ to_window)[:2].T
         sides = np.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], 1) * scale / 2
         warped = np.concatenate([moved - sides, moved + sides], 1).astype(np.float32)

@@ -47,7 +47,9 @@ def predict_peaks(
     rows: list[NDArray[np.float32]] = []
     for start in range(0, len(images), batch):
         chunk = images[start : start + batch]
-        resized = np.stack([cv2.resize(im, (image_px, image_px), interpolation=cv2.INTER_AREA) for im in chunk])
+        resized = np.stack(
+            [cv2.resize(im, (image_px, image_px), interpolation=cv2.INTER_AREA) for im in chunk]
+        )
         rows.append(predictor(tf.constant(resized, tf.float32)).numpy())
     return np.concatenate(rows, axis=0)
 

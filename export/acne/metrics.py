@@ -96,7 +96,9 @@ def fit_bands(counts: NDArray[np.int64], grades: NDArray[np.int64]) -> tuple[flo
     run of optimal values, so the bands do not hug one sample. Edges are half-integers.
     """
     top = int(max(counts.max(initial=0), 1)) + 2
-    below = np.stack([np.searchsorted(np.sort(counts[grades == g]), np.arange(top + 1)) for g in range(GRADES)])
+    below = np.stack(
+        [np.searchsorted(np.sort(counts[grades == g]), np.arange(top + 1)) for g in range(GRADES)]
+    )
     totals = below[:, -1]
     e = np.arange(top + 1)
     # correct(e1, e2, e3) = below0[e1] + below1[e2] - below1[e1] + below2[e3] - below2[e2] + n3 - below3[e3]
@@ -134,7 +136,11 @@ def confusion(true: NDArray[np.int64], predicted: NDArray[np.int64]) -> NDArray[
 
 
 def bootstrap_intervals(
-    table: NDArray[np.int64], grades: NDArray[np.int64], predicted_grades: NDArray[np.int64], seed: int, rounds: int
+    table: NDArray[np.int64],
+    grades: NDArray[np.int64],
+    predicted_grades: NDArray[np.int64],
+    seed: int,
+    rounds: int,
 ) -> dict[str, tuple[float, float]]:
     """95% percentile intervals of lesion F1, count MAE and grading accuracy, resampling images."""
     rng = np.random.default_rng(seed)

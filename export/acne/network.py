@@ -90,7 +90,9 @@ def fold_batch_norm(trained: keras.Model, width: int) -> keras.Model:
         source = trained.get_layer(layer.name)
         if isinstance(layer, layers.Conv2D) and layer.name.endswith("_conv"):
             norm = trained.get_layer(layer.name[: -len("_conv")] + "_bn")
-            gamma, beta, mean, var = (v.numpy() for v in (norm.gamma, norm.beta, norm.moving_mean, norm.moving_variance))
+            gamma, beta, mean, var = (
+                v.numpy() for v in (norm.gamma, norm.beta, norm.moving_mean, norm.moving_variance)
+            )
             scale = gamma / (var + norm.epsilon) ** 0.5
             kernel = source.kernel.numpy() * scale
             layer.set_weights([kernel, beta - mean * scale])

@@ -30,7 +30,9 @@ EVAL_SIZES_PX = (384, 448, 512)
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Read the command line."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="ACNE04 folder with index.csv")
     parser.add_argument("--out", type=Path, default=Path("build/acne"), help="weights, log and calibration")
     parser.add_argument("--minutes", type=float, default=45.0, help="training time budget (wall clock)")
@@ -59,7 +61,9 @@ def configure_tensorflow(threads: int, seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-def batch_stream(sampler: object, batch: int, seed: int) -> Iterator[tuple[NDArray[np.uint8], NDArray[np.float32]]]:
+def batch_stream(
+    sampler: object, batch: int, seed: int
+) -> Iterator[tuple[NDArray[np.uint8], NDArray[np.float32]]]:
     """Endless stream of augmented (patches, heatmaps) batches from one seeded generator."""
     from export.acne.dataset import PatchSampler
 
@@ -111,7 +115,12 @@ def train(args: argparse.Namespace) -> dict[str, object]:
     valid_samples = load_split(args.data, "valid")
     train_images = load_images(args.data, "train", train_samples, cache)
     valid_images = load_images(args.data, "valid", valid_samples, cache)
-    logger.info("data ready in %.0f s: %d train, %d valid", time.monotonic() - started, len(train_images), len(valid_images))
+    logger.info(
+        "data ready in %.0f s: %d train, %d valid",
+        time.monotonic() - started,
+        len(train_images),
+        len(valid_images),
+    )
 
     sampler = PatchSampler(train_images, train_samples, args.patch, args.scale_min, args.scale_max)
     cells = args.patch // 4
@@ -125,7 +134,11 @@ def train(args: argparse.Namespace) -> dict[str, object]:
 
     model = build_detector(args.width, batch_norm=True)
     params = model.count_params()
-    logger.info("detector: %d parameters (%d in the served, folded form)", params, build_detector(args.width).count_params())
+    logger.info(
+        "detector: %d parameters (%d in the served, folded form)",
+        params,
+        build_detector(args.width).count_params(),
+    )
     optimizer = keras.optimizers.AdamW(learning_rate=args.lr, weight_decay=args.weight_decay)
     averaged = [tf.Variable(v, trainable=False) for v in model.trainable_variables]
     decay = tf.Variable(0.0, trainable=False)
@@ -168,12 +181,26 @@ def train(args: argparse.Namespace) -> dict[str, object]:
         done = elapsed >= budget_s
         if time.monotonic() >= next_eval or done:
             live = swap_in_average()
-            score = score_split(match_split(predict_peaks(predictor, valid_images, args.eval_px), valid_samples))
-            row = {"step": step, "minutes": elapsed / 60, "loss": float(np.mean(losses)), "valid_f1": score.f1,
-                   "valid_mae": score.mae, "valid_threshold": score.threshold}
+            score = score_split(
+                match_split(predict_peaks(predictor, valid_images, args.eval_px), valid_samples)
+            )
+            row = {
+                "step": step,
+                "minutes": elapsed / 60,
+                "loss": float(np.mean(losses)),
+                "valid_f1": score.f1,
+                "valid_mae": score.mae,
+                "valid_threshold": score.threshold,
+            }
             history.append(row)
-            logger.info("step %d (%.1f min, %d patches) loss %.3f | valid %s", step, elapsed / 60,
-                        step * args.batch, row["loss"], score.line())
+            logger.info(
+                "step %d (%.1f min, %d patches) loss %.3f | valid %s",
+                step,
+                elapsed / 60,
+                step * args.batch,
+                row["loss"],
+                score.line(),
+            )
             if score.f1 > best_f1:
                 best_f1 = score.f1
                 model.save_weights(best_path)
@@ -195,11 +222,13 @@ def train(args: argparse.Namespace) -> dict[str, object]:
         logger.info("valid at %d px, flip_tta=False: %s", size, score.line())
         choices.append((score.f1, -score.mae, size, False, matches))
     size = max(choices, key=lambda c: (round(c[0], 3), c[1]))[2]
-    matches = match_split(predict_peaks(make_predictor(served, flip_tta=True), valid_images, size), valid_samples)
+    matches = match_split(
+        predict_peaks(make_predictor(served, flip_tta=True), valid_images, size), valid_samples
+    )
     score = score_split(matches)
     logger.info("valid at %d px, flip_tta=True: %s", size, score.line())
     choices.append((score.f1, -score.mae, size, True, matches))
-    f1, _, size, flip, matches = max(choices, key=lambda c: (round(c[0], 3), c[1]))
+    _, _, size, flip, matches = max(choices, key=lambda c: (round(c[0], 3), c[1]))
     threshold = choose_threshold(matches, THRESHOLDS)
     table = count_table(matches, threshold)
     grades = np.array([s.grade for s in valid_samples])
@@ -207,8 +236,14 @@ def train(args: argparse.Namespace) -> dict[str, object]:
     true_edges = fit_bands(table[:, 2], grades)
     valid_score = score_split(matches, threshold)
     valid_accuracy = float(np.mean(apply_bands(table[:, 1], edges) == grades))
-    logger.info("chosen: %d px, flip_tta=%s, %s, bands %s, valid grading %.3f", size, flip, valid_score.line(),
-                edges, valid_accuracy)
+    logger.info(
+        "chosen: %d px, flip_tta=%s, %s, bands %s, valid grading %.3f",
+        size,
+        flip,
+        valid_score.line(),
+        edges,
+        valid_accuracy,
+    )
     calibration: dict[str, object] = {
         "weights": "detector.weights.h5",
         "output": "logits; sigmoid gives lesion-centre probability per stride-4 cell",
@@ -231,8 +266,14 @@ def train(args: argparse.Namespace) -> dict[str, object]:
         "steps": step,
         "batch": args.batch,
         "parameters_served": int(served.count_params()),
-        "valid": {"precision": valid_score.precision, "recall": valid_score.recall, "f1": valid_score.f1,
-                  "mae": valid_score.mae, "grading_accuracy": valid_accuracy, "images": len(valid_samples)},
+        "valid": {
+            "precision": valid_score.precision,
+            "recall": valid_score.recall,
+            "f1": valid_score.f1,
+            "mae": valid_score.mae,
+            "grading_accuracy": valid_accuracy,
+            "images": len(valid_samples),
+        },
         "command": " ".join(["python -m export.acne.train", *sys.argv[1:]]),
     }
     (out / "acne_calibration.json").write_text(json.dumps(calibration, indent=2) + "\n")

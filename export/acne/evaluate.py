@@ -1,0 +1,183 @@
+"""Held-out evaluation of the acne lesion detector on ACNE04 test, written as a Markdown and JSON report.
+
+    python -m export.acne.evaluate --weights build/acne/detector.weights.h5
+
+Everything it applies (input scale, flip, score threshold, grade bands) was fixed on valid by
+`export.acne.train`; test is only measured here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from numpy.typing import NDArray
+
+from export.acne.dataset import load_images, load_split
+from export.acne.inference import make_predictor, match_split, predict_peaks, score_split
+from export.acne.metrics import GRADES, apply_bands, bootstrap_intervals, confusion, count_table
+from export.acne.network import build_detector, decode_peaks
+from export.acne.train import DEFAULT_DATA, configure_tensorflow
+
+logger = logging.getLogger(__name__)
+
+GRADE_NAMES = ("mild", "moderate", "severe", "very severe")
+ANCHOR_ACCURACY = 0.84
+LABEL_AGREEMENT = 0.79
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Read the command line."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--weights", type=Path, default=Path("build/acne/detector.weights.h5"))
+    parser.add_argument("--calibration", type=Path, default=Path("build/acne/acne_calibration.json"))
+    parser.add_argument("--report-md", type=Path, default=Path("reports/acne04_eval.md"))
+    parser.add_argument("--report-json", type=Path, default=Path("reports/acne04_eval.json"))
+    parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples over images")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    parser.add_argument("--threads", type=int, default=2)
+    return parser.parse_args(argv)
+
+
+def measure_latency(model: tf.keras.Model, runs: int = 60) -> dict[str, float]:
+    """Time detector + sigmoid + decode on one face's [7, 160, 160, 3] batch in a tf.function, ms."""
+    from serving.contract import MAX_LESIONS, REGION_NAMES, REGION_SIZE_PX
+
+    @tf.function(input_signature=[tf.TensorSpec([None, REGION_SIZE_PX, REGION_SIZE_PX, 3], tf.float32)])
+    def served(images: tf.Tensor) -> tf.Tensor:
+        return decode_peaks(tf.sigmoid(model(images, training=False)), MAX_LESIONS)
+
+    rng = np.random.default_rng(0)
+    batch = tf.constant(
+        rng.integers(0, 256, (len(REGION_NAMES), REGION_SIZE_PX, REGION_SIZE_PX, 3)), tf.float32
+    )
+    for _ in range(5):
+        served(batch).numpy()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        served(batch).numpy()
+        times.append((time.perf_counter() - start) * 1e3)
+    values = np.array(times)
+    return {
+        "min_ms": float(values.min()),
+        "p50_ms": float(np.median(values)),
+        "p90_ms": float(np.percentile(values, 90)),
+    }
+
+
+def grade_report(
+    counts: NDArray[np.int64], grades: NDArray[np.int64], edges: list[float]
+) -> dict[str, object]:
+    """Accuracy and confusion matrix of count -> grade bands."""
+    predicted = apply_bands(counts, (edges[0], edges[1], edges[2]))
+    return {
+        "band_edges": edges,
+        "accuracy": float(np.mean(predicted == grades)),
+        "confusion": confusion(grades, predicted).tolist(),
+        "predicted": predicted,
+    }
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, object]:
+    """Score the detector on test; returns the JSON report."""
+    calibration = json.loads(args.calibration.read_text())
+    samples = load_split(args.data, "test")
+    images = load_images(args.data, "test", samples, None)
+    model = build_detector(int(calibration["width"]))
+    model.load_weights(args.weights)
+    predictor = make_predictor(model, flip_tta=bool(calibration["eval_flip_tta"]))
+    started = time.monotonic()
+    peaks = predict_peaks(predictor, images, int(calibration["eval_image_px"]))
+    logger.info("predicted %d test images in %.1f s", len(images), time.monotonic() - started)
+    threshold = float(calibration["score_threshold"])
+    table = count_table(match_split(peaks, samples), threshold)
+    score = score_split(match_split(peaks, samples), threshold)
+    grades = np.array([s.grade for s in samples], dtype=np.int64)
+    by_prediction = grade_report(table[:, 1], grades, list(calibration["grade_band_edges"]))
+    by_truth = grade_report(table[:, 2], grades, list(calibration["grade_band_edges_true_counts"]))
+    intervals = bootstrap_intervals(
+        table, grades, np.asarray(by_prediction.pop("predicted")), args.seed, args.bootstrap
+    )
+    by_truth.pop("predicted")
+    per_grade = {
+        GRADE_NAMES[g]: {
+            "images": int(np.sum(grades == g)),
+            "mean_true": float(table[grades == g, 2].mean()) if np.any(grades == g) else 0.0,
+            "mean_predicted": float(table[grades == g, 1].mean()) if np.any(grades == g) else 0.0,
+            "mae": float(np.mean(np.abs(table[grades == g, 1] - table[grades == g, 2])))
+            if np.any(grades == g)
+            else 0.0,
+        }
+        for g in range(GRADES)
+    }
+    return {
+        "split": "test",
+        "images": len(samples),
+        "labelled_lesions": int(table[:, 2].sum()),
+        "predicted_lesions": int(table[:, 1].sum()),
+        "matching": "a prediction is a true positive when its centre falls inside a not-yet-matched "
+        "labelled box; greedy by score, one-to-one, nearest box centre on ties; no IoU (centres only)",
+        "score_threshold": threshold,
+        "eval_image_px": calibration["eval_image_px"],
+        "eval_flip_tta": calibration["eval_flip_tta"],
+        "lesions": {"precision": score.precision, "recall": score.recall, "f1": score.f1},
+        "count_mae": score.mae,
+        "count_by_grade": per_grade,
+        "grading_from_predicted_counts": by_prediction,
+        "grading_from_true_counts": by_truth,
+        "bootstrap_95ci": {k: list(v) for k, v in intervals.items()},
+        "bootstrap": {"resamples": args.bootstrap, "seed": args.seed, "unit": "image"},
+        "latency_7x160": measure_latency(model),
+        "parameters": int(model.count_params()),
+        "training": {
+            k: calibration[k]
+            for k in (
+                "command",
+                "seed",
+                "train_minutes",
+                "total_minutes",
+                "steps",
+                "batch",
+                "train_scale_range",
+                "train_patch_px",
+                "width",
+            )
+        },
+        "valid": calibration["valid"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m export.acne.evaluate`."""
+    from export.acne.report import render_markdown
+
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout)
+    configure_tensorflow(args.threads, args.seed)
+    report = evaluate(args)
+    args.report_json.parent.mkdir(parents=True, exist_ok=True)
+    args.report_json.write_text(json.dumps(report, indent=2) + "\n")
+    args.report_md.write_text(render_markdown(report))
+    logger.info(
+        "test: F1 %.3f, MAE %.2f, grading %.3f (ceiling %.3f); wrote %s",
+        report["lesions"]["f1"],  # type: ignore[index]
+        report["count_mae"],
+        report["grading_from_predicted_counts"]["accuracy"],  # type: ignore[index]
+        report["grading_from_true_counts"]["accuracy"],  # type: ignore[index]
+        args.report_md,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""A scriptable gRPC model server for fault cases: real gRPC on 127.0.0.1:0, answers chosen per test."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+
+from serving import contract
+from serving.tensors import fill_tensor_proto, make_ndarray
+from serving.wire import model_status_pb2, predict_pb2, services_pb2_grpc
+
+
+@dataclass
+class Script:
+    """What the fake does next. `fail_first` calls abort with `fail_code`, then it answers normally."""
+
+    version: int = 1
+    fail_code: grpc.StatusCode | None = None
+    fail_first: int = 0
+    delay_s: float = 0.0
+    signals_shape: tuple[int, ...] | None = None
+    nan: bool = False
+    calls: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class _Prediction(services_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, script: Script) -> None:
+        self.script = script
+
+    def Predict(self, request, context):  # noqa: N802, ANN001, ANN201 - gRPC signature
+        script = self.script
+        with script.lock:
+            script.calls += 1
+            failing = script.fail_code is not None and script.calls <= script.fail_first
+        if failing:
+            context.abort(script.fail_code, "scripted failure")
+        time.sleep(script.delay_s)
+        rows = make_ndarray(request.inputs[contract.INPUT.name]).shape[0]
+        signals = np.ones(script.signals_shape or (rows, len(contract.SIGNAL_NAMES)), np.float32)
+        if script.nan:
+            signals[0, 0] = np.nan
+        peaks = np.zeros((rows, contract.MAX_LESIONS, 3), np.float32)
+        response = predict_pb2.PredictResponse()
+        response.model_spec.name = request.model_spec.name
+        response.model_spec.version.value = script.version
+        fill_tensor_proto(response.outputs["signals"], signals)
+        fill_tensor_proto(response.outputs["acne_peaks"], peaks)
+        return response
+
+
+class _Models(services_pb2_grpc.ModelServiceServicer):
+    def __init__(self, script: Script) -> None:
+        self.script = script
+
+    def GetModelStatus(self, request, context):  # noqa: N802, ANN001, ANN201 - gRPC signature
+        if self.script.fail_code is not None and self.script.fail_first > 10**6:
+            context.abort(self.script.fail_code, "scripted failure")
+        response = model_status_pb2.GetModelStatusResponse()
+        item = response.model_version_status.add()
+        item.version = self.script.version
+        item.state = model_status_pb2.ModelVersionStatus.AVAILABLE
+        return response
+
+
+@contextmanager
+def fake_model_server(script: Script) -> Iterator[str]:
+    """Serve `script` on a free loopback port; yields host:port."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+    services_pb2_grpc.add_PredictionServiceServicer_to_server(_Prediction(script), server)
+    services_pb2_grpc.add_ModelServiceServicer_to_server(_Models(script), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop(grace=0).wait()

@@ -1,0 +1,102 @@
+"""The model client against a real gRPC server that fails on purpose: retries, deadlines, the breaker,
+and the contract check on answers. Callers only ever see Shine's errors."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import numpy as np
+import pytest
+
+from orchestrator.client import PredictClient
+from orchestrator.errors import ModelBadResponse, ModelTimeout, ModelUnavailable
+from orchestrator.settings import Settings
+from serving import contract
+from tests.conftest import free_port
+from tests.fakes import Script, fake_model_server
+
+CROPS = np.zeros((len(contract.REGION_NAMES), 160, 160, 3), np.uint8)
+
+
+def _client(address: str, **overrides: object) -> PredictClient:
+    values = {"model_server_address": address, "predict_timeout_s": 1.0, "retry_backoff_s": 0.01}
+    values.update(overrides)
+    return PredictClient(Settings(**values))  # type: ignore[arg-type]
+
+
+def test_answer_names_its_version_and_follows_the_contract() -> None:
+    script = Script(version=4)
+    with fake_model_server(script) as address:
+        prediction = _client(address).predict(CROPS)
+    assert prediction.version == 4
+    assert prediction.signals.shape == (7, len(contract.SIGNAL_NAMES))
+    assert prediction.acne_peaks.shape == (7, contract.MAX_LESIONS, 3)
+
+
+def test_unavailable_is_retried_within_the_deadline() -> None:
+    script = Script(fail_code=grpc.StatusCode.UNAVAILABLE, fail_first=2)
+    with fake_model_server(script) as address:
+        prediction = _client(address, predict_retries=2).predict(CROPS)
+    assert prediction.version == 1
+    assert script.calls == 3
+
+
+def test_unavailable_past_the_retries_is_model_unavailable() -> None:
+    script = Script(fail_code=grpc.StatusCode.UNAVAILABLE, fail_first=100)
+    with fake_model_server(script) as address, pytest.raises(ModelUnavailable) as raised:
+        _client(address, predict_retries=2).predict(CROPS)
+    assert script.calls == 3
+    assert raised.value.retry_after_s is not None
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.INTERNAL])
+def test_other_errors_are_not_retried(code: grpc.StatusCode) -> None:
+    script = Script(fail_code=code, fail_first=100)
+    with fake_model_server(script) as address, pytest.raises(ModelBadResponse):
+        _client(address).predict(CROPS)
+    assert script.calls == 1
+
+
+def test_slow_server_is_model_timeout_at_the_deadline() -> None:
+    script = Script(delay_s=2.0)
+    with fake_model_server(script) as address:
+        started = time.monotonic()
+        with pytest.raises(ModelTimeout):
+            _client(address, predict_timeout_s=0.3).predict(CROPS)
+        assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.parametrize("script", [Script(signals_shape=(7, 3)), Script(nan=True)])
+def test_answer_breaking_the_contract_is_model_bad_response(script: Script) -> None:
+    with fake_model_server(script) as address, pytest.raises(ModelBadResponse):
+        _client(address).predict(CROPS)
+
+
+def test_dead_server_opens_the_breaker_and_then_costs_microseconds() -> None:
+    client = _client(f"127.0.0.1:{free_port()}", predict_timeout_s=0.5, predict_retries=0,
+                     breaker_failures=2, breaker_open_s=30.0)
+    for _ in range(2):
+        with pytest.raises(ModelUnavailable):
+            client.predict(CROPS)
+    started = time.perf_counter()
+    with pytest.raises(ModelUnavailable) as raised:
+        client.predict(CROPS)
+    assert time.perf_counter() - started < 0.01
+    assert raised.value.retry_after_s and raised.value.retry_after_s > 1
+
+
+def test_model_status_lists_versions() -> None:
+    with fake_model_server(Script(version=2)) as address:
+        states = _client(address).model_status()
+    assert [(s.version, s.state) for s in states] == [(2, "AVAILABLE")]
+
+
+def test_channel_is_rebuilt_in_a_forked_process() -> None:
+    with fake_model_server(Script()) as address:
+        client = _client(address)
+        client.predict(CROPS)
+        first = client._channel
+        client._pid = -1  # what a fork looks like to the client: another process id
+        client.predict(CROPS)
+        assert client._channel is not first

@@ -1,0 +1,44 @@
+"""Rate limiting per client IP, with X-Forwarded-For believed only from trusted proxies."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.errors import RateLimited
+from orchestrator.ratelimit import RateLimiter, client_ip
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_burst_then_refill() -> None:
+    clock = Clock()
+    limiter = RateLimiter(per_minute=60, burst=3, clock=clock)
+    for _ in range(3):
+        limiter.check("1.2.3.4")
+    with pytest.raises(RateLimited) as refused:
+        limiter.check("1.2.3.4")
+    assert refused.value.retry_after_s == pytest.approx(1.0)
+    limiter.check("5.6.7.8")  # another client is still served
+    clock.now += 1.0
+    limiter.check("1.2.3.4")
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "trusted", "expected"),
+    [
+        ("10.0.0.5", "203.0.113.9", (), "10.0.0.5"),  # no trusted proxy: header ignored
+        ("10.0.0.5", "203.0.113.9", ("10.0.0.0/8",), "203.0.113.9"),
+        ("10.0.0.5", "198.51.100.1, 203.0.113.9", ("10.0.0.0/8",), "203.0.113.9"),  # spoofed first hop
+        ("10.0.0.5", "198.51.100.1, 10.0.0.7", ("10.0.0.0/8",), "198.51.100.1"),  # two proxies
+        ("192.0.2.1", "203.0.113.9", ("10.0.0.0/8",), "192.0.2.1"),  # peer not a proxy
+        ("10.0.0.5", None, ("10.0.0.0/8",), "10.0.0.5"),
+    ],
+)
+def test_client_ip(peer: str, forwarded: str | None, trusted: tuple[str, ...], expected: str) -> None:
+    assert client_ip(peer, forwarded, trusted) == expected

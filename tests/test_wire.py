@@ -1,0 +1,157 @@
+"""The wire subset is byte-compatible with the official tensorflow-serving-api messages, both ways."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from google.protobuf import text_format
+
+from serving import contract
+from serving.tensors import fill_tensor_proto, make_ndarray
+from serving.wire import generate, model_status_pb2, predict_pb2, services_pb2
+
+official_predict = pytest.importorskip("tensorflow_serving.apis.predict_pb2")
+from tensorflow_serving.apis import (  # noqa: E402 - after the importorskip guard
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_management_pb2,
+    prediction_service_pb2,
+)
+from tensorflow_serving.apis import model_service_pb2 as official_model_service  # noqa: E402
+
+
+def _request() -> predict_pb2.PredictRequest:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = contract.MODEL_NAME
+    request.model_spec.version.value = 7
+    request.model_spec.signature_name = contract.SIGNATURE_NAME
+    crops = np.random.default_rng(0).integers(0, 256, (7, 160, 160, 3), dtype=np.uint8)
+    fill_tensor_proto(request.inputs[contract.INPUT.name], crops)
+    request.output_filter.append("signals")
+    return request
+
+
+def test_predict_request_bytes_identical_both_ways() -> None:
+    ours = _request()
+    raw = ours.SerializeToString(deterministic=True)
+    theirs = official_predict.PredictRequest.FromString(raw)
+    assert theirs.SerializeToString(deterministic=True) == raw
+    assert theirs.model_spec.version.value == 7
+    assert predict_pb2.PredictRequest.FromString(theirs.SerializeToString()) == ours
+
+
+def test_predict_request_tensor_reads_the_same_with_tensorflow() -> None:
+    tf = pytest.importorskip("tensorflow")
+    ours = _request()
+    theirs = official_predict.PredictRequest.FromString(ours.SerializeToString())
+    expected = make_ndarray(ours.inputs[contract.INPUT.name])
+    np.testing.assert_array_equal(tf.make_ndarray(theirs.inputs[contract.INPUT.name]), expected)
+
+
+def test_predict_response_from_official_parses_in_subset() -> None:
+    tf = pytest.importorskip("tensorflow")
+    theirs = official_predict.PredictResponse()
+    theirs.model_spec.name = contract.MODEL_NAME
+    theirs.model_spec.version.value = 3
+    signals = np.linspace(-5, 5, 7 * len(contract.SIGNAL_NAMES), dtype=np.float32).reshape(7, -1)
+    theirs.outputs["signals"].CopyFrom(tf.make_tensor_proto(signals))
+    # TensorFlow writes small tensors as float_val and large ones as tensor_content: read both.
+    theirs.outputs["small"].CopyFrom(tf.make_tensor_proto(np.float32(2.5), shape=[2, 2]))
+    raw = theirs.SerializeToString(deterministic=True)
+    ours = predict_pb2.PredictResponse.FromString(raw)
+    assert ours.SerializeToString(deterministic=True) == raw
+    np.testing.assert_array_equal(make_ndarray(ours.outputs["signals"]), signals)
+    np.testing.assert_array_equal(make_ndarray(ours.outputs["small"]), np.full((2, 2), 2.5, np.float32))
+
+
+def test_metadata_any_unpacks_into_subset() -> None:
+    signature_map = get_model_metadata_pb2.SignatureDefMap()
+    signature = signature_map.signature_def[contract.SIGNATURE_NAME]
+    signature.method_name = contract.METHOD_NAME
+    info = signature.inputs[contract.INPUT.name]
+    info.name = "serving_default_regions:0"
+    info.dtype = contract.DATA_TYPE_ENUM["uint8"]
+    for size in (-1, 160, 160, 3):
+        info.tensor_shape.dim.add().size = size
+    response = get_model_metadata_pb2.GetModelMetadataResponse()
+    response.model_spec.name = contract.MODEL_NAME
+    response.metadata["signature_def"].Pack(signature_map)
+    ours = predict_pb2.GetModelMetadataResponse.FromString(response.SerializeToString())
+    unpacked = predict_pb2.SignatureDefMap()
+    assert ours.metadata["signature_def"].Unpack(unpacked)
+    got = unpacked.signature_def[contract.SIGNATURE_NAME].inputs[contract.INPUT.name]
+    assert [d.size for d in got.tensor_shape.dim] == [-1, 160, 160, 3]
+    assert got.dtype == contract.DATA_TYPE_ENUM["uint8"]
+
+
+def test_model_status_round_trip() -> None:
+    theirs = get_model_status_pb2.GetModelStatusResponse()
+    item = theirs.model_version_status.add()
+    item.version = 2
+    item.state = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+    item.status.error_code = 0
+    failed = theirs.model_version_status.add()
+    failed.version = 3
+    failed.state = get_model_status_pb2.ModelVersionStatus.END
+    failed.status.error_code = 9
+    failed.status.error_message = "load failed"
+    raw = theirs.SerializeToString(deterministic=True)
+    ours = model_status_pb2.GetModelStatusResponse.FromString(raw)
+    assert ours.SerializeToString(deterministic=True) == raw
+    assert ours.model_version_status[1].status.error_message == "load failed"
+    assert ours.model_version_status[0].state == model_status_pb2.ModelVersionStatus.AVAILABLE
+
+
+def test_reload_config_request_round_trip() -> None:
+    text = (Path(__file__).parent.parent / "serving" / "models.config").read_text()
+    ours = model_status_pb2.ReloadConfigRequest()
+    text_format.Parse(text, ours.config)
+    ours.config.model_config_list.config[0].version_labels["stable"] = 1
+    raw = ours.SerializeToString(deterministic=True)
+    theirs = model_management_pb2.ReloadConfigRequest.FromString(raw)
+    assert theirs.SerializeToString(deterministic=True) == raw
+    config = theirs.config.model_config_list.config[0]
+    assert config.name == contract.MODEL_NAME
+    assert config.model_version_policy.latest.num_versions == 2
+    assert dict(config.version_labels) == {"stable": 1}
+
+
+@pytest.mark.parametrize(
+    ("service", "official"),
+    [
+        ("PredictionService", prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"]),
+        ("ModelService", official_model_service.DESCRIPTOR.services_by_name["ModelService"]),
+    ],
+)
+def test_service_names_and_methods_match(service: str, official: object) -> None:
+    ours = services_pb2.DESCRIPTOR.services_by_name[service]
+    assert ours.full_name == official.full_name  # type: ignore[attr-defined]
+    theirs = {m.name: (m.input_type.full_name, m.output_type.full_name) for m in official.methods}  # type: ignore[attr-defined]
+    for method in ours.methods:
+        assert theirs[method.name] == (method.input_type.full_name, method.output_type.full_name)
+
+
+def test_generated_modules_match_the_protos() -> None:
+    """The committed *_pb2 modules are what `make protos` produces from the committed .proto files."""
+    with tempfile.TemporaryDirectory() as tmp:
+        # protoc runs in its own process: it shares native libraries badly with TensorFlow.
+        subprocess.run([sys.executable, "-m", "serving.wire.generate", tmp], check=True, timeout=120)
+        for committed in sorted((generate.ROOT / "serving" / "wire").glob("*_pb2*.py*")):
+            fresh = Path(tmp) / committed.relative_to(generate.ROOT)
+            assert fresh.read_text() == committed.read_text(), f"{committed} is stale: run make protos"
+
+
+def test_orchestrator_imports_no_tensorflow() -> None:
+    """Importing the whole orchestrator (app, client, wire) loads neither TensorFlow nor its protos."""
+    code = (
+        "import sys, orchestrator.app, orchestrator.client, orchestrator.pipeline;"
+        "bad=[m for m in sys.modules if m.split('.')[0] in ('tensorflow','keras','tensorflow_serving')];"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,6 +1,5 @@
-"""The measured (not learned) skin signals of the served model, as fixed TensorFlow ops and Keras layers.
-
-`compute_signals` fills the contract's "signals" output; `redness_peaks` is model version 1's acne head.
+"""The measured (not learned) skin signals of the served model, as fixed TensorFlow ops and Keras layers:
+`compute_signals` fills the contract's "signals" output, `redness_peaks` is model version 1's acne head.
 """
 
 from __future__ import annotations
@@ -12,97 +11,91 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from export.colour import SkinColour, ita_degrees, skin_colour, specular_mask, srgb_to_lab
+from export.colour import (
+    SkinColour,
+    erythema,
+    ita_degrees,
+    shine_and_skin_share,
+    skin_colour,
+    srgb_to_lab,
+)
+from export.filters import gaussian_kernel, hessian_eigenvalues, separable_filter, wide_filter
 from export.texture import (
-    gaussian_kernel,
-    hessian_eigenvalues,
-    masked_mean,
-    separable_filter,
-    wide_filter,
+    cell_variance_in_lightness,
+    dark_spot_share,
+    fine_roughness,
+    pigment_unevenness,
+    pore_darkness,
+    wrinkle_strength,
 )
 from serving import contract
 
 logger = logging.getLogger(__name__)
 
-# Crops are read at two resolutions: the contract's 160 px only for the finest roughness (texture), and
-# an 80 px copy (2x2 means) for everything else. A cheek crop spans ~60 px of a ~300 px face box, so
-# 1 px at 80 is ~0.75 px of the face box, ~0.4 mm of skin.
+# Crops are read at two resolutions: the contract's 160 px only for the finest roughness (texture), an
+# 80 px copy (2x2 means) for everything else. A cheek crop spans ~60 px of a ~300 px face box, so 1 px
+# at 80 is ~0.75 px of the face box, roughly 0.4 mm of skin.
 FINE_SIZE = contract.REGION_SIZE_PX
 WORK_SIZE = FINE_SIZE // 2
 # Rec. 709 luma weights on the encoded values: the grey level whose fine variance is the texture.
-_LUMA = np.array([[0.2126], [0.7152], [0.0722]], np.float32)
-
-# Work-scale (80 px) filters. SMOOTH: sigma 1 px, enough to keep single-pixel JPEG noise from reading
-# as a spot or redness. RIDGE: Hessian scale for lines; a fine forehead line 1-2 mm wide is 2-4 px
-# wide here. SURROUND: the skin-weighted local mean that spots and papules are compared with; sigma
-# 8 px (~3 mm) is wider than a lentigo or papule and narrower than the crop, so slow shading is followed.
+_LUMA = np.array([0.2126, 0.7152, 0.0722])
+# Filter scales on the 80 px copy. SMOOTH: 1 px, enough to keep single-pixel JPEG noise from reading as
+# a spot or as redness. RIDGE: Hessian scale; a fine forehead line 1-2 mm wide is 2-4 px wide here.
+# SURROUND: the skin-weighted local mean that spots and papules are compared with, 8 px (~3 mm):
+# wider than a lentigo or a papule, narrower than the crop, so slow shading is followed. Its filter
+# matrix is applied at rank 12 (see filters.wide_filter).
 SMOOTH_SIGMA = 1.0
 RIDGE_SIGMA = 2.0
 SURROUND_SIGMA = 8.0
 SURROUND_RANK = 12
-# Frangi et al. 1998 ("Multiscale vessel enhancement filtering", MICCAI) blobness weight: a pixel whose
-# smaller/larger eigenvalue ratio R_b is 0.5 keeps exp(-0.5) of its line response, a round blob
-# (R_b = 1) only exp(-2).
-RIDGE_BETA = 0.5
-# A skin pixel is a dark-spot pixel when its smoothed L* is this far below the skin around it: normal
-# skin in the portraits varies by 1-3 L* at this scale, solar lentigines are 5-15 darker...
-SPOT_MIN_DARKER_L = 5.0
-# ...and when it is not on a line: lines (wrinkles, folds, stray hairs) curve strongly across
-# (scale-normalised, L* units) and hardly along.
-LINE_MIN_STRENGTH = 2.0
-LINE_MAX_EIGEN_RATIO = 0.3
-# Redness peaks: a candidate's smoothed a* must exceed the skin around it by this floor (normal skin
-# stays within about 1.5 a* of its surround at this scale in the portraits); its score saturates as
-# 1 - exp(-(excess - floor) / scale).
-PEAK_MIN_EXCESS_A = 2.0
+# Redness peaks: a candidate's smoothed a* must exceed the skin around it by this floor; its score
+# saturates as 1 - exp(-(excess - floor) / scale). Over the 24 congress portraits' crops, 99% of the
+# local a* maxima on skin stay below 5 and the median crop has 1 candidate above 4; planted papules
+# reach 6-12.
+PEAK_MIN_EXCESS_A = 4.0
 PEAK_SCORE_SCALE_A = 4.0
 
 
 class _Maps(NamedTuple):
-    """Per-pixel maps [B, 80, 80] and per-crop colour shared by the signals and the redness peaks."""
+    """Per-pixel maps [B, 80, 80] and per-crop colour, shared by the signals and the redness peaks."""
 
     colour: SkinColour
     smooth_l: tf.Tensor  # L* at sigma 1
     smooth_a: tf.Tensor  # a* at sigma 1
-    ridge_max: tf.Tensor  # larger scale-normalised Hessian eigenvalue of L*: curvature across a dark line
-    ridge_min: tf.Tensor  # smaller eigenvalue
+    ridge_max: tf.Tensor  # larger scale-normalised Hessian eigenvalue of L*
+    ridge_min: tf.Tensor  # smaller one
     local_l: tf.Tensor  # skin-weighted local mean L*
     local_a: tf.Tensor  # skin-weighted local mean a*
     local_skin: tf.Tensor  # local share of skin pixels
-    fine_variance: tf.Tensor  # variance of L* within each 2x2 cell of the 160 px crop
+    cell_variance: tf.Tensor  # L* variance within each 2x2 cell of the 160 px crop
 
 
-def _cell_weights() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Weights turning a 2x2 cell's column sums or differences into channel means and luma details.
+def _cell_weights() -> tuple[np.ndarray, np.ndarray]:
+    """Weights from a 2x2 cell's column sums (and differences) to channel means and luma details.
 
-    A cell [[p, q], [r, s]] arrives as its column sums (p + r, q + s) and differences (p - r, q - s),
-    3 channels each. Out: the mean R, G, B, and in luma H = p - q + r - s from the sums, V = p + q - r - s
-    and D = p - q - r + s from the differences. The cell's variance is (H^2 + V^2 + D^2) / 16, because
-    the orthonormal 2x2 Haar transform keeps the energy.
+    A cell [[p, q], [r, s]] arrives as column sums (p + r, q + s) and differences (p - r, q - s), 3
+    channels each. From the sums: mean R, G, B and, in luma, H = p - q + r - s; from the differences:
+    V = p + q - r - s and D = p - q - r + s. The cell's variance is (H^2 + V^2 + D^2) / 16: the
+    orthonormal 2x2 Haar transform keeps the energy.
     """
-    luma = _LUMA[:, 0]
-    means = np.concatenate([np.eye(3), np.eye(3)]).astype(np.float32) / 4.0
-    horizontal = np.concatenate([luma, -luma])[:, None]
-    vertical_diagonal = np.stack([np.concatenate([luma, luma]), np.concatenate([luma, -luma])], 1)
-    return means, horizontal, vertical_diagonal
+    from_sums = np.zeros((4, 6))
+    from_sums[:3] = np.concatenate([np.eye(3), np.eye(3)], axis=1) / 4.0
+    from_sums[3] = np.concatenate([_LUMA, -_LUMA])
+    from_differences = np.stack([np.concatenate([_LUMA, _LUMA]), np.concatenate([_LUMA, -_LUMA])])
+    return from_sums.astype(np.float32), from_differences.astype(np.float32)
 
 
 def _pool_cells(pixels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """sRGB [B, 160, 160, 3] -> 2x2 mean sRGB [B, 80, 80, 3] and within-cell luma variance [B, 80, 80].
-
-    Reshapes and small matrix products: TensorFlow's CPU avg_pool and reductions over strided axes
-    cost several times more here.
+    """sRGB [B, 160, 160, 3] -> 2x2 mean sRGB planes [3, B*80*80] and within-cell luma variance
+    [B, 80, 80], by reshapes and two small matrix products (CPU avg_pool costs several times more).
     """
     rows = tf.reshape(pixels, [-1, 2, FINE_SIZE * 3])  # the two pixel rows of each cell row
     top, bottom = rows[:, 0], rows[:, 1]
-    sums = tf.reshape(top + bottom, [-1, 6])
-    differences = tf.reshape(top - bottom, [-1, 6])
-    means, horizontal, vertical_diagonal = _cell_weights()
-    srgb = tf.reshape(tf.linalg.matmul(sums, means), [-1, WORK_SIZE, WORK_SIZE, 3])
-    h = tf.linalg.matmul(sums, horizontal)
-    vd = tf.linalg.matmul(differences, vertical_diagonal)
-    energy = tf.reshape(h * h, [-1]) + tf.reduce_sum(vd * vd, axis=-1)
-    return srgb, tf.reshape(energy, [-1, WORK_SIZE, WORK_SIZE]) * (1.0 / 16.0)
+    from_sums, from_differences = _cell_weights()
+    planes = tf.linalg.matmul(from_sums, tf.reshape(top + bottom, [-1, 6]), transpose_b=True)
+    details = tf.linalg.matmul(from_differences, tf.reshape(top - bottom, [-1, 6]), transpose_b=True)
+    energy = planes[3] * planes[3] + details[0] * details[0] + details[1] * details[1]
+    return planes[:3], tf.reshape(energy, [-1, WORK_SIZE, WORK_SIZE]) * (1.0 / 16.0)
 
 
 def _maps(regions: tf.Tensor) -> _Maps:
@@ -111,81 +104,58 @@ def _maps(regions: tf.Tensor) -> _Maps:
     if regions.dtype != tf.uint8:
         raise TypeError(f"regions must be uint8, got {regions.dtype.name}")
     regions = tf.ensure_shape(regions, [None, FINE_SIZE, FINE_SIZE, 3])
-    pixels = tf.cast(regions, tf.float32)
-    srgb, fine_luma_variance = _pool_cells(pixels)
-    colour = skin_colour(srgb_to_lab(srgb))
-    # Encoded-luma variance to L* units: for grey, L* = 116 ((v/255 + 0.055) / 1.055)^0.8 - 16 (sRGB
-    # decoding then CIELAB), so dL*/dv = (116 * 0.8 / (1.055 * 255)) u^-0.25 with u = (L* + 16) / 116.
-    u = tf.maximum(colour.lab_l + 16.0, 1.0) / 116.0
-    slope = (116.0 * 0.8 / (1.055 * 255.0)) * tf.exp(-0.25 * tf.math.log(u))
-    fine_variance = fine_luma_variance * slope * slope
-
+    srgb, luma_variance = _pool_cells(tf.cast(regions, tf.float32))
+    colour = skin_colour(tf.reshape(srgb_to_lab(srgb), [3, -1, WORK_SIZE, WORK_SIZE]))
     lab_l, lab_a, skin = colour.lab_l, colour.lab_a, colour.skin
     smooth = gaussian_kernel(SMOOTH_SIGMA, 0)
     ridge = [gaussian_kernel(RIDGE_SIGMA, order) for order in range(3)]
-    # Planes out: L* smoothed, L*_xx, L*_yy, L*_xy, a* smoothed.
-    out = separable_filter(
-        tf.stack([lab_l, lab_l, lab_l, lab_l, lab_a], axis=1),
-        kernels_y=[smooth, ridge[0], ridge[2], ridge[1], smooth],
-        kernels_x=[smooth, ridge[2], ridge[0], ridge[1], smooth],
+    # L* smoothed, L*_xx, L*_yy, L*_xy (kernels_y runs down the columns, i.e. along y).
+    of_l = separable_filter(
+        lab_l,
+        kernels_y=[smooth, ridge[0], ridge[2], ridge[1]],
+        kernels_x=[smooth, ridge[2], ridge[0], ridge[1]],
     )
     sums = wide_filter(
-        tf.stack([lab_l * skin, lab_a * skin, skin], axis=1),
-        gaussian_kernel(SURROUND_SIGMA, 0),
-        SURROUND_RANK,
+        tf.stack([lab_l * skin, lab_a * skin, skin]), gaussian_kernel(SURROUND_SIGMA, 0), SURROUND_RANK
     )
-    ridge_max, ridge_min = hessian_eigenvalues(out[:, 1], out[:, 2], out[:, 3])
-    local_skin = sums[:, 2]
+    ridge_max, ridge_min = hessian_eigenvalues(of_l[1], of_l[2], of_l[3])
+    local_skin = sums[2]
     return _Maps(
         colour=colour,
-        smooth_l=out[:, 0],
-        smooth_a=out[:, 4],
+        smooth_l=of_l[0],
+        smooth_a=separable_filter(lab_a, [smooth], [smooth])[0],
         ridge_max=ridge_max,
         ridge_min=ridge_min,
-        local_l=tf.math.divide_no_nan(sums[:, 0], local_skin),
-        local_a=tf.math.divide_no_nan(sums[:, 1], local_skin),
+        local_l=tf.math.divide_no_nan(sums[0], local_skin),
+        local_a=tf.math.divide_no_nan(sums[1], local_skin),
         local_skin=local_skin,
-        fine_variance=fine_variance,
+        cell_variance=cell_variance_in_lightness(luma_variance, lab_l),
     )
 
 
 def _signals(maps: _Maps) -> tf.Tensor:
-    """The contract's signal columns, [B, len(SIGNAL_NAMES)], from the shared maps."""
-    colour = maps.colour
-    skin = colour.skin
-    median_l, median_a, median_b = tf.unstack(colour.median_lab, axis=-1)
-    columns: dict[str, tf.Tensor] = {
-        "lab_l": median_l,
-        "lab_a": median_a,
-        "lab_b": median_b,
-        "ita_deg": ita_degrees(colour.median_lab),
-    }
-    # Erythema: mean positive excess of smoothed a* over the crop's own skin median (a* units). The
-    # median itself is lab_a (diffuse redness); this is the blotchy, local part.
-    columns["erythema"] = masked_mean(tf.nn.relu(maps.smooth_a - median_a[:, None, None]), skin)
-    # Dark lines: a valley in L* curves up across the line (larger eigenvalue > 0) and not along it.
-    across = tf.nn.relu(maps.ridge_max)
-    ratio = tf.math.divide_no_nan(tf.abs(maps.ridge_min), across)
-    line_response = across * tf.exp(-(ratio * ratio) / (2.0 * RIDGE_BETA**2))
-    columns["wrinkles"] = masked_mean(line_response, skin)
-    on_line = (across >= LINE_MIN_STRENGTH) & (ratio <= LINE_MAX_EIGEN_RATIO)
+    """The contract's signal columns [B, len(SIGNAL_NAMES)] from the shared maps."""
+    colour, skin = maps.colour, maps.colour.skin
     darker = maps.local_l - maps.smooth_l
-    spot = tf.cast((darker >= SPOT_MIN_DARKER_L) & ~on_line, tf.float32)
-    columns["pigment_spots"] = masked_mean(spot, skin)
-    mean_darker = masked_mean(darker, skin)
-    columns["pigment_unevenness"] = tf.sqrt(
-        tf.nn.relu(masked_mean(darker * darker, skin) - mean_darker * mean_darker)
-    )
-    columns["pores"] = masked_mean(tf.nn.relu(maps.smooth_l - colour.lab_l), skin)
-    columns["texture"] = tf.sqrt(masked_mean(maps.fine_variance, skin))
-    highlight = specular_mask(colour, maps.local_skin)
-    skin_or_shine = tf.maximum(skin, highlight)
-    columns["specular"] = masked_mean(highlight, skin_or_shine)
-    columns["skin_fraction"] = tf.reduce_mean(skin_or_shine, axis=[1, 2])
+    specular, skin_fraction = shine_and_skin_share(colour, maps.local_skin)
+    columns = {
+        "lab_l": colour.median_lab[:, 0],
+        "lab_a": colour.median_lab[:, 1],
+        "lab_b": colour.median_lab[:, 2],
+        "ita_deg": ita_degrees(colour.median_lab),
+        "erythema": erythema(maps.smooth_a, colour.median_lab[:, 1], skin),
+        "pigment_spots": dark_spot_share(darker, maps.ridge_max, maps.ridge_min, skin),
+        "pigment_unevenness": pigment_unevenness(darker, skin),
+        "wrinkles": wrinkle_strength(maps.ridge_max, maps.ridge_min, skin),
+        "pores": pore_darkness(maps.smooth_l, colour.lab_l, skin),
+        "texture": fine_roughness(maps.cell_variance, skin),
+        "specular": specular,
+        "skin_fraction": skin_fraction,
+    }
     signals = tf.stack([columns[name] for name in contract.SIGNAL_NAMES], axis=-1)
     # A crop without skin (e.g. the black fill of a region outside the photo) reports zeros, never NaN
     # or the -90 deg ITA of an empty median; post-scoring skips it on skin_fraction.
-    return tf.where(colour.skin_count[:, None] > 0, signals, 0.0)
+    return signals * tf.cast(colour.skin_count > 0, tf.float32)[:, None]
 
 
 def _neighbourhood_max(values: tf.Tensor) -> tf.Tensor:
@@ -203,14 +173,14 @@ def _peaks(maps: _Maps, max_peaks: int) -> tf.Tensor:
         & (maps.colour.skin > 0.5)
         & (excess > PEAK_MIN_EXCESS_A)
     )
-    candidate = tf.reshape(tf.where(is_peak, excess, 0.0), [-1, WORK_SIZE * WORK_SIZE])
+    candidate = tf.reshape(excess * tf.cast(is_peak, tf.float32), [-1, WORK_SIZE * WORK_SIZE])
     k = min(max_peaks, WORK_SIZE * WORK_SIZE)
     top, index = tf.math.top_k(candidate, k=k, sorted=True)
     found = tf.cast(top > 0.0, tf.float32)
     score = (1.0 - tf.exp(-tf.nn.relu(top - PEAK_MIN_EXCESS_A) / PEAK_SCORE_SCALE_A)) * found
     # Pixel centres of the 80 px grid, relative to the crop.
-    y = (tf.cast(index // WORK_SIZE, tf.float32) + 0.5) / WORK_SIZE * found
-    x = (tf.cast(index % WORK_SIZE, tf.float32) + 0.5) / WORK_SIZE * found
+    y = (tf.cast(index // WORK_SIZE, tf.float32) + 0.5) * (found / WORK_SIZE)
+    x = (tf.cast(index % WORK_SIZE, tf.float32) + 0.5) * (found / WORK_SIZE)
     rows = tf.stack([y, x, score], axis=-1)
     if k < max_peaks:
         rows = tf.pad(rows, [[0, 0], [0, max_peaks - k], [0, 0]])
@@ -220,8 +190,10 @@ def _peaks(maps: _Maps, max_peaks: int) -> tf.Tensor:
 def compute_signals(regions: tf.Tensor) -> tf.Tensor:
     """uint8 region crops [B, 160, 160, 3] -> float32 [B, len(SIGNAL_NAMES)] in the contract's order.
 
-    Each row depends on its own crop alone. Raises TypeError for a non-uint8 input and ValueError for
-    a shape other than [B, 160, 160, 3].
+    Each row depends on its own crop alone (no batch statistics); a crop without skin gives a row of
+    zeros. Each column's formula and source is in the docstring of the function computing it
+    (export.colour, export.texture). Raises TypeError for a non-uint8 input and ValueError for a shape
+    other than [B, 160, 160, 3].
     """
     return _signals(_maps(regions))
 
@@ -232,14 +204,14 @@ def redness_peaks(regions: tf.Tensor, max_peaks: int) -> tf.Tensor:
     Rows are (y, x, score), y and x relative to the crop, best first, zero rows past the last
     candidate. A candidate is a 3x3 local maximum, on skin, of the papule response: CIELAB a* smoothed
     at sigma 1 px minus its skin-weighted Gaussian surround at sigma 8 px (both on the 80 px copy), a
-    difference-of-Gaussians band of red blobs ~1-6 mm across on a cheek crop, kept when above 2 a*
-    units; score = 1 - exp(-(response - 2) / 4). Raises as `compute_signals`.
+    difference-of-Gaussians band that answers red blobs ~1-6 mm across on a cheek crop, kept when above
+    4 a* units; score = 1 - exp(-(response - 4) / 4). Raises as `compute_signals`.
     """
     return _peaks(_maps(regions), max_peaks)
 
 
 def measure_regions(regions: tf.Tensor, max_peaks: int) -> tuple[tf.Tensor, tf.Tensor]:
-    """`compute_signals` and `redness_peaks` from one shared pass over the crops."""
+    """(`compute_signals`, `redness_peaks`) from one shared pass over the crops."""
     maps = _maps(regions)
     return _signals(maps), _peaks(maps, max_peaks)
 

@@ -1,103 +1,97 @@
-"""Skin texture in the served graph: Gaussian filtering as constant matrices, Hessian eigenvalues and
-masked per-crop means, the building blocks of the spatial measures.
+"""The spatial skin measures of the served graph, each a per-crop mean over skin pixels: wrinkles,
+dark spots, pigment unevenness, pores and fine texture.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 
-import numpy as np
 import tensorflow as tf
+
+from export.filters import masked_mean
 
 logger = logging.getLogger(__name__)
 
-# Gaussian kernels are cut at 3 sigma: the tails beyond hold 0.3% of the weight.
-_TRUNCATE = 3.0
+# Frangi et al. 1998 ("Multiscale vessel enhancement filtering", MICCAI) blobness weight: a pixel whose
+# smaller/larger eigenvalue ratio R_b is 0.5 keeps exp(-0.5) of its line response, a round blob
+# (R_b = 1) only exp(-2).
+RIDGE_BETA = 0.5
+# A dark-spot pixel is at least this much darker than the skin around it: normal skin in the
+# portraits varies by 1-3 L* at this scale, solar lentigines are 5-15 darker...
+SPOT_MIN_DARKER_L = 5.0
+# ...and L* curves up in every direction there, as in a dark blob: the smaller Hessian eigenvalue is
+# at least this share of the larger. Lines (wrinkles, folds, hairs) and the dark side of a shading
+# edge curve across only (ratio near 0) and drop out.
+SPOT_MIN_EIGEN_RATIO = 0.3
 
 
-def gaussian_kernel(sigma: float, order: int) -> np.ndarray:
-    """Sampled 1-D Gaussian (order 0), or its first or second derivative, on [-3 sigma, 3 sigma].
+def wrinkle_strength(ridge_max: tf.Tensor, ridge_min: tf.Tensor, skin: tf.Tensor) -> tf.Tensor:
+    """Mean dark-line response over skin [B], L* units.
 
-    Order 0 sums to 1. The derivatives are corrected to ignore a constant, to answer 1 to a unit ramp
-    (order 1) or to x^2 / 2 (order 2), and are then scaled by sigma^order: the gamma-normalised
-    derivatives of Lindeberg 1998 ("Feature detection with automatic scale selection", IJCV 30(2)), so
-    a second derivative at scale sigma reads in the image's own units (here L*).
+    Hessian ridge filter after Frangi et al. 1998, dark-line polarity: with l1 >= l2 the eigenvalues of
+    the scale-normalised Hessian of L* (maps [B, H, W]), a dark line has l1 > 0 (L* curves up across
+    it) and l2 ~ 0 (flat along it). Response = l1 exp(-R_b^2 / (2 beta^2)), R_b = |l2| / l1, beta = 0.5,
+    and 0 where l1 <= 0. Frangi's second-order "structureness" factor is left out so the value stays
+    in L* units.
     """
-    radius = int(np.ceil(_TRUNCATE * sigma))
-    x = np.arange(-radius, radius + 1, dtype=np.float64)
-    g = np.exp(-0.5 * (x / sigma) ** 2)
-    g /= g.sum()
-    if order == 0:
-        return g
-    if order == 1:
-        # Correlation kernel (see filter_matrix), so +x g, not the convolution kernel -x g.
-        d = x * g
-        return d / np.sum(x * d) * sigma
-    if order == 2:
-        d = (x**2 / sigma**4 - 1.0 / sigma**2) * g
-        d -= d.mean()
-        return d / (0.5 * np.sum(x**2 * d)) * sigma**2
-    raise ValueError(f"Gaussian derivative order {order} is not supported")
+    across = tf.nn.relu(ridge_max)
+    ratio = tf.math.divide_no_nan(tf.abs(ridge_min), across)
+    response = across * tf.exp(-(ratio * ratio) * (1.0 / (2.0 * RIDGE_BETA**2)))
+    return masked_mean(response, skin)
 
 
-def filter_matrix(kernel: np.ndarray, size: int) -> np.ndarray:
-    """The [size, size] matrix M with (M @ v)[i] = sum_t kernel[t] v[reflect(i + t - radius)].
-
-    Borders are mirrored without repeating the edge pixel (numpy's and TensorFlow's REFLECT), so a
-    crop edge is not read as a dark frame; folding the mirror into the matrix saves a pad op.
-    """
-    radius = len(kernel) // 2
-    period = 2 * (size - 1)
-    matrix = np.zeros((size, size))
-    for i in range(size):
-        for t, weight in enumerate(kernel):
-            j = abs(i + t - radius) % period
-            matrix[i, period - j if j >= size else j] += weight
-    return matrix
-
-
-def separable_filter(
-    planes: tf.Tensor, kernels_y: Sequence[np.ndarray], kernels_x: Sequence[np.ndarray]
+def dark_spot_share(
+    darker: tf.Tensor, ridge_max: tf.Tensor, ridge_min: tf.Tensor, skin: tf.Tensor
 ) -> tf.Tensor:
-    """Filter plane p of `planes` [B, P, H, W] by kernels_y[p] down the columns and kernels_x[p]
-    along the rows, as two batched matrix products (far faster than depthwise convolution on CPU).
+    """Share of skin pixels [B] that belong to dark spots, 0..1.
+
+    `darker` = skin-weighted local mean L* minus smoothed L* (how much darker a pixel is than the skin
+    around it). A spot pixel has darker >= 5 L* and a blob-shaped neighbourhood: both Hessian
+    eigenvalues positive with l2 >= 0.3 l1 (the determinant-of-Hessian blob test of Lindeberg 1998,
+    with an anisotropy bound so lines do not count).
     """
-    height, width = planes.shape[-2], planes.shape[-1]
-    assert height is not None and width is not None, "filtering needs static plane sizes"
-    rows = np.stack([filter_matrix(k, height) for k in kernels_y]).astype(np.float32)
-    cols = np.stack([filter_matrix(k, width).T for k in kernels_x]).astype(np.float32)
-    return tf.linalg.matmul(rows, tf.linalg.matmul(planes, cols))
+    blob = (ridge_min > 0.0) & (ridge_min >= SPOT_MIN_EIGEN_RATIO * ridge_max)
+    spot = tf.cast((darker >= SPOT_MIN_DARKER_L) & blob, tf.float32)
+    return masked_mean(spot, skin)
 
 
-def wide_filter(planes: tf.Tensor, kernel: np.ndarray, rank: int) -> tf.Tensor:
-    """Filter every plane of `planes` [B, P, N, N] by the same wide Gaussian `kernel` in both directions,
-    through a rank-`rank` factorisation M ~ A B of its filter matrix (truncated SVD).
+def pigment_unevenness(darker: tf.Tensor, skin: tf.Tensor) -> tf.Tensor:
+    """Standard deviation over skin [B] of L* after removing slow shading, L* units.
 
-    A wide Gaussian passes only low frequencies, so its matrix is nearly low-rank: for sigma 8 on
-    80 px, rank 12 is within 0.2% of the full filter at about a fifth of the multiplications.
+    The residual is smoothed L* minus its skin-weighted local mean (a band-pass between the smoothing
+    and the surround scale), so uneven pigmentation counts and lighting gradients across the crop
+    do not.
     """
-    size = planes.shape[-1]
-    assert size is not None and planes.shape[-2] == size, "wide filtering needs static square planes"
-    u, s, vt = np.linalg.svd(filter_matrix(kernel, size))
-    root = np.sqrt(s[:rank])
-    a = (u[:, :rank] * root).astype(np.float32)  # [N, r]
-    b = (root[:, None] * vt[:rank]).astype(np.float32)  # [r, N]
-    core = tf.linalg.matmul(tf.linalg.matmul(b, planes), b.T)  # [B, P, r, r]
-    return tf.linalg.matmul(tf.linalg.matmul(a, core), a.T)
+    mean = masked_mean(darker, skin)
+    return tf.sqrt(tf.nn.relu(masked_mean(darker * darker, skin) - mean * mean))
 
 
-def hessian_eigenvalues(
-    hxx: tf.Tensor, hyy: tf.Tensor, hxy: tf.Tensor
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """Eigenvalues (larger, smaller) of the symmetric 2x2 Hessian at every pixel."""
-    mean = 0.5 * (hxx + hyy)
-    spread = tf.sqrt(0.25 * (hxx - hyy) ** 2 + hxy * hxy)
-    return mean + spread, mean - spread
+def pore_darkness(smooth_l: tf.Tensor, lab_l: tf.Tensor, skin: tf.Tensor) -> tf.Tensor:
+    """Mean dark-blob energy at pore scale over skin [B], L* units.
+
+    The negative part of a difference of Gaussians: max(0, G_1 * L* - L*) on the 80 px copy, i.e. how
+    much darker a pixel (a 2x2 cell of the crop) is than its sigma-1 neighbourhood. It peaks on dark
+    dots 2-4 px across in the 160 px crop; bright dots do not count.
+    """
+    return masked_mean(tf.nn.relu(smooth_l - lab_l), skin)
 
 
-def masked_mean(values: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
-    """Per-crop mean of `values` [B, H, W] weighted by `mask` [B, H, W]; 0 for an empty mask."""
-    total = tf.reduce_sum(values * mask, axis=[1, 2])
-    count = tf.reduce_sum(mask, axis=[1, 2])
-    return tf.math.divide_no_nan(total, count)
+def fine_roughness(cell_variance: tf.Tensor, skin: tf.Tensor) -> tf.Tensor:
+    """Root-mean-square over skin [B] of L* variation within each 2x2 cell of the 160 px crop.
+
+    The finest-scale 2x2 Haar detail energy of lightness: sqrt(mean over skin of the cell variance).
+    Blur removes it first.
+    """
+    return tf.sqrt(masked_mean(cell_variance, skin))
+
+
+def cell_variance_in_lightness(luma_variance: tf.Tensor, lab_l: tf.Tensor) -> tf.Tensor:
+    """Convert within-cell variance of encoded luma (0..255) to L* units, per 80 px pixel.
+
+    For grey, L* = 116 ((v/255 + 0.055) / 1.055)^0.8 - 16 (sRGB decoding of IEC 61966-2-1, then
+    CIE 15:2004), so dL*/dv = 116 * 0.8 / (1.055 * 255) * u^-0.25 with u = (L* + 16) / 116. Scaling by
+    that local slope makes the same skin texture read about the same on light and dark skin.
+    """
+    u = tf.maximum(lab_l + 16.0, 1.0) * (1.0 / 116.0)
+    slope_sq = (116.0 * 0.8 / (1.055 * 255.0)) ** 2 * tf.exp(-0.5 * tf.math.log(u))
+    return luma_variance * slope_sq

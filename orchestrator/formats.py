@@ -9,7 +9,6 @@ import functools
 import io
 import logging
 import struct
-import threading
 import zlib
 
 import pillow_heif
@@ -50,7 +49,9 @@ _FOREIGN_SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"\x00\x00\x00\x0cJXL \r\n\x87\n", "JPEG XL"),
 )
 
-_pillow_guard_lock = threading.Lock()
+# Progressive JPEGs decode once per scan, so thousands of tiny scans make a small file cost seconds.
+# Encoders write about 10 (mozjpeg up to ~20); 0xFFDA cannot occur inside entropy-coded data.
+_MAX_JPEG_SCANS = 100
 
 
 @functools.cache
@@ -67,8 +68,7 @@ def configure_decoders(max_pixels: int) -> None:
     its guard and `open_image`'s check agree on what is too large.
     """
     _register_heif_opener()
-    with _pillow_guard_lock:
-        Image.MAX_IMAGE_PIXELS = max_pixels
+    Image.MAX_IMAGE_PIXELS = max_pixels
 
 
 def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
@@ -88,11 +88,21 @@ def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
         foreign = _foreign_format(data)
         if foreign is not None:
             raise UnsupportedFormat(
-                f"{foreign} images are not supported; send JPEG, PNG, WebP, HEIC/HEIF, AVIF, BMP or TIFF."
+                f"{foreign} files are not supported; send JPEG, PNG, WebP, HEIC/HEIF, AVIF, BMP or TIFF."
             ) from exc
         raise InvalidImage(_corrupt_message(data)) from exc
     except DECODER_ERRORS as exc:
         raise InvalidImage(_corrupt_message(data)) from exc
+    try:
+        _check_header(image, data, max_pixels)
+    except Exception:
+        image.close()
+        raise
+    return image
+
+
+def _check_header(image: Image.Image, data: bytes, max_pixels: int) -> None:
+    """Refuse, before any pixel is decoded, what is too large or too costly to decode."""
     width, height = image.size
     if width <= 0 or height <= 0:
         raise InvalidImage(_corrupt_message(data))
@@ -100,10 +110,11 @@ def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
         raise ImageTooLargePixels(
             f"The image is {width}x{height} ({width * height:,} pixels); the limit is {max_pixels:,} pixels."
         )
-    return image
+    if image.format in ("JPEG", "MPO") and data.count(b"\xff\xda") > _MAX_JPEG_SCANS:
+        raise InvalidImage(f"The JPEG has more than {_MAX_JPEG_SCANS} scans; re-save it as a plain JPEG.")
 
 
-def sniff_format(data: bytes) -> str | None:
+def _claimed_format(data: bytes) -> str | None:
     """Name the accepted format `data` claims to be by its signature, or None; used to word errors."""
     head = data[:32]
     if head.startswith(b"\xff\xd8\xff"):
@@ -129,11 +140,15 @@ def sniff_format(data: bytes) -> str | None:
 
 def _foreign_format(data: bytes) -> str | None:
     """Name a recognised but unaccepted format (PSD, ICO, PDF...), or None when `data` is no known image."""
-    if sniff_format(data) is not None:
+    if _claimed_format(data) is not None:
         return None  # claims to be an accepted format, so it is a broken one, not a foreign one
     for signature, name in _FOREIGN_SIGNATURES:
         if data.startswith(signature):
             return name
+    if data[4:8] == b"ftyp":
+        # ISO media that is not HEIF or AVIF: MP4 and MOV video, Canon CR3 raw, JPEG XL...
+        brand = "".join(c if c.isascii() and c.isalnum() else "?" for c in data[8:12].decode("latin-1"))
+        return f"ISO media ({brand})"
     prefix = data[:16]
     Image.init()
     for name in Image.ID:
@@ -153,7 +168,7 @@ def _foreign_format(data: bytes) -> str | None:
 
 def _corrupt_message(data: bytes) -> str:
     """Word an InvalidImage message from the claimed format, never from the decoder's own text."""
-    claimed = sniff_format(data)
+    claimed = _claimed_format(data)
     if claimed is None:
         return "The file is not a recognisable image."
     return f"The {claimed} data is truncated or corrupt."

@@ -1,7 +1,7 @@
 """Uploaded bytes to an upright sRGB array: the decode stage of the pipeline.
 
-Owns the pixel budget, reduced-size decoding, EXIF orientation, alpha and grayscale handling; format
-recognition lives in `formats`, colour management in `colours`.
+Owns reduced-size decoding, EXIF orientation and the output contract; format recognition and the pixel
+budget live in `formats`, colour modes and alpha in `colours`, ICC profiles in `profiles`.
 """
 
 from __future__ import annotations
@@ -22,9 +22,6 @@ logger = logging.getLogger(__name__)
 # JPEG's DCT scaling can decode at 1/2, 1/4 or 1/8 size for almost no extra cost.
 _JPEG_REDUCTIONS = (8, 4, 2)
 _EXIF_ORIENTATION_TAG = 0x0112
-# Formats whose decoder already turns the picture upright: libheif applies the HEIF irot/imir boxes and
-# pillow-heif resets the EXIF tag to 1, keeping the original in info["original_orientation"].
-_UPRIGHT_DECODERS = frozenset({"HEIF"})
 
 
 @dataclass(frozen=True)
@@ -35,7 +32,7 @@ class DecodedImage:
     format: str  # Pillow's name: "JPEG", "PNG", "WEBP", "HEIF", "AVIF", "BMP", "TIFF", "MPO", "GIF"
     width_px: int  # full size of the upright image as stored (before any reduced decode)
     height_px: int
-    scale: float  # decoded pixels per full-size pixel: 1.0, 0.5/0.25/0.125 for reduced JPEG, else resized
+    scale: float  # decoded pixels per full-size pixel: 1.0; 1/2, 1/4, 1/8 for reduced JPEG; else the resize
     exif_orientation: int  # 1..8 as the file declared it (1 when absent)
     grayscale: bool  # the source carried no colour (L, LA, 1, I, grey palette, grayscale JPEG)
     had_alpha: bool  # transparent pixels were composited onto the neutral background
@@ -52,33 +49,33 @@ def decode_image(data: bytes, *, max_pixels: int, long_side_px: int) -> DecodedI
     with image:
         image_format = str(image.format)
         stored_width, stored_height = image.size
-        orientation = 1
         try:
             reduction = _reduce_on_decode(image, long_side_px)
-            image.load()
             orientation = _declared_orientation(image)
-            flat = colours.flatten(image)
+            image.load()
+            # Some loaders turn the picture upright themselves and drop the tag (HEIF always, Pillow's TIFF
+            # loader too); applying the orientation again would turn it twice.
+            upright = image_format == "HEIF" or _exif_orientation(image) != orientation
+            reduced, factor = _box_reduce(image, long_side_px)
+            reduction *= factor
+            flat = colours.flatten(reduced)
             pixels: NDArray[np.uint8] = np.asarray(flat.image, dtype=np.uint8)
         except formats.DECODER_ERRORS as exc:
             raise InvalidImage(f"The {image_format} data is truncated or corrupt.") from exc
-    resized = False
     if image_format not in ("JPEG", "MPO") or max(pixels.shape[:2]) > 2 * long_side_px:
         # A JPEG's DCT reduction already lands within 2x of the target; anything else is resized.
-        shrunk = _shrink(pixels, long_side_px)
-        resized = shrunk is not pixels
-        pixels = shrunk
+        pixels = _shrink(pixels, long_side_px)
     rgb = colours.to_srgb(pixels, flat.icc_profile)
-    if image_format not in _UPRIGHT_DECODERS:
+    if not upright:
         rgb = _make_upright(rgb, orientation)
     rgb = np.ascontiguousarray(rgb)
     # One decoded array feeds every later stage; read-only keeps one stage from altering it for the rest.
     rgb.flags.writeable = False
-    if reduction > 1 and not resized:
-        scale = 1.0 / reduction
-    else:
-        scale = max(rgb.shape[:2]) / max(stored_width, stored_height)
-    sideways = orientation >= 5 and image_format not in _UPRIGHT_DECODERS
+    scale = _scale(max(rgb.shape[:2]), max(stored_width, stored_height), reduction)
+    # Openers whose loader turns the picture upright report the upright size already.
+    sideways = orientation >= 5 and not upright
     width_px, height_px = (stored_height, stored_width) if sideways else (stored_width, stored_height)
+    logger.debug("decoded %s %dx%d at scale %.3f", image_format, width_px, height_px, scale)
     return DecodedImage(
         rgb=rgb,
         format=image_format,
@@ -113,19 +110,45 @@ def _reduce_on_decode(image: Image.Image, long_side_px: int) -> int:
     return 1
 
 
+def _scale(decoded_long_side: int, stored_long_side: int, reduction: int) -> float:
+    """Decoded pixels per full-size pixel: exactly 1/reduction when only integer reductions happened."""
+    # Both the JPEG DCT scaling and Pillow's reduce() round partial blocks up.
+    if reduction > 1 and decoded_long_side == -(-stored_long_side // reduction):
+        return 1.0 / reduction
+    return decoded_long_side / stored_long_side
+
+
+def _box_reduce(image: Image.Image, long_side_px: int) -> tuple[Image.Image, int]:
+    """Average whole blocks of a large decoded image so later copies (alpha, colour) cost a fraction.
+
+    The largest integer factor that keeps the long side at least `long_side_px`; an integer box average
+    is what INTER_AREA does for such factors, and Pillow premultiplies alpha when it reduces RGBA.
+    """
+    factor = max(image.size) // long_side_px
+    # Palette indices and colour-key transparency cannot be averaged; those images are converted first.
+    if factor < 2 or image.mode not in ("RGB", "RGBA", "L", "LA", "CMYK") or "transparency" in image.info:
+        return image, 1
+    return image.reduce(factor), factor
+
+
 def _declared_orientation(image: Image.Image) -> int:
     """The EXIF orientation the file declares, 1..8; 1 when absent, unreadable or out of range."""
-    if image.format in _UPRIGHT_DECODERS:
+    if image.format == "HEIF":
+        # libheif applies the irot/imir boxes and pillow-heif resets the EXIF tag to 1, keeping the
+        # file's value here.
         value = image.info.get("original_orientation")
-    else:
-        try:
-            value = image.getexif().get(_EXIF_ORIENTATION_TAG)
-        except formats.DECODER_ERRORS:
-            # Broken EXIF is common from phone editors; the pixels are still good.
-            return 1
-    if isinstance(value, int) and 1 <= value <= 8:
-        return value
-    return 1
+        return value if isinstance(value, int) and 1 <= value <= 8 else 1
+    return _exif_orientation(image)
+
+
+def _exif_orientation(image: Image.Image) -> int:
+    """The orientation tag of the image's EXIF as Pillow holds it now, 1..8; 1 when absent or unreadable."""
+    try:
+        value = image.getexif().get(_EXIF_ORIENTATION_TAG)
+    except formats.DECODER_ERRORS:
+        # Broken EXIF is common from phone editors; the pixels are still good.
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
 def _shrink(pixels: NDArray[np.uint8], long_side_px: int) -> NDArray[np.uint8]:

@@ -32,19 +32,21 @@ _FAST_PATH_TOLERANCE = 2
 _MAX_TAGS = 256
 _STRIPE_ROWS = 32
 
-# sqrt-encoded linear light (0..255) to sRGB-encoded 8-bit. Square-root coding spaces the 256 steps so
-# that one step never moves the sRGB result by more than ~0.7 of a level, which keeps the fast path exact
-# to +-1 level without a 16-bit gather.
-_SQRT_TO_SRGB: NDArray[np.uint8] = np.asarray(
+# sqrt-coded linear light (0..255) to sRGB-coded 8-bit. One step of square-root coding moves the sRGB
+# result by at most ~1.3 levels, so rounding to it costs at most ~0.7 of a level: exact to +-1 level
+# without a 16-bit gather.
+_LINEAR_AT_SQRT_STEPS = (np.arange(256) / 255.0) ** 2
+_SQRT_TO_SRGB: NDArray[np.uint8] = (
     np.round(
         255.0
         * np.where(
-            (lin := (np.arange(256) / 255.0) ** 2) <= 0.0031308,
-            12.92 * lin,
-            1.055 * np.power(lin, 1 / 2.4) - 0.055,
+            _LINEAR_AT_SQRT_STEPS <= 0.0031308,
+            12.92 * _LINEAR_AT_SQRT_STEPS,
+            1.055 * np.power(_LINEAR_AT_SQRT_STEPS, 1 / 2.4) - 0.055,
         )
-    ).clip(0, 255),
-    dtype=np.uint8,
+    )
+    .clip(0, 255)
+    .astype(np.uint8)
 )
 
 

@@ -49,8 +49,9 @@ class Settings:
     # Uploads.
     max_upload_bytes: int = 100 * MIB
     max_image_pixels: int = 64_000_000
-    # Large photos are decoded at reduced size down to this long side when the format allows it.
-    decode_long_side_px: int = 2048
+    # Large photos are decoded at reduced size down to this long side when the format allows it;
+    # below 2016 so a 4032x3024 phone JPEG decodes at half size.
+    decode_long_side_px: int = 2000
     # Face detection runs on a copy with at most this long side.
     detect_long_side_px: int = 640
     min_face_px: int = 80

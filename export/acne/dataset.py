@@ -172,8 +172,8 @@ class PatchSampler:
         to_window = np.array([[sx, 0.0, -x0 * sx], [0.0, sy, -y0 * sy], [0.0, 0.0, 1.0]])
         cx_w, cy_w = (centre_x - x0) * sx, (centre_y - y0) * sy
         angle = rng.uniform(-self.max_rotation_deg, self.max_rotation_deg)
-        matrix = cv2.getRotationMatrix2D((cx_w, cy_w), angle, 1.0)
-        matrix[:, 2] += (half - cx_w, half - cy_w)
+        matrix = cv2.getRotationMatrix2D((cx_w, cy_w), angle, 1.0).astype(np.float64)
+        matrix[:, 2] += np.array([half - cx_w, half - cy_w])
         if rng.random() < 0.5:
             matrix = np.array([[-1.0, 0.0, self.patch_px], [0.0, 1.0, 0.0]]) @ np.vstack([matrix, [0, 0, 1]])
         patch = cv2.warpAffine(
@@ -191,12 +191,12 @@ class PatchSampler:
         sides = np.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], 1) * scale / 2
         warped = np.concatenate([moved - sides, moved + sides], 1).astype(np.float32)
         heatmap = render_heatmap(warped, self.patch_px)
-        return blur_sometimes(patch, rng), heatmap[:, :, None]
+        return blur_sometimes(np.asarray(patch, dtype=np.uint8), rng), heatmap[:, :, None]
 
 
 def blur_sometimes(patch: NDArray[np.uint8], rng: np.random.Generator) -> NDArray[np.uint8]:
     """Blur one patch in five, as soft focus and JPEG-smoothed phone photos do; colour jitter is
     applied per batch in the training graph (`export.acne.train.jitter_colour`)."""
     if rng.random() < 0.2:
-        return cv2.GaussianBlur(patch, (0, 0), rng.uniform(0.5, 1.2))
+        return np.asarray(cv2.GaussianBlur(patch, (0, 0), rng.uniform(0.5, 1.2)), dtype=np.uint8)
     return patch

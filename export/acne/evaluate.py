@@ -42,6 +42,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--calibration", type=Path, default=Path("build/acne/acne_calibration.json"))
     parser.add_argument("--report-md", type=Path, default=Path("reports/acne04_eval.md"))
     parser.add_argument("--report-json", type=Path, default=Path("reports/acne04_eval.json"))
+    parser.add_argument(
+        "--split", default="test", choices=("test", "valid"), help="valid only to smoke-test this command"
+    )
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples over images")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     parser.add_argument("--threads", type=int, default=2)
@@ -91,14 +94,14 @@ def grade_report(
 def evaluate(args: argparse.Namespace) -> dict[str, object]:
     """Score the detector on test; returns the JSON report."""
     calibration = json.loads(args.calibration.read_text())
-    samples = load_split(args.data, "test")
-    images = load_images(args.data, "test", samples, None)
+    samples = load_split(args.data, args.split)
+    images = load_images(args.data, args.split, samples, None)
     model = build_detector(int(calibration["width"]))
     model.load_weights(args.weights)
     predictor = make_predictor(model, flip_tta=bool(calibration["eval_flip_tta"]))
     started = time.monotonic()
     peaks = predict_peaks(predictor, images, int(calibration["eval_image_px"]))
-    logger.info("predicted %d test images in %.1f s", len(images), time.monotonic() - started)
+    logger.info("predicted %d %s images in %.1f s", len(images), args.split, time.monotonic() - started)
     threshold = float(calibration["score_threshold"])
     table = count_table(match_split(peaks, samples), threshold)
     score = score_split(match_split(peaks, samples), threshold)
@@ -121,7 +124,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, object]:
         for g in range(GRADES)
     }
     return {
-        "split": "test",
+        "split": args.split,
         "images": len(samples),
         "labelled_lesions": int(table[:, 2].sum()),
         "predicted_lesions": int(table[:, 1].sum()),
@@ -169,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     args.report_json.write_text(json.dumps(report, indent=2) + "\n")
     args.report_md.write_text(render_markdown(report))
     logger.info(
-        "test: F1 %.3f, MAE %.2f, grading %.3f (ceiling %.3f); wrote %s",
+        "%s: F1 %.3f, MAE %.2f, grading %.3f (ceiling %.3f); wrote %s",
+        args.split,
         report["lesions"]["f1"],  # type: ignore[index]
         report["count_mae"],
         report["grading_from_predicted_counts"]["accuracy"],  # type: ignore[index]

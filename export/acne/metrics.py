@@ -109,12 +109,12 @@ def fit_bands(counts: NDArray[np.int64], grades: NDArray[np.int64]) -> tuple[flo
     ordered = (e[:, None, None] <= e[None, :, None]) & (e[None, :, None] <= e[None, None, :])
     correct = np.where(ordered, correct, -1)
     best = correct.max()
-    edges = list(np.unravel_index(int(np.argmax(correct)), correct.shape))
+    edges = [int(v) for v in np.unravel_index(int(np.argmax(correct)), correct.shape)]
     for axis in range(3):
-        index: list[slice | int] = [int(v) for v in edges]
+        index: list[slice | int] = list(edges)
         index[axis] = slice(None)
         line = correct[tuple(index)] == best
-        low = high = int(edges[axis])
+        low = high = edges[axis]
         while low > 0 and line[low - 1]:
             low -= 1
         while high < len(line) - 1 and line[high + 1]:

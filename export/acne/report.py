@@ -37,13 +37,14 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines = [
         "# ACNE04 acne lesion detector: held-out test evaluation",
         "",
-        f"Split: ACNE04 **test** ({report['images']} images, {report['labelled_lesions']} labelled lesions), "
+        f"Split: ACNE04 **{report['split']}** ({report['images']} images, "
+        f"{report['labelled_lesions']} labelled lesions), "
         "never used for training or for any choice. The epoch, input scale, test-time flip, score "
         "threshold and "
         "count-to-grade bands were all chosen on valid (283 images); the network was fitted on train only. "
         "Data: Roboflow export of ACNE04 (Wu et al., ICCV 2019), research use only.",
         "",
-        "## Results on test",
+        f"## Results on {report['split']}",
         "",
         "| metric | value | 95% CI (bootstrap over images) | target |",
         "| --- | ---: | --- | --- |",
@@ -63,7 +64,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{report['bootstrap']['seed']}, percentile intervals.",
         "",
         "**Matching rule.** "
-        + report["matching"].capitalize()
+        + report["matching"][0].upper()
+        + report["matching"][1:]
         + ". The detector predicts lesion centres, not "
         "boxes, so this is a point-in-box criterion: it is more lenient than the IoU >= 0.5 rule of box "
         "detectors for large boxes and about as strict for small ones; numbers are not comparable to box "

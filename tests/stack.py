@@ -1,0 +1,132 @@
+"""Start the real stack for end-to-end tests: the model server (serving.launch) and the orchestrator
+under gunicorn, each on a free port, as separate processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from tests.conftest import ROOT, free_port
+
+
+def wait_http(url: str, status: int, timeout_s: float) -> requests.Response:
+    deadline = time.monotonic() + timeout_s
+    last: requests.Response | None = None
+    while time.monotonic() < deadline:
+        try:
+            last = requests.get(url, timeout=2)
+            if last.status_code == status:
+                return last
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.25)
+    raise TimeoutError(f"{url} did not answer {status} in {timeout_s} s (last: {last and last.status_code})")
+
+
+class ModelServerProcess:
+    def __init__(self, log: Path, config: Path | None = None, model_repo: Path | None = None) -> None:
+        self.port = free_port()
+        self.log = log
+        self.config = config or ROOT / "serving" / "models.config"
+        self.model_repo = model_repo or ROOT / "model_repo"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, wait: bool = True) -> None:
+        command = [sys.executable, "-m", "serving.launch", "--port", str(self.port),
+                   "--config", str(self.config), "--model-repo", str(self.model_repo)]
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        if wait:
+            ready = subprocess.run([sys.executable, "-m", "serving.launch", "--wait", self.address,
+                                    "--timeout", "240"], cwd=ROOT, capture_output=True, timeout=300)
+            if ready.returncode != 0:
+                raise RuntimeError(f"model server did not come up; see {self.log}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+class OrchestratorProcess:
+    def __init__(self, model_address: str, log: Path, workers: int = 2, **env: str) -> None:
+        self.port = free_port()
+        self.log = log
+        self.env = {
+            **os.environ,
+            "SHINE_BIND": f"127.0.0.1:{self.port}",
+            "SHINE_WORKERS": str(workers),
+            "SHINE_MODEL_SERVER_ADDRESS": model_address,
+            "SHINE_MODEL_REPO_DIR": str(ROOT / "model_repo"),
+            **env,
+        }
+        self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        command = [str(Path(sys.executable).parent / "gunicorn"), "-c", "configs/gunicorn.conf.py",
+                   "orchestrator.wsgi:app"]
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=out,
+                                            stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                requests.get(self.url + "/api/v2/openapi.json", timeout=2)
+                return
+            except requests.ConnectionError:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"gunicorn exited; see {self.log}") from None
+                time.sleep(0.25)
+        raise TimeoutError("gunicorn did not start")
+
+    def pids(self) -> list[int]:
+        """The master and its workers."""
+        assert self.process is not None
+        master = self.process.pid
+        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+        return [master, *map(int, children)]
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def pss_kb(pid: int) -> int:
+    """Proportional set size of a process (shared pages divided among their users)."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    raise ValueError(f"no Pss in /proc/{pid}/smaps_rollup")
+
+
+def mapped_files(pid: int) -> set[str]:
+    files = set()
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        parts = line.split(maxsplit=5)
+        if len(parts) == 6 and parts[5].startswith("/"):
+            files.add(parts[5])
+    return files

@@ -1,0 +1,155 @@
+"""End to end: the model server and the orchestrator under gunicorn as real processes, real photos in.
+
+Checks the BRIEF's floor: every single-face portrait answers 200 with the whole report, every non-face
+photo answers 422 NO_FACE_FOUND, a corrupt file 400 with a JSON error; no orchestrator process has
+TensorFlow mapped, they stay under 500 MB PSS together; /health follows the model server down and up.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import jsonschema
+import pytest
+import requests
+
+from tests.conftest import data_dir
+from tests.stack import (
+    ModelServerProcess,
+    OrchestratorProcess,
+    mapped_files,
+    pss_kb,
+    wait_http,
+)
+
+pytestmark = pytest.mark.e2e
+
+PORTRAITS = [f"congress_{b}.jpg" for b in (
+    "B001270", "B001284", "B001287", "C000984", "C001080", "C001091", "D000622", "E000288", "F000010",
+    "G000553", "G000571", "H001042", "J000126", "L000174", "L000287", "M001137", "M001160", "M001188",
+    "S001184", "S001185", "T000472", "V000081", "W000187", "W000808",
+)] + ["skimage_astronaut.png"]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ModelServerProcess, OrchestratorProcess]]:
+    logs = tmp_path_factory.mktemp("logs")
+    model = ModelServerProcess(logs / "model_server.log")
+    model.start()
+    orchestrator = OrchestratorProcess(model.address, logs / "gunicorn.log")
+    try:
+        orchestrator.start()
+        wait_http(orchestrator.url + "/health", 200, 60)
+        yield model, orchestrator
+    finally:
+        orchestrator.stop()
+        model.stop()
+
+
+@pytest.fixture(scope="module")
+def report_schema(stack: tuple[ModelServerProcess, OrchestratorProcess]) -> dict[str, object]:
+    document = requests.get(stack[1].url + "/api/v2/openapi.json", timeout=10).json()
+    schemas = document["components"]["schemas"]
+    return {"$defs": schemas, **json.loads(json.dumps(schemas["Report"]).replace(
+        "#/components/schemas/", "#/$defs/"))}
+
+
+def _post(url: str, path: Path) -> requests.Response:
+    with path.open("rb") as photo:
+        return requests.post(url + "/api/v2/analyze/guest", files={"image": (path.name, photo)}, timeout=60)
+
+
+@pytest.mark.parametrize("name", PORTRAITS)
+def test_portrait_answers_the_full_report(
+    stack: tuple[ModelServerProcess, OrchestratorProcess], report_schema: dict[str, object], name: str
+) -> None:
+    response = _post(stack[1].url, data_dir("faces") / name)
+    assert response.status_code == 200, response.text
+    report = response.json()
+    jsonschema.validate(report, report_schema)
+    assert report["faces_detected"] >= 1
+    assert report["model"]["name"] == "skin_analyzer"
+    for concern in ("acne", "redness", "dark_spots", "wrinkles", "pores", "oiliness", "dark_circles"):
+        entry = report["concerns"][concern]
+        assert entry["score"] is not None and 0 <= entry["score"] <= 100, (concern, entry)
+        assert entry["severity"] is not None
+        assert entry["regions"]
+    assert isinstance(report["concerns"]["acne"]["count"], int)
+    assert report["skin_tone"]["category"] is not None
+    assert report["skin_type"]["label"] in ("oily", "dry", "normal", "combination")
+    assert report["overall"]["score"] is not None
+    assert report["recommendations"]
+    assert set(report["timing_ms"]) >= {"decode", "detect", "crop", "predict", "postscore", "total"}
+    assert response.headers["X-Request-ID"] == report["request_id"]
+
+
+def test_nonfaces_answer_no_face_found(stack: tuple[ModelServerProcess, OrchestratorProcess]) -> None:
+    folder = data_dir("nonfaces")
+    photos = sorted(p for p in folder.iterdir() if p.is_file())
+    assert photos
+    for photo in photos:
+        response = _post(stack[1].url, photo)
+        assert response.status_code == 422, (photo.name, response.text)
+        assert response.json()["error"]["code"] == "NO_FACE_FOUND"
+
+
+def test_corrupt_file_answers_a_json_400(stack: tuple[ModelServerProcess, OrchestratorProcess]) -> None:
+    response = _post(stack[1].url, data_dir("awkward", "corrupt") / "derived_not_an_image.jpg")
+    assert response.status_code in (400, 415)
+    error = response.json()["error"]
+    assert error["code"] in ("INVALID_IMAGE", "UNSUPPORTED_FORMAT")
+    assert error["request_id"] == response.headers["X-Request-ID"]
+
+
+def test_same_photo_same_report_and_different_faces_differ(
+    stack: tuple[ModelServerProcess, OrchestratorProcess],
+) -> None:
+    faces = data_dir("faces")
+
+    def concerns(name: str) -> dict[str, object]:
+        return _post(stack[1].url, faces / name).json()["concerns"]
+
+    first = concerns("congress_L000174.jpg")
+    assert concerns("congress_L000174.jpg") == first
+    assert concerns("congress_C000984.jpg") != first
+
+
+def test_models_health_metrics_and_openapi(stack: tuple[ModelServerProcess, OrchestratorProcess]) -> None:
+    url = stack[1].url
+    health = requests.get(url + "/health", timeout=10)
+    assert health.status_code == 200
+    assert health.json()["state"] == "AVAILABLE"
+    models = requests.get(url + "/api/v2/models", timeout=10).json()
+    assert any(v["state"] == "AVAILABLE" for v in models["versions"])
+    metrics = requests.get(url + "/metrics", timeout=10).text
+    assert "shine_requests_total" in metrics
+    assert requests.get(url + "/api/v2/openapi.json", timeout=10).json()["openapi"].startswith("3.1")
+
+
+def test_no_tensorflow_in_the_orchestrator_and_memory_bounded(
+    stack: tuple[ModelServerProcess, OrchestratorProcess],
+) -> None:
+    pids = stack[1].pids()
+    assert len(pids) >= 3, "master and at least two workers"
+    for pid in pids:
+        tensorflow = [f for f in mapped_files(pid) if "tensorflow" in f.lower()]
+        assert tensorflow == [], f"process {pid} maps {tensorflow[:3]}"
+    total_mb = sum(pss_kb(pid) for pid in pids) / 1024
+    assert total_mb < 500, f"orchestrator PSS {total_mb:.0f} MB"
+
+
+def test_health_follows_the_model_server_down_and_up(
+    stack: tuple[ModelServerProcess, OrchestratorProcess],
+) -> None:
+    model, orchestrator = stack
+    model.stop()
+    down = wait_http(orchestrator.url + "/health", 503, 30)
+    assert down.json()["status"] == "unavailable"
+    response = _post(orchestrator.url, data_dir("faces") / "congress_B001270.jpg")
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "MODEL_UNAVAILABLE"
+    assert "Retry-After" in response.headers
+    model.start()
+    wait_http(orchestrator.url + "/health", 200, 60)

@@ -1,0 +1,252 @@
+"""The local model server over a real model_repo layout: loading, batching, hot swap, rollback, labels.
+
+The server runs in-process on 127.0.0.1:0 with the official TF Serving message classes; the client side
+is the orchestrator's own PredictClient and the ops tool, over the wire subset.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from orchestrator.client import PredictClient  # noqa: E402
+from orchestrator.errors import ModelBadResponse  # noqa: E402
+from orchestrator.settings import Settings  # noqa: E402
+from serving import contract  # noqa: E402
+from serving.config import BatchingConfig  # noqa: E402
+from serving.local_server import ModelManager, build_server  # noqa: E402
+from serving.ops import ModelServerOps, OpsError  # noqa: E402
+from serving.repository import versions_on_disk  # noqa: E402
+from serving.tensors import fill_tensor_proto  # noqa: E402
+from serving.wire import predict_pb2, services_pb2_grpc  # noqa: E402
+from tests.conftest import MODEL_REPO  # noqa: E402
+
+CONFIG = """model_config_list {
+  config {
+    name: "skin_analyzer"
+    base_path: "/models/skin_analyzer"
+    model_platform: "tensorflow"
+    model_version_policy { latest { num_versions: 2 } }
+  }
+}
+"""
+
+
+def _source_version() -> Path:
+    base = MODEL_REPO / contract.MODEL_NAME
+    versions = versions_on_disk(base)
+    assert versions, f"no published version under {base}"
+    return base / str(versions[-1])
+
+
+def _crops(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(60, 220, (len(contract.REGION_NAMES), 160, 160, 3), dtype=np.uint8)
+
+
+class Stack:
+    """An in-process local model server over a temporary model_repo."""
+
+    def __init__(self, root: Path) -> None:
+        self.repo = root / "repo"
+        self.base = self.repo / contract.MODEL_NAME
+        self.base.mkdir(parents=True)
+        shutil.copytree(_source_version(), self.base / "1")
+        self.config = root / "models.config"
+        self.config.write_text(CONFIG)
+        batching = BatchingConfig(max_batch_size=56, batch_timeout_micros=5000, num_batch_threads=2,
+                                  max_enqueued_batches=64)
+        self.manager = ModelManager(self.config, {"/models": self.repo}, batching,
+                                    file_system_poll_wait_s=0.2, config_poll_wait_s=0.0)
+        self.server, port = build_server(self.manager, 0)
+        self.address = f"127.0.0.1:{port}"
+        self.server.start()
+        self.manager.start()
+        self.client = PredictClient(Settings(model_server_address=self.address, predict_timeout_s=30.0))
+        self.ops = ModelServerOps(self.address, self.config)
+        self.wait_for({1})
+
+    def publish(self, version: int) -> None:
+        """Stage under a non-numeric name, then rename: as export.publish does."""
+        staged = self.base / f"_staging-{version}-test"
+        shutil.copytree(self.base / "1", staged)
+        time.sleep(0.5)  # several polls: the staging folder must stay invisible
+        assert version not in self.ops.status()
+        staged.rename(self.base / str(version))
+
+    def wait_for(self, versions: set[int], timeout_s: float = 120.0) -> None:
+        self.ops.wait_for(versions, timeout_s)
+
+    def close(self) -> None:
+        self.client.close()
+        self.ops.close()
+        self.server.stop(grace=1).wait()
+        self.manager.stop()
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    running = Stack(tmp_path)
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+def test_serves_the_contract(stack: Stack) -> None:
+    prediction = stack.client.predict(_crops())
+    assert prediction.version == 1
+    assert prediction.signals.shape == (7, len(contract.SIGNAL_NAMES))
+    assert prediction.acne_peaks.shape == (7, contract.MAX_LESIONS, 3)
+    assert np.all(np.isfinite(prediction.signals))
+
+
+def test_metadata_describes_the_signature(stack: Stack) -> None:
+    with grpc.insecure_channel(stack.address) as channel:
+        stub = services_pb2_grpc.PredictionServiceStub(channel)
+        request = predict_pb2.GetModelMetadataRequest()
+        request.model_spec.name = contract.MODEL_NAME
+        request.metadata_field.append("signature_def")
+        response = stub.GetModelMetadata(request, timeout=10)
+    signatures = predict_pb2.SignatureDefMap()
+    assert response.metadata["signature_def"].Unpack(signatures)
+    signature = signatures.signature_def[contract.SIGNATURE_NAME]
+    assert list(signature.inputs) == [contract.INPUT.name]
+    assert set(signature.outputs) == set(contract.OUTPUT_NAMES)
+    assert response.model_spec.version.value == 1
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.zeros((7, 160, 160, 3), np.float32),  # wrong dtype
+        np.zeros((7, 80, 80, 3), np.uint8),  # wrong shape
+    ],
+)
+def test_requests_breaking_the_signature_are_refused(stack: Stack, array: np.ndarray) -> None:
+    with grpc.insecure_channel(stack.address) as channel:
+        stub = services_pb2_grpc.PredictionServiceStub(channel)
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = contract.MODEL_NAME
+        fill_tensor_proto(request.inputs[contract.INPUT.name], array)
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.Predict(request, timeout=10)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_unknown_model_is_not_found(stack: Stack) -> None:
+    client = PredictClient(Settings(model_server_address=stack.address, model_name="nope"))
+    with pytest.raises(Exception) as raised:
+        client.model_status()
+    assert raised.value.__class__.__name__ == "ModelUnavailable"
+
+
+def test_concurrent_requests_are_batched(stack: Stack) -> None:
+    results: list[int] = []
+
+    def call(seed: int) -> None:
+        results.append(stack.client.predict(_crops(seed)).version)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [1] * 16
+    loaded = stack.manager.model(contract.MODEL_NAME)._loaded[1]
+    stats = loaded._scheduler.stats  # type: ignore[union-attr]
+    assert stats.tasks >= 16
+    assert stats.largest_batch_rows > 7, "no two requests were ever merged"
+
+
+def test_rows_do_not_depend_on_their_batch_neighbours(stack: Stack) -> None:
+    alone = stack.client.predict(_crops(1))
+    results = {}
+
+    def call(seed: int) -> None:
+        results[seed] = stack.client.predict(_crops(seed))
+
+    threads = [threading.Thread(target=call, args=(seed,)) for seed in range(1, 9)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    np.testing.assert_allclose(results[1].signals, alone.signals, rtol=1e-4, atol=1e-3)
+
+
+def test_hot_swap_under_load_drops_nothing_and_rollback_is_one_call(stack: Stack) -> None:
+    stop = threading.Event()
+    seen: set[int] = set()
+    failures: list[BaseException] = []
+
+    def hammer(seed: int) -> None:
+        while not stop.is_set():
+            try:
+                seen.add(stack.client.predict(_crops(seed)).version)
+            except BaseException as exc:  # any failure at all is what this test is about
+                failures.append(exc)
+
+    threads = [threading.Thread(target=hammer, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    try:
+        stack.publish(2)
+        stack.wait_for({1, 2})
+        deadline = time.monotonic() + 30
+        while 2 not in seen and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert stack.ops.rollback() == 1
+        time.sleep(0.2)  # answers already on their way back from version 2 land first
+        seen.clear()
+        time.sleep(1.0)
+        assert seen == {1}, "after rollback only version 1 may answer"
+        stack.ops.unpin()
+        stack.wait_for({1, 2})
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert failures == []
+    assert "specific" not in stack.config.read_text()
+
+
+def test_labels_follow_the_config(stack: Stack) -> None:
+    stack.publish(2)
+    stack.wait_for({1, 2})
+    stack.ops.label("stable", 1)
+    stack.ops.label("canary", 2)
+    stable = PredictClient(Settings(model_server_address=stack.address, model_version_label="stable"))
+    canary = PredictClient(Settings(model_server_address=stack.address, model_version_label="canary"))
+    assert stable.predict(_crops()).version == 1
+    assert canary.predict(_crops()).version == 2
+    assert stable.label_version("stable") == 1
+    assert stable.label_version("missing") is None
+    with pytest.raises(OpsError):
+        stack.ops.label("stable", 9)  # not served: refused, config unchanged
+    assert 'key: "stable" value: 1' in stack.config.read_text()
+
+
+def test_broken_version_never_replaces_a_good_one(stack: Stack) -> None:
+    broken = stack.base / "_staging-3"
+    broken.mkdir()
+    (broken / "saved_model.pb").write_bytes(b"not a saved model")
+    broken.rename(stack.base / "3")
+    deadline = time.monotonic() + 30
+    while stack.ops.status().get(3) != "END" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert stack.ops.status()[3] == "END"
+    assert stack.client.predict(_crops()).version == 1
+
+
+def test_wrong_signature_input_reaches_the_client_as_bad_response(stack: Stack) -> None:
+    with pytest.raises(ModelBadResponse):
+        stack.client.predict(np.zeros((7, 80, 80, 3), np.uint8))

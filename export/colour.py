@@ -43,10 +43,12 @@ SKIN_MAX_DARKER_L = 25.0
 # colour, so a highlight is brighter AND paler than the skin it sits on; the luminance/saturation
 # thresholds of shine detectors are taken here relative to the crop's skin median, so they hold from
 # very light to very dark skin. A highlight must lie within skin (local skin share), which keeps
-# white collars and backdrops out.
+# white collars and backdrops out, and be neutral or warm (a*, b* above -3, the JPEG noise around
+# grey), which keeps out the pale blue studio backdrop at the edge of a cheek.
 SPECULAR_MIN_L_ABOVE = 10.0
 SPECULAR_MAX_CHROMA_RATIO = 0.75
 SPECULAR_MIN_LOCAL_SKIN = 0.25
+SPECULAR_MIN_AB = -3.0
 # Histogram medians: 512 bins of 0.25 units cover 0..128.
 _BIN_WIDTH = 0.25
 _BIN_COUNT = 512
@@ -97,8 +99,9 @@ def masked_median(planes: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
     pixels where `mask` [B, N] is 1. Zeros for a crop without such a pixel.
 
     Read off per-crop histograms of 0.25-unit bins, interpolating within the median bin (the
-    grouped-data median): within 0.1 units of the sample median, and no sort, which costs far more on
-    CPU. Skin pixels have a*, b* > 0 by the hue rule, and the sRGB gamut keeps L*, a*, b* below 100.
+    grouped-data median): within one bin (typically 0.1 units) of the sample median, and no sort,
+    which costs far more on CPU. Skin pixels have a*, b* > 0 by the hue rule, and the sRGB gamut
+    keeps L*, a*, b* below 100.
     """
     channels = planes.shape[0]
     assert channels is not None, "the number of planes must be static"
@@ -154,16 +157,17 @@ def skin_colour(lab: tf.Tensor) -> SkinColour:
 
 
 def specular_mask(colour: SkinColour, local_skin: tf.Tensor) -> tf.Tensor:
-    """Highlight pixels [B, H, W] (float 0/1): L* >= skin median + 10 and C*ab <= 0.75 x the chroma of the
-    skin median, where the local skin share `local_skin` [B, H, W] is at least 0.25.
+    """Highlight pixels [B, H, W] (float 0/1): L* >= skin median + 10, C*ab <= 0.75 x the chroma of the
+    skin median, a* and b* >= -3, where the local skin share `local_skin` [B, H, W] is at least 0.25.
     """
     median_l = colour.median_lab[:, 0, None, None]
     median_chroma_sq = tf.reduce_sum(colour.median_lab[:, 1:] ** 2, axis=-1)[:, None, None]
     chroma_sq = colour.lab_a * colour.lab_a + colour.lab_b * colour.lab_b
     bright = colour.lab_l >= median_l + SPECULAR_MIN_L_ABOVE
     pale = chroma_sq <= SPECULAR_MAX_CHROMA_RATIO**2 * median_chroma_sq
+    warm = (colour.lab_a >= SPECULAR_MIN_AB) & (colour.lab_b >= SPECULAR_MIN_AB)
     within = local_skin >= SPECULAR_MIN_LOCAL_SKIN
-    return tf.cast(bright & pale & within, tf.float32)
+    return tf.cast(bright & pale & warm & within, tf.float32)
 
 
 def shine_and_skin_share(colour: SkinColour, local_skin: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

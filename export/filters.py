@@ -105,9 +105,7 @@ def wide_filter(planes: tf.Tensor, kernel: np.ndarray, rank: int) -> tf.Tensor:
     return tf.reshape(out, tf.shape(planes))
 
 
-def hessian_eigenvalues(
-    hxx: tf.Tensor, hyy: tf.Tensor, hxy: tf.Tensor
-) -> tuple[tf.Tensor, tf.Tensor]:
+def hessian_eigenvalues(hxx: tf.Tensor, hyy: tf.Tensor, hxy: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Eigenvalues (larger, smaller) of the symmetric 2x2 Hessian at every pixel."""
     mean = 0.5 * (hxx + hyy)
     spread = tf.sqrt(0.25 * (hxx - hyy) ** 2 + hxy * hxy)

@@ -88,6 +88,9 @@ def _cell_weights() -> tuple[np.ndarray, np.ndarray]:
 def _pool_cells(pixels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """sRGB [B, 160, 160, 3] -> 2x2 mean sRGB planes [3, B*80*80] and within-cell luma variance
     [B, 80, 80], by reshapes and two small matrix products (CPU avg_pool costs several times more).
+
+    The means are of encoded values, not of linear light: across 2 px of skin the two differ by a small
+    fraction of an L* unit.
     """
     rows = tf.reshape(pixels, [-1, 2, FINE_SIZE * 3])  # the two pixel rows of each cell row
     top, bottom = rows[:, 0], rows[:, 1]
@@ -103,6 +106,8 @@ def _maps(regions: tf.Tensor) -> _Maps:
     regions = tf.convert_to_tensor(regions)
     if regions.dtype != tf.uint8:
         raise TypeError(f"regions must be uint8, got {regions.dtype.name}")
+    if not regions.shape.is_compatible_with([None, FINE_SIZE, FINE_SIZE, 3]):
+        raise ValueError(f"regions must be [B, {FINE_SIZE}, {FINE_SIZE}, 3], got {regions.shape}")
     regions = tf.ensure_shape(regions, [None, FINE_SIZE, FINE_SIZE, 3])
     srgb, luma_variance = _pool_cells(tf.cast(regions, tf.float32))
     colour = skin_colour(tf.reshape(srgb_to_lab(srgb), [3, -1, WORK_SIZE, WORK_SIZE]))
@@ -168,11 +173,7 @@ def _neighbourhood_max(values: tf.Tensor) -> tf.Tensor:
 def _peaks(maps: _Maps, max_peaks: int) -> tf.Tensor:
     """The strongest papule-scale a* maxima on skin as (y, x, score) rows [B, max_peaks, 3]."""
     excess = maps.smooth_a - maps.local_a
-    is_peak = (
-        (excess >= _neighbourhood_max(excess))
-        & (maps.colour.skin > 0.5)
-        & (excess > PEAK_MIN_EXCESS_A)
-    )
+    is_peak = (excess >= _neighbourhood_max(excess)) & (maps.colour.skin > 0.5) & (excess > PEAK_MIN_EXCESS_A)
     candidate = tf.reshape(excess * tf.cast(is_peak, tf.float32), [-1, WORK_SIZE * WORK_SIZE])
     k = min(max_peaks, WORK_SIZE * WORK_SIZE)
     top, index = tf.math.top_k(candidate, k=k, sorted=True)
@@ -187,6 +188,9 @@ def _peaks(maps: _Maps, max_peaks: int) -> tf.Tensor:
     return rows
 
 
+# Plain graph construction with no tensor-dependent Python control flow: AutoGraph would only spend
+# seconds rewriting it at every trace.
+@tf.autograph.experimental.do_not_convert
 def compute_signals(regions: tf.Tensor) -> tf.Tensor:
     """uint8 region crops [B, 160, 160, 3] -> float32 [B, len(SIGNAL_NAMES)] in the contract's order.
 
@@ -198,6 +202,7 @@ def compute_signals(regions: tf.Tensor) -> tf.Tensor:
     return _signals(_maps(regions))
 
 
+@tf.autograph.experimental.do_not_convert
 def redness_peaks(regions: tf.Tensor, max_peaks: int) -> tf.Tensor:
     """Fixed-filter papule detector: uint8 crops [B, 160, 160, 3] -> float32 [B, max_peaks, 3].
 
@@ -210,6 +215,7 @@ def redness_peaks(regions: tf.Tensor, max_peaks: int) -> tf.Tensor:
     return _peaks(_maps(regions), max_peaks)
 
 
+@tf.autograph.experimental.do_not_convert
 def measure_regions(regions: tf.Tensor, max_peaks: int) -> tuple[tf.Tensor, tf.Tensor]:
     """(`compute_signals`, `redness_peaks`) from one shared pass over the crops."""
     maps = _maps(regions)

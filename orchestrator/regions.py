@@ -1,7 +1,9 @@
 """Face regions: where each region sits in a face box, and cutting them into the model's input batch.
 
 Region geometry is a fixed fraction of the frontal Haar box (top near the mid-forehead, bottom near
-the chin), set on the test portraits; "left" and "right" are the subject's own.
+the chin), set on the test portraits: the forehead sits low enough to miss most fringes, the cheeks
+stop above the mouth corners. The Haar box's bottom edge moves with the smile, so the chin crop can
+land on the lower lip or the top of the neck. "left" and "right" are the subject's own.
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ from serving import contract
 # (centre x, centre y, width, height) as fractions of the face box. The subject's left cheek is on
 # the image's right in an unmirrored photo, hence x > 0.5.
 REGION_LAYOUT: dict[str, tuple[float, float, float, float]] = {
-    "forehead": (0.50, 0.11, 0.50, 0.16),
-    "left_cheek": (0.745, 0.67, 0.20, 0.22),
-    "right_cheek": (0.255, 0.67, 0.20, 0.22),
+    "forehead": (0.50, 0.15, 0.46, 0.14),
+    "left_cheek": (0.75, 0.645, 0.19, 0.19),
+    "right_cheek": (0.25, 0.645, 0.19, 0.19),
     "nose": (0.50, 0.585, 0.14, 0.19),
-    "chin": (0.50, 1.00, 0.26, 0.12),
+    "chin": (0.50, 0.955, 0.24, 0.09),
     "left_under_eye": (0.68, 0.515, 0.20, 0.08),
     "right_under_eye": (0.32, 0.515, 0.20, 0.08),
 }

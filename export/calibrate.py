@@ -130,9 +130,15 @@ def choose_threshold(valid: list[FaceSample]) -> tuple[float, float]:
 
 def fit_grade_model(samples: list[FaceSample], threshold: float) -> LogisticRegression:
     """Logistic regression from log1p(lesion count in the regions) to the ACNE04 grade."""
-    counts = np.array([[math.log1p(np.nan_to_num(_raw(s, threshold).face["acne"]))] for s in samples])
-    grades = np.array([s.grade for s in samples])
-    return LogisticRegression(max_iter=1000).fit(counts, grades)
+    return LogisticRegression(max_iter=1000).fit(_log_counts(samples, threshold), _grades(samples))
+
+
+def _log_counts(samples: list[FaceSample], threshold: float) -> NDArray[np.float64]:
+    return np.array([[math.log1p(np.nan_to_num(_raw(s, threshold).face["acne"]))] for s in samples])
+
+
+def _grades(samples: list[FaceSample]) -> NDArray[np.int64]:
+    return np.array([s.grade for s in samples], dtype=np.int64)
 
 
 def _quantiles(values: list[float]) -> QuantileTransformer:
@@ -164,8 +170,6 @@ def fit_calibration(
         )
         for zone in ("t_zone", "cheeks")
     }
-    valid_counts = np.array([[math.log1p(np.nan_to_num(_raw(s, threshold).face["acne"]))] for s in acne_valid])
-    valid_grades = np.array([s.grade for s in acne_valid])
     summary = {
         "reference_faces": len(reference),
         "reference_sources": sorted({"data/faces" if s.grade is None else "ACNE04 train" for s in reference}),
@@ -173,7 +177,9 @@ def fit_calibration(
         "acne_valid_faces": len(acne_valid),
         "acne_valid_count_mae": round(valid_mae, 3),
         "acne_grade_fit_faces": len(acne_fit),
-        "acne_valid_grade_accuracy_in_fit": round(float(grade_model.score(valid_counts, valid_grades)), 4),
+        "acne_valid_grade_accuracy_in_fit": round(
+            float(grade_model.score(_log_counts(acne_valid, threshold), _grades(acne_valid))), 4
+        ),
     }
     calibration = {
         "format": CALIBRATION_FORMAT,

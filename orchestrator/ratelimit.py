@@ -1,21 +1,29 @@
-"""Per-client rate limiting for the guest endpoint: a token bucket per client IP.
+"""Per-client rate limiting for the guest endpoint: a token bucket per client IP, shared by all workers.
 
-The client IP is the socket peer, or, only when the peer is a configured trusted proxy, the nearest
-untrusted address in X-Forwarded-For (so a client cannot pick its own bucket by sending the header).
+The buckets live in an anonymous shared memory map made when the app is built; gunicorn preloads the
+app in its master, so every forked worker sees the same buckets and one client gets one budget, not
+one per worker. The client IP is the socket peer, or, only when the peer is a configured trusted proxy,
+the nearest untrusted address in X-Forwarded-For (so a client cannot pick its own bucket).
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
-import threading
+import mmap
+import multiprocessing
+import struct
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
 from orchestrator.errors import RateLimited
 
-# Buckets kept at most; the least recently used are dropped first (a full bucket costs nothing to drop).
-MAX_BUCKETS = 100_000
+# One slot: key hash (8 bytes, 0 = empty), tokens (double), last refill (double).
+_SLOT = struct.Struct("<Qdd")
+# Slots in the table; a full bucket is the same as no bucket, so stale slots are simply reused.
+DEFAULT_SLOTS = 65536
+# Slots probed per key before the oldest of them is taken over.
+PROBES = 8
 
 
 def client_ip(remote_addr: str | None, forwarded_for: str | None, trusted_proxies: tuple[str, ...]) -> str:
@@ -45,26 +53,53 @@ def _trusted(address: str, trusted_proxies: tuple[str, ...]) -> bool:
     return False
 
 
-class RateLimiter:
-    """Token buckets: `per_minute` sustained, `burst` at once, per key; thread-safe."""
+def _key_hash(key: str) -> int:
+    digest = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
+    return digest or 1  # 0 marks an empty slot
 
-    def __init__(self, per_minute: int, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+
+class RateLimiter:
+    """Token buckets: `per_minute` sustained, `burst` at once, per key; safe across threads and forks."""
+
+    def __init__(
+        self,
+        per_minute: int,
+        burst: int,
+        clock: Callable[[], float] = time.monotonic,
+        slots: int = DEFAULT_SLOTS,
+    ) -> None:
         self.rate_per_s = per_minute / 60.0
         self.burst = float(burst)
         self._clock = clock
-        self._lock = threading.Lock()
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._slots = slots
+        # MAP_SHARED anonymous memory and a process-shared lock: both survive fork() into workers.
+        self._table = mmap.mmap(-1, slots * _SLOT.size, flags=mmap.MAP_SHARED)
+        self._lock = multiprocessing.get_context("fork").Lock()
 
     def check(self, key: str) -> None:
         """Take one token for `key`; raises RateLimited with Retry-After when none is left."""
+        wanted = _key_hash(key)
         now = self._clock()
         with self._lock:
-            tokens, stamp = self._buckets.pop(key, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - stamp) * self.rate_per_s)
+            offset = self._find(wanted, now)
+            stored, tokens, stamp = _SLOT.unpack_from(self._table, offset)
+            if stored != wanted:
+                tokens, stamp = self.burst, now
+            tokens = min(self.burst, tokens + max(0.0, now - stamp) * self.rate_per_s)
             if tokens < 1.0:
-                self._buckets[key] = (tokens, now)
-                wait_s = (1.0 - tokens) / self.rate_per_s
-                raise RateLimited(retry_after_s=wait_s)
-            self._buckets[key] = (tokens - 1.0, now)
-            while len(self._buckets) > MAX_BUCKETS:
-                self._buckets.popitem(last=False)
+                _SLOT.pack_into(self._table, offset, wanted, tokens, now)
+                raise RateLimited(retry_after_s=(1.0 - tokens) / self.rate_per_s)
+            _SLOT.pack_into(self._table, offset, wanted, tokens - 1.0, now)
+
+    def _find(self, wanted: int, now: float) -> int:
+        """The slot of `wanted`, else an empty or refilled one, else the least recently used probed."""
+        start = wanted % self._slots
+        offsets = [((start + probe) % self._slots) * _SLOT.size for probe in range(PROBES)]
+        slots = [_SLOT.unpack_from(self._table, offset) for offset in offsets]
+        for offset, (stored, _, _) in zip(offsets, slots, strict=True):
+            if stored == wanted:
+                return offset
+        for offset, (stored, tokens, stamp) in zip(offsets, slots, strict=True):
+            if stored == 0 or tokens + max(0.0, now - stamp) * self.rate_per_s >= self.burst:
+                return offset
+        return min(zip(offsets, slots, strict=True), key=lambda item: item[1][2])[0]

@@ -35,7 +35,7 @@ class _Prediction(services_pb2_grpc.PredictionServiceServicer):
     def __init__(self, script: Script) -> None:
         self.script = script
 
-    def Predict(self, request, context):  # noqa: N802, ANN001, ANN201 - gRPC signature
+    def Predict(self, request, context):  # noqa: N802 - gRPC signature
         script = self.script
         with script.lock:
             script.calls += 1
@@ -60,7 +60,7 @@ class _Models(services_pb2_grpc.ModelServiceServicer):
     def __init__(self, script: Script) -> None:
         self.script = script
 
-    def GetModelStatus(self, request, context):  # noqa: N802, ANN001, ANN201 - gRPC signature
+    def GetModelStatus(self, request, context):  # noqa: N802 - gRPC signature
         if self.script.fail_code is not None and self.script.fail_first > 10**6:
             context.abort(self.script.fail_code, "scripted failure")
         response = model_status_pb2.GetModelStatusResponse()

@@ -18,17 +18,17 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from orchestrator.client import PredictClient  # noqa: E402
-from orchestrator.errors import ModelBadResponse  # noqa: E402
-from orchestrator.settings import Settings  # noqa: E402
-from serving import contract  # noqa: E402
-from serving.config import BatchingConfig  # noqa: E402
-from serving.local_server import ModelManager, build_server  # noqa: E402
-from serving.ops import ModelServerOps, OpsError  # noqa: E402
-from serving.repository import versions_on_disk  # noqa: E402
-from serving.tensors import fill_tensor_proto  # noqa: E402
-from serving.wire import predict_pb2, services_pb2_grpc  # noqa: E402
-from tests.conftest import MODEL_REPO  # noqa: E402
+from orchestrator.client import PredictClient
+from orchestrator.errors import ModelBadResponse
+from orchestrator.settings import Settings
+from serving import contract
+from serving.config import BatchingConfig
+from serving.local_server import ModelManager, build_server
+from serving.ops import ModelServerOps, OpsError
+from serving.repository import versions_on_disk
+from serving.tensors import fill_tensor_proto
+from serving.wire import predict_pb2, services_pb2_grpc
+from tests.conftest import MODEL_REPO
 
 CONFIG = """model_config_list {
   config {

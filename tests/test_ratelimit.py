@@ -42,3 +42,31 @@ def test_burst_then_refill() -> None:
 )
 def test_client_ip(peer: str, forwarded: str | None, trusted: tuple[str, ...], expected: str) -> None:
     assert client_ip(peer, forwarded, trusted) == expected
+
+
+def test_buckets_are_shared_with_forked_workers() -> None:
+    import os
+
+    limiter = RateLimiter(per_minute=1, burst=2)
+    limiter.check("9.9.9.9")
+    pid = os.fork()
+    if pid == 0:  # a worker takes the second token
+        try:
+            limiter.check("9.9.9.9")
+            os._exit(0)
+        except RateLimited:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    with pytest.raises(RateLimited):
+        limiter.check("9.9.9.9")  # the parent sees the worker's spend
+
+
+def test_many_clients_fit_and_collisions_never_grant_a_fresh_bucket() -> None:
+    clock = Clock()
+    limiter = RateLimiter(per_minute=60, burst=1, clock=clock, slots=64)
+    for i in range(500):  # far more clients than slots: old full buckets are reused
+        limiter.check(f"10.1.{i // 256}.{i % 256}")
+    limiter.check("203.0.113.7")
+    with pytest.raises(RateLimited):
+        limiter.check("203.0.113.7")

@@ -150,6 +150,7 @@ class PatchSampler:
     scale_min: float = 0.45
     scale_max: float = 1.05
     max_rotation_deg: float = 12.0
+    lesion_focus: float = 0.0
 
     def sample(self, rng: np.random.Generator) -> tuple[NDArray[np.uint8], NDArray[np.float32]]:
         """Draw one augmented (patch [P, P, 3] uint8, heatmap [P/4, P/4, 1]) pair."""
@@ -161,6 +162,14 @@ class PatchSampler:
         if low > high:
             low = high = scaled_px / 2
         centre_x, centre_y = rng.uniform(low, high) / scale, rng.uniform(low, high) / scale
+        boxes = self.samples[index].boxes
+        if len(boxes) and rng.random() < self.lesion_focus:
+            # Centre some patches near a lesion: photos of mild acne have two or three, and random
+            # patches would rarely show one.
+            box = boxes[int(rng.integers(len(boxes)))]
+            jitter = rng.uniform(-0.8, 0.8, size=2) * half / scale
+            centre_x = float(np.clip((box[0] + box[2]) / 2 + jitter[0], 0, NATIVE_PX))
+            centre_y = float(np.clip((box[1] + box[3]) / 2 + jitter[1], 0, NATIVE_PX))
         # Cut only the native window the patch can reach (rotation included), INTER_AREA it to the
         # chosen scale as the server resizes face regions, then warp once at 1:1.
         reach = half * 1.5 / scale + 2
@@ -183,7 +192,6 @@ class PatchSampler:
             flags=cv2.INTER_LINEAR,
             borderMode=cv2.BORDER_REFLECT_101,
         )
-        boxes = self.samples[index].boxes
         centres = np.stack(
             [(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2, np.ones(len(boxes))], 1
         )

@@ -1,10 +1,11 @@
-"""Start the real stack for end-to-end tests: the model server (serving.launch) and the orchestrator
-under gunicorn, each on a free port, as separate processes."""
+"""Start the real stack as separate processes, for end-to-end tests and the benchmark: the model server
+(serving.launch) and the orchestrator under gunicorn, each on a free port; read their memory."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,7 +13,13 @@ from pathlib import Path
 
 import requests
 
-from tests.conftest import ROOT, free_port
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def wait_http(url: str, status: int, timeout_s: float) -> requests.Response:

@@ -1,0 +1,237 @@
+"""The HTTP layer through Flask's test client: every error code of the table, CORS, headers, health.
+
+The model server is the scriptable fake on real gRPC; photos are real; post-scoring uses the committed
+calibration of the version the fake claims to be.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from orchestrator.app import create_app
+from orchestrator.errors import ERROR_TABLE, HTTP_CODES
+from orchestrator.faces import Face, FaceDetector
+from orchestrator.settings import Settings
+from serving import contract
+from serving.repository import versions_on_disk
+from tests.conftest import MODEL_REPO, data_dir, free_port
+from tests.fakes import Script, fake_model_server
+
+ROOT = Path(__file__).resolve().parent.parent
+PORTRAIT = "congress_B001270.jpg"
+PUBLISHED = versions_on_disk(MODEL_REPO / contract.MODEL_NAME)
+
+
+def _settings(address: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "model_server_address": address,
+        "model_repo_dir": MODEL_REPO,
+        "recommendations_file": ROOT / "configs" / "recommendations.json",
+        "predict_timeout_s": 1.0,
+        "retry_backoff_s": 0.01,
+        "rate_limit_burst": 1000,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def script() -> Script:
+    return Script(version=PUBLISHED[-1] if PUBLISHED else 1)
+
+
+@pytest.fixture
+def address(script: Script) -> Iterator[str]:
+    with fake_model_server(script) as running:
+        yield running
+
+
+@pytest.fixture
+def app(address: str) -> Flask:
+    return create_app(_settings(address))
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def _photo(name: str = PORTRAIT) -> bytes:
+    return (data_dir("faces") / name).read_bytes()
+
+
+def _post(client: FlaskClient, data: bytes, field: str = "image", name: str = "photo.jpg") -> Any:
+    return client.post("/api/v2/analyze/guest", data={field: (io.BytesIO(data), name)},
+                       content_type="multipart/form-data")
+
+
+def _error(response: Any, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.get_data(as_text=True)
+    body = response.get_json()
+    assert body["error"]["code"] == code
+    assert body["error"]["request_id"] == response.headers["X-Request-ID"]
+    assert "Traceback" not in body["error"]["message"] and "/work/" not in body["error"]["message"]
+    return body["error"]
+
+
+def test_portrait_gets_a_report_from_the_version_that_answered(client: FlaskClient, script: Script) -> None:
+    response = _post(client, _photo())
+    assert response.status_code == 200, response.get_data(as_text=True)
+    report = response.get_json()
+    assert report["model"] == {"name": contract.MODEL_NAME, "version": script.version}
+    assert set(report["concerns"]) == {"acne", "redness", "dark_spots", "wrinkles", "pores", "oiliness",
+                                       "dark_circles"}
+    assert report["timing_ms"]["total"] > 0
+
+
+@pytest.mark.parametrize(
+    ("build", "code"),
+    [
+        (lambda c: c.post("/api/v2/analyze/guest", json={"image": "x"}), "INVALID_REQUEST"),
+        (lambda c: _post(c, b"bytes", field="photo"), "INVALID_REQUEST"),
+        (lambda c: _post(c, b""), "INVALID_REQUEST"),
+        (lambda c: c.post("/api/v2/analyze/guest", content_type="multipart/form-data",
+                          data={"image": [(io.BytesIO(b"a"), "a.jpg"), (io.BytesIO(b"b"), "b.jpg")]}),
+         "INVALID_REQUEST"),
+    ],
+)
+def test_malformed_requests(client: FlaskClient, build: Any, code: str) -> None:
+    _error(build(client), 400, code)
+
+
+def test_corrupt_image_is_invalid(client: FlaskClient) -> None:
+    _error(_post(client, (data_dir("awkward", "corrupt") / "derived_face_truncated_half.jpg").read_bytes()),
+           400, "INVALID_IMAGE")
+
+
+def test_other_file_kinds_are_unsupported(client: FlaskClient) -> None:
+    _error(_post(client, b"%PDF-1.7\n1 0 obj\n<<>>\nendobj\n", name="photo.jpg"), 415, "UNSUPPORTED_FORMAT")
+
+
+def test_decompression_bomb_is_refused_by_pixels(client: FlaskClient) -> None:
+    bomb = data_dir("awkward", "very_large") / "pillow_decompression_bomb.gif"
+    error = _error(_post(client, bomb.read_bytes()), 413, "IMAGE_TOO_LARGE_PIXELS")
+    assert "64" in error["message"] or "megapixel" in error["message"].lower()
+
+
+def test_upload_over_the_limit_is_refused(address: str) -> None:
+    client = create_app(_settings(address, max_upload_bytes=100_000)).test_client()
+    _error(_post(client, _photo()), 413, "IMAGE_FILE_TOO_LARGE")
+    huge = b"\xff\xd8" + b"\0" * 300_000
+    _error(_post(client, huge), 413, "IMAGE_FILE_TOO_LARGE")
+
+
+def test_no_face(client: FlaskClient) -> None:
+    _error(_post(client, (data_dir("nonfaces") / "skimage_coffee.png").read_bytes()), 422, "NO_FACE_FOUND")
+
+
+def test_small_face_names_the_minimum(address: str) -> None:
+    client = create_app(_settings(address, min_face_px=500)).test_client()
+    error = _error(_post(client, _photo()), 422, "FACE_TOO_SMALL")
+    assert "500 px" in error["message"]
+
+
+def test_rate_limited_with_retry_after(address: str) -> None:
+    client = create_app(_settings(address, rate_limit_burst=2, rate_limit_per_minute=6)).test_client()
+    photo = (data_dir("nonfaces") / "skimage_page.png").read_bytes()
+    for _ in range(2):
+        assert _post(client, photo).status_code == 422
+    response = _post(client, photo)
+    _error(response, 429, "RATE_LIMITED")
+    assert int(response.headers["Retry-After"]) >= 1
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "code"),
+    [
+        ({"fail_code": grpc.StatusCode.UNAVAILABLE, "fail_first": 100}, 503, "MODEL_UNAVAILABLE"),
+        ({"delay_s": 3.0}, 504, "MODEL_TIMEOUT"),
+        ({"signals_shape": (7, 2)}, 502, "MODEL_BAD_RESPONSE"),
+    ],
+)
+def test_model_faults(client: FlaskClient, script: Script, change: dict[str, Any], status: int,
+                      code: str) -> None:
+    for key, value in change.items():
+        setattr(script, key, value)
+    response = _post(client, _photo())
+    _error(response, status, code)
+    if status == 503:
+        assert "Retry-After" in response.headers
+
+
+def test_version_without_calibration_is_a_bad_response(client: FlaskClient, script: Script) -> None:
+    script.version = 999
+    _error(_post(client, _photo()), 502, "MODEL_BAD_RESPONSE")
+
+
+class ExplodingDetector(FaceDetector):
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        raise RuntimeError("secret internal detail at /srv/app/faces.py")
+
+
+def test_unexpected_failure_is_a_generic_500(address: str, caplog: pytest.LogCaptureFixture) -> None:
+    client = create_app(_settings(address), detector=ExplodingDetector()).test_client()
+    error = _error(_post(client, _photo()), 500, "INTERNAL")
+    assert "secret" not in error["message"]
+    assert "secret internal detail" in caplog.text  # the traceback goes to the log only
+
+
+def test_unknown_route_and_method_are_json(client: FlaskClient) -> None:
+    _error(client.get("/nope"), 404, "NOT_FOUND")
+    response = client.get("/api/v2/analyze/guest")
+    _error(response, 405, "METHOD_NOT_ALLOWED")
+    assert "POST" in response.headers["Allow"]
+
+
+def test_security_headers_and_no_caching(client: FlaskClient) -> None:
+    response = client.get("/api/v2/openapi.json")
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Cache-Control"] == "no-store"
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+
+
+def test_cors_default_allows_any_origin(client: FlaskClient) -> None:
+    response = client.options("/api/v2/analyze/guest", headers={
+        "Origin": "https://app.example", "Access-Control-Request-Method": "POST"})
+    assert response.headers["Access-Control-Allow-Origin"] in ("*", "https://app.example")
+
+
+def test_cors_allow_list(address: str) -> None:
+    client = create_app(_settings(address, cors_origins=("https://app.example",))).test_client()
+    allowed = client.get("/api/v2/openapi.json", headers={"Origin": "https://app.example"})
+    assert allowed.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    other = client.get("/api/v2/openapi.json", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+
+
+def test_health_is_503_when_the_model_server_is_down() -> None:
+    client = create_app(_settings(f"127.0.0.1:{free_port()}", status_timeout_s=0.3)).test_client()
+    response = client.get("/health")
+    assert response.status_code == 503
+    assert response.get_json()["status"] == "unavailable"
+
+
+def test_health_is_200_with_an_available_version(client: FlaskClient, script: Script) -> None:
+    response = client.get("/health")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok", "model": contract.MODEL_NAME,
+                                   "version": script.version, "state": "AVAILABLE"}
+
+
+def test_openapi_lists_every_error_code(client: FlaskClient) -> None:
+    document = client.get("/api/v2/openapi.json").get_json()
+    error = document["components"]["schemas"]["Error"]["properties"]["error"]
+    codes = set(error["properties"]["code"]["enum"])
+    assert {cls.code for cls in ERROR_TABLE} | set(HTTP_CODES.values()) <= codes
+    responses = document["paths"]["/api/v2/analyze/guest"]["post"]["responses"]
+    for cls in ERROR_TABLE:
+        assert cls.code in responses[str(cls.status)]["description"]

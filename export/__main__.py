@@ -1,9 +1,9 @@
 """Export command line: build, calibrate, validate and publish a model version; train and evaluate acne.
 
-    python -m export publish [--acne-head redness|detector] [--version N]   # next version by default
-    python -m export validate model_repo/skin_analyzer/2
-    python -m export train-acne [--minutes 50]       # ACNE04 detector -> build/acne/
-    python -m export evaluate-acne                   # held-out report -> reports/acne04_eval.*
+python -m export publish [--acne-head redness|detector] [--version N]   # next version by default
+python -m export validate model_repo/skin_analyzer/2
+python -m export train-acne [--minutes 50]       # ACNE04 detector -> build/acne/
+python -m export evaluate-acne                   # held-out report -> reports/acne04_eval.*
 """
 
 from __future__ import annotations
@@ -94,8 +94,9 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     publish = commands.add_parser("publish", help="build, calibrate, validate and publish a version")
     publish.add_argument("--acne-head", choices=("redness", "detector"), default="detector")
@@ -106,10 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     publish.add_argument("--model-repo", type=Path, default=ROOT / "model_repo")
     validate = commands.add_parser("validate", help="check version folders against the contract")
     validate.add_argument("paths", type=Path, nargs="+")
-    commands.add_parser("train-acne", help="train the ACNE04 detector (see export.acne.train --help)",
-                        add_help=False)
-    commands.add_parser("evaluate-acne", help="held-out ACNE04 report (see export.acne.evaluate --help)",
-                        add_help=False)
+    commands.add_parser(
+        "train-acne", help="train the ACNE04 detector (see export.acne.train --help)", add_help=False
+    )
+    commands.add_parser(
+        "evaluate-acne", help="held-out ACNE04 report (see export.acne.evaluate --help)", add_help=False
+    )
     args, rest = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.command == "train-acne":

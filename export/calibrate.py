@@ -89,8 +89,10 @@ def _boxes_in_regions(boxes: NDArray[np.float32], regions: tuple[Any, ...]) -> d
         if name not in CONCERN_REGIONS["acne"]:
             continue
         inside = (
-            (centres_x >= box.x) & (centres_x < box.x + box.width)
-            & (centres_y >= box.y) & (centres_y < box.y + box.height)
+            (centres_x >= box.x)
+            & (centres_x < box.x + box.width)
+            & (centres_y >= box.y)
+            & (centres_y < box.y + box.height)
         )
         counts[name] = int(inside.sum())
     return counts

@@ -56,8 +56,11 @@ def write_model_card(path: Path, version: int, description: str, facts: dict[str
         "description": description,
         "signature": {
             "name": contract.SIGNATURE_NAME,
-            "input": {"name": contract.INPUT.name, "dtype": contract.INPUT.dtype,
-                      "shape": list(contract.INPUT.shape)},
+            "input": {
+                "name": contract.INPUT.name,
+                "dtype": contract.INPUT.dtype,
+                "shape": list(contract.INPUT.shape),
+            },
             "outputs": [{"name": s.name, "dtype": s.dtype, "shape": list(s.shape)} for s in contract.OUTPUTS],
             "regions": list(contract.REGION_NAMES),
             "signals": list(contract.SIGNAL_NAMES),

@@ -11,6 +11,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -39,8 +40,9 @@ class ValidationReport:
         return ok
 
 
-def _dims(shape: tf.TensorShape | object) -> tuple[int | None, ...]:
-    return tuple(None if d.size < 0 else int(d.size) for d in shape.dim)  # type: ignore[attr-defined]
+def _dims(shape: Any) -> tuple[int | None, ...]:
+    """A TensorShapeProto as a tuple, None for a free dimension."""
+    return tuple(None if d.size < 0 else int(d.size) for d in shape.dim)
 
 
 def check_signature(path: Path, report: ValidationReport) -> None:
@@ -84,8 +86,12 @@ def check_signature(path: Path, report: ValidationReport) -> None:
 def check_assets(path: Path, version: int, report: ValidationReport) -> None:
     """assets.extra/ holds warmup records, a loadable calibration of this version, and a model card."""
     extra = path / "assets.extra"
-    for name in (contract.WARMUP_FILE, contract.CALIBRATION_FILE, contract.MODEL_CARD_FILE,
-                 contract.MODEL_CARD_JSON):
+    for name in (
+        contract.WARMUP_FILE,
+        contract.CALIBRATION_FILE,
+        contract.MODEL_CARD_FILE,
+        contract.MODEL_CARD_JSON,
+    ):
         report.check((extra / name).is_file(), f"assets.extra/{name} present", f"assets.extra/{name} missing")
     if (extra / contract.CALIBRATION_FILE).is_file():
         try:
@@ -99,8 +105,11 @@ def check_assets(path: Path, version: int, report: ValidationReport) -> None:
             report.problems.append(f"calibration unreadable: {exc}")
     if (extra / contract.MODEL_CARD_JSON).is_file():
         card = json.loads((extra / contract.MODEL_CARD_JSON).read_text())
-        report.check(card.get("version") == version, "model card names this version",
-                     f"model card is for version {card.get('version')}, folder is {version}")
+        report.check(
+            card.get("version") == version,
+            "model card names this version",
+            f"model card is for version {card.get('version')}, folder is {version}",
+        )
 
 
 def check_behaviour(path: Path, report: ValidationReport) -> None:
@@ -116,12 +125,19 @@ def check_behaviour(path: Path, report: ValidationReport) -> None:
     largest = max(batches, key=lambda b: b.shape[0])
     outputs = {k: v.numpy() for k, v in serve(**{contract.INPUT.name: tf.constant(largest)}).items()}
     signals, peaks = outputs["signals"], outputs["acne_peaks"]
-    report.check(bool(np.all(np.isfinite(signals)) and np.all(np.isfinite(peaks))),
-                 "outputs finite", "outputs hold NaN or inf")
-    report.check(bool(np.all((peaks >= 0.0) & (peaks <= 1.0))), "acne_peaks within [0, 1]",
-                 "acne_peaks outside [0, 1]")
-    report.check(float(np.ptp(signals, axis=0).max()) > 0.0, "signals vary between crops",
-                 "signals are constant across different crops")
+    report.check(
+        bool(np.all(np.isfinite(signals)) and np.all(np.isfinite(peaks))),
+        "outputs finite",
+        "outputs hold NaN or inf",
+    )
+    report.check(
+        bool(np.all((peaks >= 0.0) & (peaks <= 1.0))), "acne_peaks within [0, 1]", "acne_peaks outside [0, 1]"
+    )
+    report.check(
+        float(np.ptp(signals, axis=0).max()) > 0.0,
+        "signals vary between crops",
+        "signals are constant across different crops",
+    )
     single = {k: v.numpy() for k, v in serve(**{contract.INPUT.name: tf.constant(largest[:1])}).items()}
     same = all(np.allclose(single[k][0], outputs[k][0], rtol=1e-4, atol=1e-3) for k in outputs)
     report.check(same, "rows independent of their batch", "a row's output changes with its batch")

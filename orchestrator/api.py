@@ -21,7 +21,8 @@ KNOWN_LABELS = ("stable", "canary")
 
 
 def services() -> Services:
-    return current_app.extensions["shine"]  # type: ignore[no-any-return]
+    services: Services = current_app.extensions["shine"]
+    return services
 
 
 @api.get("/health")

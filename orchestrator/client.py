@@ -22,7 +22,6 @@ from tenacity import (
     RetryCallState,
     Retrying,
     retry_if_exception,
-    stop_after_attempt,
     wait_exponential,
 )
 
@@ -32,7 +31,7 @@ from orchestrator.prediction import Prediction
 from orchestrator.settings import Settings
 from serving import contract
 from serving.tensors import fill_tensor_proto, make_ndarray
-from serving.wire import model_status_pb2, predict_pb2, services_pb2_grpc
+from serving.wire import model_pb2, model_status_pb2, predict_pb2, services_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +90,7 @@ class PredictClient:
             self._channel = self._predict = self._models = None
             self._pid = None
 
-    def _model_spec(self, spec: predict_pb2.ModelSpec) -> None:
+    def _model_spec(self, spec: model_pb2.ModelSpec) -> None:
         spec.name = self.settings.model_name
         if self.settings.model_version_label:
             spec.version_label = self.settings.model_version_label
@@ -148,15 +147,16 @@ class PredictClient:
         def remaining() -> float:
             return deadline - time.monotonic()
 
-        def stop_at_deadline(state: RetryCallState) -> bool:
-            # Retry only while a further attempt still has time to succeed.
-            return remaining() < self.settings.retry_backoff_s * (2 ** state.attempt_number)
+        def stop(state: RetryCallState) -> bool:
+            # Retry only while a further attempt is allowed and still has time to succeed.
+            out_of_attempts = state.attempt_number > self.settings.predict_retries
+            return out_of_attempts or remaining() < self.settings.retry_backoff_s * (2**state.attempt_number)
 
         retrying = Retrying(
             retry=retry_if_exception(
                 lambda exc: isinstance(exc, grpc.RpcError) and exc.code() in _UNAVAILABLE_CODES
             ),
-            stop=stop_after_attempt(self.settings.predict_retries + 1) | stop_at_deadline,
+            stop=stop,
             wait=wait_exponential(multiplier=self.settings.retry_backoff_s, max=1.0),
             reraise=True,
         )
@@ -211,7 +211,11 @@ def _read_prediction(response: predict_pb2.PredictResponse, rows: int) -> Predic
         if array.dtype != np.dtype(spec.dtype) or array.shape != want:
             logger.error(
                 "model output %r is %s%s, contract says %s%s",
-                spec.name, array.dtype, array.shape, spec.dtype, want,
+                spec.name,
+                array.dtype,
+                array.shape,
+                spec.dtype,
+                want,
             )
             raise ModelBadResponse()
         if not np.all(np.isfinite(array)):

@@ -103,9 +103,9 @@ class FaceDetector:
         small = rgb
         if factor < 1.0:
             size = (max(1, round(width * factor)), max(1, round(height * factor)))
-            small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-        grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
-        ycrcb = cv2.cvtColor(small, cv2.COLOR_RGB2YCrCb)
+            small = np.asarray(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
+        grey = np.asarray(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), dtype=np.uint8)
+        ycrcb = np.asarray(cv2.cvtColor(small, cv2.COLOR_RGB2YCrCb), dtype=np.uint8)
         has_colour = _chroma(ycrcb) >= GREY_CHROMA
         cascades = self._cascades()
         rects, _levels, weights = cascades.default.detectMultiScale3(

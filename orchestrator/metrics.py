@@ -15,9 +15,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-REQUESTS = Counter(
-    "shine_requests_total", "HTTP requests answered", ["endpoint", "status", "code"]
-)
+REQUESTS = Counter("shine_requests_total", "HTTP requests answered", ["endpoint", "status", "code"])
 LATENCY = Histogram(
     "shine_request_seconds",
     "Time to answer, by endpoint",

@@ -69,8 +69,17 @@ def _report() -> dict[str, Any]:
     return {
         "type": "object",
         "required": [
-            "request_id", "model", "faces_detected", "face", "quality", "skin_tone", "skin_type",
-            "concerns", "overall", "recommendations", "timing_ms",
+            "request_id",
+            "model",
+            "faces_detected",
+            "face",
+            "quality",
+            "skin_tone",
+            "skin_type",
+            "concerns",
+            "overall",
+            "recommendations",
+            "timing_ms",
         ],
         "properties": {
             "request_id": {"type": "string"},
@@ -224,8 +233,10 @@ def build_openapi() -> dict[str, Any]:
             "/api/v2/models": {
                 "get": {
                     "summary": "Model versions, their states and labels",
-                    "responses": {"200": {"description": "models", "content": json_of("Models")},
-                                  **_errors(503, 504)},
+                    "responses": {
+                        "200": {"description": "models", "content": json_of("Models")},
+                        **_errors(503, 504),
+                    },
                 }
             },
             "/api/v2/openapi.json": {

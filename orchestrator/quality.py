@@ -70,10 +70,11 @@ class QualityMeter:
     ) -> Quality:
         """Measure the face in `rgb`; `face_size_px` is its width in the original photo."""
         patch = rgb[face.y : face.y + face.height, face.x : face.x + face.width]
-        grey = cv2.cvtColor(patch, cv2.COLOR_RGB2GRAY)
-        scale = WORK_WIDTH_PX / max(1, grey.shape[1])
+        face_grey = cv2.cvtColor(patch, cv2.COLOR_RGB2GRAY)
+        scale = WORK_WIDTH_PX / max(1, face_grey.shape[1])
         interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-        grey = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=interpolation)
+        resized = cv2.resize(face_grey, None, fx=scale, fy=scale, interpolation=interpolation)
+        grey: NDArray[np.uint8] = np.asarray(resized, dtype=np.uint8)
         sharpness = float(cv2.Laplacian(grey, cv2.CV_64F).var())
         brightness = float(grey.mean())
         clipped = float(np.mean((grey >= 250) | (grey <= 5)))

@@ -28,9 +28,26 @@ INCLUDE = (
 )
 # Never shipped: caches, local state, anything that looks like a credential.
 EXCLUDE = (
-    "__pycache__", "*.pyc", "*.pyo", ".DS_Store", "Thumbs.db", "*.swp", "*~",
-    ".env", ".env.*", "*.pem", "*.key", "*.p12", "*.pfx", "id_rsa*", "*.secret", "credentials*",
-    "_staging-*", ".git", ".venv", "build",
+    "__pycache__",
+    "*.pyc",
+    "*.pyo",
+    ".DS_Store",
+    "Thumbs.db",
+    "*.swp",
+    "*~",
+    ".env",
+    ".env.*",
+    "*.pem",
+    "*.key",
+    "*.p12",
+    "*.pfx",
+    "id_rsa*",
+    "*.secret",
+    "credentials*",
+    "_staging-*",
+    ".git",
+    ".venv",
+    "build",
 )
 
 

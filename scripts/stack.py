@@ -49,13 +49,26 @@ class ModelServerProcess:
         return f"127.0.0.1:{self.port}"
 
     def start(self, wait: bool = True) -> None:
-        command = [sys.executable, "-m", "serving.launch", "--port", str(self.port),
-                   "--config", str(self.config), "--model-repo", str(self.model_repo)]
+        command = [
+            sys.executable,
+            "-m",
+            "serving.launch",
+            "--port",
+            str(self.port),
+            "--config",
+            str(self.config),
+            "--model-repo",
+            str(self.model_repo),
+        ]
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
         if wait:
-            ready = subprocess.run([sys.executable, "-m", "serving.launch", "--wait", self.address,
-                                    "--timeout", "240"], cwd=ROOT, capture_output=True, timeout=300)
+            ready = subprocess.run(
+                [sys.executable, "-m", "serving.launch", "--wait", self.address, "--timeout", "240"],
+                cwd=ROOT,
+                capture_output=True,
+                timeout=300,
+            )
             if ready.returncode != 0:
                 raise RuntimeError(f"model server did not come up; see {self.log}")
 
@@ -89,11 +102,16 @@ class OrchestratorProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        command = [str(Path(sys.executable).parent / "gunicorn"), "-c", "configs/gunicorn.conf.py",
-                   "orchestrator.wsgi:app"]
+        command = [
+            str(Path(sys.executable).parent / "gunicorn"),
+            "-c",
+            "configs/gunicorn.conf.py",
+            "orchestrator.wsgi:app",
+        ]
         with self.log.open("ab") as out:
-            self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=out,
-                                            stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                command, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:

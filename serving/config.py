@@ -108,9 +108,7 @@ def render_model_config(entries: list[ModelEntry]) -> str:
             versions = " ".join(f"versions: {v}" for v in policy.versions)
             lines.append(f"    model_version_policy {{ specific {{ {versions} }} }}")
         else:
-            lines.append(
-                f"    model_version_policy {{ latest {{ num_versions: {policy.num_versions} }} }}"
-            )
+            lines.append(f"    model_version_policy {{ latest {{ num_versions: {policy.num_versions} }} }}")
         for label, version in sorted(entry.version_labels.items()):
             lines.append(f'    version_labels {{ key: "{label}" value: {version} }}')
         lines.append("  }")
@@ -145,9 +143,7 @@ class BatchingConfig:
         if self.allowed_batch_sizes:
             sizes = list(self.allowed_batch_sizes)
             if sizes != sorted(sizes) or sizes[-1] != self.max_batch_size:
-                raise ConfigError(
-                    "batching: allowed_batch_sizes must increase and end at max_batch_size"
-                )
+                raise ConfigError("batching: allowed_batch_sizes must increase and end at max_batch_size")
 
 
 def parse_batching_parameters(text: str) -> BatchingConfig:

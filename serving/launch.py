@@ -69,8 +69,10 @@ def wait_available(address: str, model_name: str, timeout_s: float) -> bool:
         while time.monotonic() < deadline:
             try:
                 response = stub.GetModelStatus(request, timeout=1.0)
-                if any(s.state == model_status_pb2.ModelVersionStatus.AVAILABLE
-                       for s in response.model_version_status):
+                if any(
+                    s.state == model_status_pb2.ModelVersionStatus.AVAILABLE
+                    for s in response.model_version_status
+                ):
                     return True
             except grpc.RpcError:
                 pass

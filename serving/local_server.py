@@ -103,8 +103,9 @@ class ModelManager:
                 base_path = map_base_path(entry.base_path, self.mounts)
                 servable = set(entry.policy.select(versions_on_disk(base_path)))
                 if model is not None:
-                    servable |= set(model.available_versions()) & set(entry.policy.select(
-                        model.available_versions()))
+                    servable |= set(model.available_versions()) & set(
+                        entry.policy.select(model.available_versions())
+                    )
                 for label, version in entry.version_labels.items():
                     if version not in servable:
                         raise ServingError(
@@ -279,9 +280,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 def build_server(manager: ModelManager, port: int, max_workers: int = 64) -> tuple[grpc.Server, int]:
     """Create (not start) the gRPC server; returns it and the port it bound (0 picks a free one)."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"))
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(manager), server
-    )
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(manager), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(manager), server)
     bound = server.add_insecure_port(f"0.0.0.0:{port}")
     return server, bound

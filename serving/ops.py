@@ -103,8 +103,9 @@ class ModelServerOps:
         """Serve only `version` (it must be on disk); labels that pointed elsewhere move to it."""
         entry = self.entry()
         labels = dict.fromkeys(entry.version_labels, version)
-        self.apply(replace(entry, policy=VersionPolicy("specific", versions=(version,)),
-                           version_labels=labels))
+        self.apply(
+            replace(entry, policy=VersionPolicy("specific", versions=(version,)), version_labels=labels)
+        )
         self.wait_for({version})
 
     def rollback(self) -> int:
@@ -134,8 +135,11 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m serving.ops", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m serving.ops",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--address", default="127.0.0.1:8500")
     parser.add_argument("--config", type=Path, default=ROOT / "serving" / "models.config")
     commands = parser.add_subparsers(dest="command", required=True)

@@ -74,9 +74,7 @@ class LoadedVersion:
         }
         self._in_flight = 0
         self._idle = threading.Condition()
-        self._scheduler = (
-            BatchScheduler(self._run, batching, name=f"{name}-v{version}") if batching else None
-        )
+        self._scheduler = BatchScheduler(self._run, batching, name=f"{name}-v{version}") if batching else None
 
     def _run(self, inputs: Mapping[str, NDArray[np.generic]]) -> dict[str, NDArray[np.generic]]:
         outputs = self._fn(**{key: tf.constant(value) for key, value in inputs.items()})

@@ -38,8 +38,9 @@ def _rows(n: int, start: int) -> dict[str, NDArray[np.generic]]:
 
 def test_concurrent_tasks_merge_and_each_gets_its_own_rows() -> None:
     model = Recorder(delay_s=0.05)
-    scheduler = BatchScheduler(model, BatchingConfig(max_batch_size=28, batch_timeout_micros=200_000,
-                                                     num_batch_threads=1))
+    scheduler = BatchScheduler(
+        model, BatchingConfig(max_batch_size=28, batch_timeout_micros=200_000, num_batch_threads=1)
+    )
     futures = [scheduler.submit(_rows(7, 100 * i)) for i in range(4)]
     results = [f.result(timeout=5) for f in futures]
     scheduler.close()
@@ -51,8 +52,9 @@ def test_concurrent_tasks_merge_and_each_gets_its_own_rows() -> None:
 
 def test_batch_never_exceeds_max_size() -> None:
     model = Recorder()
-    scheduler = BatchScheduler(model, BatchingConfig(max_batch_size=14, batch_timeout_micros=100_000,
-                                                     num_batch_threads=1))
+    scheduler = BatchScheduler(
+        model, BatchingConfig(max_batch_size=14, batch_timeout_micros=100_000, num_batch_threads=1)
+    )
     futures = [scheduler.submit(_rows(7, i)) for i in range(5)]
     for future in futures:
         future.result(timeout=5)
@@ -81,8 +83,9 @@ def test_task_larger_than_a_batch_is_refused() -> None:
 
 def test_full_queue_is_refused() -> None:
     model = Recorder(delay_s=0.3)
-    scheduler = BatchScheduler(model, BatchingConfig(max_batch_size=7, max_enqueued_batches=1,
-                                                     num_batch_threads=1))
+    scheduler = BatchScheduler(
+        model, BatchingConfig(max_batch_size=7, max_enqueued_batches=1, num_batch_threads=1)
+    )
     first = scheduler.submit(_rows(7, 0))
     time.sleep(0.1)  # the first batch is running; one batch may wait
     scheduler.submit(_rows(7, 1))
@@ -93,8 +96,9 @@ def test_full_queue_is_refused() -> None:
 
 
 def test_failure_reaches_every_task_of_the_batch() -> None:
-    scheduler = BatchScheduler(Recorder(fail=True), BatchingConfig(max_batch_size=14,
-                                                                   batch_timeout_micros=100_000))
+    scheduler = BatchScheduler(
+        Recorder(fail=True), BatchingConfig(max_batch_size=14, batch_timeout_micros=100_000)
+    )
     futures = [scheduler.submit(_rows(7, i)) for i in range(2)]
     for future in futures:
         with pytest.raises(RuntimeError, match="exploded"):

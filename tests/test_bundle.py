@@ -22,13 +22,26 @@ def test_bundle_entries_are_posix_and_clean(tmp_path: Path) -> None:
         assert archive.testzip() is None
     assert names, "empty bundle"
     assert all("\\" not in name and not name.startswith("/") and ".." not in name for name in names)
-    for needed in ("docker-compose.yml", "Dockerfile", "Procfile", "configs/nginx.conf",
-                   "configs/gunicorn.conf.py", "serving/models.config",
-                   "serving/batching_parameters.txt", "orchestrator/wsgi.py"):
+    for needed in (
+        "docker-compose.yml",
+        "Dockerfile",
+        "Procfile",
+        "configs/nginx.conf",
+        "configs/gunicorn.conf.py",
+        "serving/models.config",
+        "serving/batching_parameters.txt",
+        "orchestrator/wsgi.py",
+    ):
         assert needed in names
     assert any(n.startswith("model_repo/skin_analyzer/") and n.endswith("/saved_model.pb") for n in names)
-    stray = [n for n in names if "__pycache__" in n or n.endswith((".pyc", ".pem", ".key", ".env"))
-             or "/_staging-" in n or n.startswith((".git/", ".venv/", "build/", "tests/"))]
+    stray = [
+        n
+        for n in names
+        if "__pycache__" in n
+        or n.endswith((".pyc", ".pem", ".key", ".env"))
+        or "/_staging-" in n
+        or n.startswith((".git/", ".venv/", "build/", "tests/"))
+    ]
     assert stray == []
 
 
@@ -58,10 +71,19 @@ def test_compose_file_is_valid() -> None:
     command = _compose_command()
     if command is None:
         pytest.skip("neither `docker compose` nor `docker-compose` is installed")
-    result = subprocess.run([*command, "-f", str(ROOT / "docker-compose.yml"), "config"],
-                            capture_output=True, text=True, timeout=60, cwd=ROOT)
+    result = subprocess.run(
+        [*command, "-f", str(ROOT / "docker-compose.yml"), "config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr
     assert "tensorflow/serving" in result.stdout
-    for flag in ("--model_config_file=", "--enable_batching", "--batching_parameters_file=",
-                 "--monitoring_config_file="):
+    for flag in (
+        "--model_config_file=",
+        "--enable_batching",
+        "--batching_parameters_file=",
+        "--monitoring_config_file=",
+    ):
         assert flag in result.stdout

@@ -74,8 +74,13 @@ def test_answer_breaking_the_contract_is_model_bad_response(script: Script) -> N
 
 
 def test_dead_server_opens_the_breaker_and_then_costs_microseconds() -> None:
-    client = _client(f"127.0.0.1:{free_port()}", predict_timeout_s=0.5, predict_retries=0,
-                     breaker_failures=2, breaker_open_s=30.0)
+    client = _client(
+        f"127.0.0.1:{free_port()}",
+        predict_timeout_s=0.5,
+        predict_retries=0,
+        breaker_failures=2,
+        breaker_open_s=30.0,
+    )
     for _ in range(2):
         with pytest.raises(ModelUnavailable):
             client.predict(CROPS)

@@ -54,8 +54,12 @@ def test_version_policy_selects(policy: VersionPolicy, on_disk: list[int], serve
 
 def test_render_round_trips_labels_and_policies() -> None:
     entries = [
-        ModelEntry("skin_analyzer", "/models/skin_analyzer", VersionPolicy("specific", versions=(1, 2)),
-                   {"stable": 1, "canary": 2}),
+        ModelEntry(
+            "skin_analyzer",
+            "/models/skin_analyzer",
+            VersionPolicy("specific", versions=(1, 2)),
+            {"stable": 1, "canary": 2},
+        ),
         ModelEntry("other", "/models/other", VersionPolicy("all")),
     ]
     assert parse_model_config(render_model_config(entries), ModelServerConfig) == entries
@@ -67,8 +71,7 @@ def test_render_round_trips_labels_and_policies() -> None:
         "model_config_list { config { name: 'x' } }",
         "model_config_list { config { name: 'x' base_path: '/m' model_platform: 'onnx' } }",
         "model_config_list { config { name: 'x' base_path: '/m' } config { name: 'x' base_path: '/n' } }",
-        "model_config_list { config { name: 'x' base_path: '/m' "
-        "model_version_policy { specific { } } } }",
+        "model_config_list { config { name: 'x' base_path: '/m' model_version_policy { specific { } } } }",
         "this is not a config",
     ],
 )

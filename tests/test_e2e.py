@@ -26,11 +26,35 @@ from tests.conftest import data_dir
 
 pytestmark = pytest.mark.e2e
 
-PORTRAITS = [f"congress_{b}.jpg" for b in (
-    "B001270", "B001284", "B001287", "C000984", "C001080", "C001091", "D000622", "E000288", "F000010",
-    "G000553", "G000571", "H001042", "J000126", "L000174", "L000287", "M001137", "M001160", "M001188",
-    "S001184", "S001185", "T000472", "V000081", "W000187", "W000808",
-)] + ["skimage_astronaut.png"]
+PORTRAITS = [
+    f"congress_{b}.jpg"
+    for b in (
+        "B001270",
+        "B001284",
+        "B001287",
+        "C000984",
+        "C001080",
+        "C001091",
+        "D000622",
+        "E000288",
+        "F000010",
+        "G000553",
+        "G000571",
+        "H001042",
+        "J000126",
+        "L000174",
+        "L000287",
+        "M001137",
+        "M001160",
+        "M001188",
+        "S001184",
+        "S001185",
+        "T000472",
+        "V000081",
+        "W000187",
+        "W000808",
+    )
+] + ["skimage_astronaut.png"]
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +79,10 @@ def stack(
 def report_schema(stack: tuple[ModelServerProcess, OrchestratorProcess]) -> dict[str, object]:
     document = requests.get(stack[1].url + "/api/v2/openapi.json", timeout=10).json()
     schemas = document["components"]["schemas"]
-    return {"$defs": schemas, **json.loads(json.dumps(schemas["Report"]).replace(
-        "#/components/schemas/", "#/$defs/"))}
+    return {
+        "$defs": schemas,
+        **json.loads(json.dumps(schemas["Report"]).replace("#/components/schemas/", "#/$defs/")),
+    }
 
 
 def _post(url: str, path: Path) -> requests.Response:

@@ -63,10 +63,12 @@ class Stack:
         shutil.copytree(_source_version(), self.base / "1")
         self.config = root / "models.config"
         self.config.write_text(CONFIG)
-        batching = BatchingConfig(max_batch_size=56, batch_timeout_micros=5000, num_batch_threads=2,
-                                  max_enqueued_batches=64)
-        self.manager = ModelManager(self.config, {"/models": self.repo}, batching,
-                                    file_system_poll_wait_s=0.2, config_poll_wait_s=0.0)
+        batching = BatchingConfig(
+            max_batch_size=56, batch_timeout_micros=5000, num_batch_threads=2, max_enqueued_batches=64
+        )
+        self.manager = ModelManager(
+            self.config, {"/models": self.repo}, batching, file_system_poll_wait_s=0.2, config_poll_wait_s=0.0
+        )
         self.server, port = build_server(self.manager, 0)
         self.address = f"127.0.0.1:{port}"
         self.server.start()

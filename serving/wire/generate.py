@@ -38,8 +38,11 @@ def generate(out_root: Path) -> list[Path]:
         if DEFAULT_POOL not in text:
             raise RuntimeError(f"{module}: protoc output no longer uses the default pool call")
         text = text.replace(DEFAULT_POOL, PRIVATE_POOL)
-        text = text.replace("\n_sym_db = _symbol_database.Default()\n",
-                            "\n_sym_db = _symbol_database.Default()\n" + POOL_IMPORT, 1)
+        text = text.replace(
+            "\n_sym_db = _symbol_database.Default()\n",
+            "\n_sym_db = _symbol_database.Default()\n" + POOL_IMPORT,
+            1,
+        )
         module.write_text(text)
         written += [module, module.with_suffix(".pyi")]
     written.append(out_root / SERVICES.replace(".proto", "_pb2_grpc.py"))

@@ -58,7 +58,7 @@ def crop_regions(rgb: NDArray[np.uint8], face: Box) -> RegionCrops:
     coverage: list[float] = []
     for index, name in enumerate(contract.REGION_NAMES):
         want = region_box(face, name)
-        x0, y0 = max(0, want.x), max(0, want.y)
+        x0, y0 = min(max(0, want.x), image_w), min(max(0, want.y), image_h)
         x1 = min(image_w, want.x + want.width)
         y1 = min(image_h, want.y + want.height)
         clipped = Box(x0, y0, max(0, x1 - x0), max(0, y1 - y0))

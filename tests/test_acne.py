@@ -103,6 +103,9 @@ def test_patch_sampler_is_deterministic_and_keeps_lesions_on_peaks() -> None:
         assert heatmap.shape == (40, 40, 1)
         peaks += int(np.sum(heatmap == 1.0))
     assert 0 < peaks <= 20 * len(boxes)
+    focused = PatchSampler(image[None], samples, patch_px=160, scale_min=0.6, scale_max=0.9, lesion_focus=1.0)
+    rng = np.random.default_rng(1)
+    assert all(np.any(focused.sample(rng)[1] == 1.0) for _ in range(10))
 
 
 @needs_data

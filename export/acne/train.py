@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 logger = logging.getLogger(__name__)
 
 DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "acne04"
-EVAL_SIZES_PX = (384, 448, 512)
+EVAL_SIZES_PX = (320, 384, 448, 512)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -1,0 +1,351 @@
+"""Benchmark the running stack against the targets: latency, concurrency, memory, hot swap.
+
+Starts the model server and the orchestrator (gunicorn) over a temporary copy of model_repo/, sends
+real photos from ../shared/data (a 12 MP JPEG is made by upscaling one, in a temp folder), and prints a
+table that it also writes to --out (Markdown) and beside it as JSON. Timings on a shared machine vary:
+this reports what it measured, it asserts nothing.
+
+    python scripts/bench.py --out reports/benchmark.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import requests
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from orchestrator.client import PredictClient  # noqa: E402
+from orchestrator.faces import FaceDetector  # noqa: E402
+from orchestrator.images import decode_image  # noqa: E402
+from orchestrator.regions import crop_regions  # noqa: E402
+from orchestrator.settings import Settings  # noqa: E402
+from scripts.stack import ModelServerProcess, OrchestratorProcess, pss_kb, wait_http  # noqa: E402
+from serving import contract  # noqa: E402
+from serving.ops import ModelServerOps  # noqa: E402
+from serving.repository import versions_on_disk  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data"
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.array(values), q)) if values else float("nan")
+
+
+def make_inputs(folder: Path) -> dict[str, Path]:
+    """A ~1 MP selfie (as shipped) and a 12 MP phone-sized JPEG upscaled from a real portrait."""
+    selfie = DATA / "faces" / "sn_city_portrait.jpg"
+    large = folder / "portrait_12mp.jpg"
+    with Image.open(DATA / "faces" / "sn_woman_portrait.jpg") as image:
+        image.convert("RGB").resize((2832, 4248), Image.Resampling.LANCZOS).save(large, quality=92)
+    return {"1 MP selfie (1200x794 JPEG)": selfie, "12 MP JPEG (2832x4248)": large}
+
+
+def post(url: str, photo: bytes) -> tuple[int, dict[str, Any], float]:
+    started = time.perf_counter()
+    response = requests.post(url + "/api/v2/analyze/guest", files={"image": ("p.jpg", photo)}, timeout=120)
+    elapsed_ms = (time.perf_counter() - started) * 1000.0
+    body = response.json() if response.headers.get("Content-Type", "").startswith("application/json") else {}
+    return response.status_code, body, elapsed_ms
+
+
+def sequential(url: str, photo: bytes, runs: int) -> dict[str, float]:
+    for _ in range(3):
+        post(url, photo)
+    server, wall, stages = [], [], {}
+    for _ in range(runs):
+        status, body, elapsed = post(url, photo)
+        assert status == 200, body
+        server.append(body["timing_ms"]["total"])
+        wall.append(elapsed)
+        for stage, ms in body["timing_ms"].items():
+            stages.setdefault(stage, []).append(ms)
+    result = {"server_p50_ms": percentile(server, 50), "server_p90_ms": percentile(server, 90),
+              "wall_p50_ms": percentile(wall, 50)}
+    result.update({f"{k}_p50_ms": percentile(v, 50) for k, v in stages.items() if k != "total"})
+    return result
+
+
+class MemorySampler:
+    """Samples PSS of process groups every 0.25 s while running."""
+
+    def __init__(self, groups: dict[str, Callable[[], list[int]]]) -> None:
+        self.groups = groups
+        self.peak_mb = dict.fromkeys(groups, 0.0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.25):
+            for name, pids in self.groups.items():
+                try:
+                    total = sum(pss_kb(pid) for pid in pids()) / 1024
+                except (OSError, ValueError):
+                    continue
+                self.peak_mb[name] = max(self.peak_mb[name], total)
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def concurrent_load(url: str, photo: bytes, concurrency: int, requests_total: int) -> dict[str, float]:
+    latencies: list[float] = []
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def one(_: int) -> None:
+        status, _, elapsed = post(url, photo)
+        with lock:
+            statuses.append(status)
+            latencies.append(elapsed)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(one, range(requests_total)))
+    duration = time.perf_counter() - started
+    return {
+        "requests": float(requests_total),
+        "errors": float(sum(1 for s in statuses if s != 200)),
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+        "throughput_rps": requests_total / duration,
+    }
+
+
+def model_server_alone(address: str, crops: np.ndarray, concurrency: int, seconds: float) -> dict[str, float]:
+    """Faces per second the model server sustains on the same crops, called directly over gRPC."""
+    client = PredictClient(Settings(model_server_address=address, predict_timeout_s=30.0))
+    client.predict(crops)
+    done = 0
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def worker() -> None:
+        nonlocal done
+        while time.monotonic() < deadline:
+            client.predict(crops)
+            with lock:
+                done += 1
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    sequential_ms = []
+    for _ in range(20):
+        t0 = time.perf_counter()
+        client.predict(crops)
+        sequential_ms.append((time.perf_counter() - t0) * 1000)
+    return {"faces_per_s": done / (time.perf_counter() - started),
+            "predict_p50_ms_one_face": percentile(sequential_ms, 50)}
+
+
+def model_time_in_process(version_dir: Path, crops: np.ndarray) -> float:
+    """p50 milliseconds of the SavedModel alone on one face (7 crops), in this process."""
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(version_dir)).signatures[contract.SIGNATURE_NAME]
+    batch = tf.constant(crops)
+    for _ in range(5):
+        serve(regions=batch)
+    times = []
+    for _ in range(50):
+        t0 = time.perf_counter()
+        serve(regions=batch)
+        times.append((time.perf_counter() - t0) * 1000)
+    return percentile(times, 50)
+
+
+def hot_swap(url: str, model: ModelServerProcess, base: Path, photo: bytes) -> dict[str, Any]:
+    """Publish a new version, roll back and unpin while 20 clients keep asking; count failures."""
+    versions = versions_on_disk(base)
+    new = versions[-1] + 1
+    statuses: list[int] = []
+    seen: set[int] = set()
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def client() -> None:
+        while not stop.is_set():
+            status, body, _ = post(url, photo)
+            with lock:
+                statuses.append(status)
+                if status == 200:
+                    seen.add(body["model"]["version"])
+
+    threads = [threading.Thread(target=client) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    ops = ModelServerOps(model.address, model.config)
+    try:
+        time.sleep(2)
+        staged = base / f"_staging-{new}-bench"
+        shutil.copytree(base / str(versions[-1]), staged)
+        card = staged / "assets.extra" / contract.MODEL_CARD_JSON
+        card.write_text(card.read_text().replace(f'"version": {versions[-1]}', f'"version": {new}'))
+        _copy_calibration(base / str(versions[-1]), staged, new)
+        staged.rename(base / str(new))
+        ops.wait_for({*versions[-1:], new} if len(versions) >= 1 else {new})
+        time.sleep(3)
+        rolled_to = ops.rollback()
+        time.sleep(3)
+        ops.unpin()
+        time.sleep(3)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        ops.close()
+    return {"requests": len(statuses), "failed": sum(1 for s in statuses if s != 200),
+            "versions_seen": sorted(seen), "published": new, "rolled_back_to": rolled_to}
+
+
+def _copy_calibration(source: Path, target: Path, version: int) -> None:
+    """The copied version needs a calibration that names it (post-scoring checks the version)."""
+    import skops.io
+
+    path = target / "assets.extra" / contract.CALIBRATION_FILE
+    calibration = skops.io.load(source / "assets.extra" / contract.CALIBRATION_FILE, trusted=[])
+    calibration["version"] = version
+    skops.io.dump(calibration, path)
+
+
+def render(results: dict[str, Any]) -> str:
+    lines = [
+        "# Benchmark",
+        "",
+        f"Measured {results['when']} on {results['machine']} by `python scripts/bench.py`.",
+        "Shared machine: other work may have been running; numbers are what this run measured.",
+        "",
+        "## Latency, one request at a time (server time = the answer's timing_ms.total)",
+        "",
+        "| photo | server p50 ms | server p90 ms | client wall p50 ms | decode | detect | crop | predict"
+        " | postscore |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, r in results["sequential"].items():
+        lines.append(
+            f"| {name} | {r['server_p50_ms']:.1f} | {r['server_p90_ms']:.1f} | {r['wall_p50_ms']:.1f} | "
+            + " | ".join(f"{r.get(s + '_p50_ms', float('nan')):.1f}"
+                         for s in ("decode", "detect", "crop", "predict", "postscore"))
+            + " |"
+        )
+    c = results["concurrency"]
+    alone = results["model_server_alone"]
+    lines += [
+        "",
+        f"## Concurrency {results['concurrency_level']} (1 MP selfie)",
+        "",
+        "| requests | errors | p50 ms | p99 ms | throughput req/s | model server alone faces/s | ratio |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        f"| {c['requests']:.0f} | {c['errors']:.0f} | {c['p50_ms']:.0f} | {c['p99_ms']:.0f} | "
+        f"{c['throughput_rps']:.1f} | {alone['faces_per_s']:.1f} | "
+        f"{c['throughput_rps'] / alone['faces_per_s']:.0%} |",
+        "",
+        "## Model time for one face (7 crops of 160 px)",
+        "",
+        "| SavedModel in process, p50 ms | Predict over gRPC incl. batching wait, p50 ms |",
+        "| --- | --- |",
+        f"| {results['model_ms_in_process']:.1f} | {alone['predict_p50_ms_one_face']:.1f} |",
+        "",
+        f"## Memory (PSS, peak during the concurrency-{results['concurrency_level']} run)",
+        "",
+        "| orchestrator (master + workers) MB | model server MB | whole stack MB |",
+        "| --- | --- | --- |",
+        f"| {results['pss_mb']['orchestrator']:.0f} | {results['pss_mb']['model_server']:.0f} | "
+        f"{results['pss_mb']['orchestrator'] + results['pss_mb']['model_server']:.0f} |",
+        "",
+        "## Hot swap and rollback under 20 concurrent clients",
+        "",
+        "| requests | failed | versions seen | published | rolled back to |",
+        "| --- | --- | --- | --- | --- |",
+        f"| {results['hot_swap']['requests']} | {results['hot_swap']['failed']} | "
+        f"{results['hot_swap']['versions_seen']} | {results['hot_swap']['published']} | "
+        f"{results['hot_swap']['rolled_back_to']} |",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "benchmark.md")
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--requests", type=int, default=200)
+    args = parser.parse_args(argv)
+    if not (DATA / "faces").is_dir():
+        print(f"the benchmark needs real photos at {DATA}", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        repo = work / "model_repo"
+        shutil.copytree(ROOT / "model_repo", repo)
+        config = work / "models.config"
+        shutil.copy(ROOT / "serving" / "models.config", config)
+        inputs = make_inputs(work)
+        model = ModelServerProcess(work / "model_server.log", config=config, model_repo=repo)
+        model.start()
+        orchestrator = OrchestratorProcess(model.address, work / "gunicorn.log",
+                                           SHINE_RATE_LIMIT_BURST="1000000", SHINE_MODEL_REPO_DIR=str(repo))
+        try:
+            orchestrator.start()
+            wait_http(orchestrator.url + "/health", 200, 60)
+            results: dict[str, Any] = {
+                "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                "machine": f"{platform.machine()}, {len(__import__('os').sched_getaffinity(0))} CPUs",
+                "concurrency_level": args.concurrency,
+            }
+            results["sequential"] = {name: sequential(orchestrator.url, path.read_bytes(), args.runs)
+                                     for name, path in inputs.items()}
+            selfie = next(iter(inputs.values())).read_bytes()
+            assert model.process is not None
+            groups = {"orchestrator": orchestrator.pids, "model_server": lambda: [model.process.pid]}  # type: ignore[union-attr]
+            with MemorySampler(groups) as sampler:
+                results["concurrency"] = concurrent_load(orchestrator.url, selfie, args.concurrency,
+                                                         args.requests)
+            results["pss_mb"] = sampler.peak_mb
+            image = decode_image(selfie, max_pixels=64_000_000, long_side_px=2000)
+            face = FaceDetector().detect(image.rgb)[0]
+            crops = crop_regions(image.rgb, face.box).batch
+            results["model_server_alone"] = model_server_alone(model.address, crops, args.concurrency, 15.0)
+            base = repo / contract.MODEL_NAME
+            results["model_ms_in_process"] = model_time_in_process(base / str(versions_on_disk(base)[-1]),
+                                                                   crops)
+            results["hot_swap"] = hot_swap(orchestrator.url, model, base, selfie)
+        finally:
+            orchestrator.stop()
+            model.stop()
+    text = render(results)
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2, default=float) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

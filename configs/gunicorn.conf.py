@@ -6,6 +6,7 @@ is preloaded in the master (shared pages for OpenCV, scikit-learn and friends); 
 lazily inside each worker, after the fork.
 """
 
+import ctypes
 import multiprocessing
 import os
 import shutil
@@ -25,6 +26,26 @@ accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("SHINE_LOG_LEVEL", "info").lower()
 # Header and request-line limits stay at gunicorn's defaults; the body limit is the app's (100 MB).
+
+
+def _tune_malloc() -> None:
+    """Keep big image buffers out of glibc's heaps, so memory goes back to the OS after each request.
+
+    glibc raises its mmap threshold after large frees (up to 32 MB) and gives each thread its own
+    arena, so decoded photos end up in heaps that grow per worker thread and never shrink. A fixed
+    threshold sends every buffer over 256 KB to mmap (returned on free); two arenas bound the rest.
+    Set here, in the master before the fork, so every worker inherits it.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return  # not glibc: nothing to tune
+    m_mmap_threshold, m_arena_max = -3, -8  # <malloc.h>
+    libc.mallopt(m_mmap_threshold, 256 * 1024)
+    libc.mallopt(m_arena_max, 2)
+
+
+_tune_malloc()
 
 # prometheus_client sums metrics across workers from files in this directory (its own variable name).
 _metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="shine-metrics-")

@@ -14,7 +14,6 @@ import argparse
 import json
 import platform
 import shutil
-import statistics
 import sys
 import tempfile
 import threading
@@ -76,8 +75,11 @@ def sequential(url: str, photo: bytes, runs: int) -> dict[str, float]:
         wall.append(elapsed)
         for stage, ms in body["timing_ms"].items():
             stages.setdefault(stage, []).append(ms)
-    result = {"server_p50_ms": percentile(server, 50), "server_p90_ms": percentile(server, 90),
-              "wall_p50_ms": percentile(wall, 50)}
+    result = {
+        "server_p50_ms": percentile(server, 50),
+        "server_p90_ms": percentile(server, 90),
+        "wall_p50_ms": percentile(wall, 50),
+    }
     result.update({f"{k}_p50_ms": percentile(v, 50) for k, v in stages.items() if k != "total"})
     return result
 
@@ -159,8 +161,10 @@ def model_server_alone(address: str, crops: np.ndarray, concurrency: int, second
         t0 = time.perf_counter()
         client.predict(crops)
         sequential_ms.append((time.perf_counter() - t0) * 1000)
-    return {"faces_per_s": done / (time.perf_counter() - started),
-            "predict_p50_ms_one_face": percentile(sequential_ms, 50)}
+    return {
+        "faces_per_s": done / (time.perf_counter() - started),
+        "predict_p50_ms_one_face": percentile(sequential_ms, 50),
+    }
 
 
 def model_time_in_process(version_dir: Path, crops: np.ndarray) -> float:
@@ -219,8 +223,13 @@ def hot_swap(url: str, model: ModelServerProcess, base: Path, photo: bytes) -> d
         for thread in threads:
             thread.join()
         ops.close()
-    return {"requests": len(statuses), "failed": sum(1 for s in statuses if s != 200),
-            "versions_seen": sorted(seen), "published": new, "rolled_back_to": rolled_to}
+    return {
+        "requests": len(statuses),
+        "failed": sum(1 for s in statuses if s != 200),
+        "versions_seen": sorted(seen),
+        "published": new,
+        "rolled_back_to": rolled_to,
+    }
 
 
 def _copy_calibration(source: Path, target: Path, version: int) -> None:
@@ -249,8 +258,10 @@ def render(results: dict[str, Any]) -> str:
     for name, r in results["sequential"].items():
         lines.append(
             f"| {name} | {r['server_p50_ms']:.1f} | {r['server_p90_ms']:.1f} | {r['wall_p50_ms']:.1f} | "
-            + " | ".join(f"{r.get(s + '_p50_ms', float('nan')):.1f}"
-                         for s in ("decode", "detect", "crop", "predict", "postscore"))
+            + " | ".join(
+                f"{r.get(s + '_p50_ms', float('nan')):.1f}"
+                for s in ("decode", "detect", "crop", "predict", "postscore")
+            )
             + " |"
         )
     c = results["concurrency"]
@@ -309,8 +320,12 @@ def main(argv: list[str] | None = None) -> int:
         inputs = make_inputs(work)
         model = ModelServerProcess(work / "model_server.log", config=config, model_repo=repo)
         model.start()
-        orchestrator = OrchestratorProcess(model.address, work / "gunicorn.log",
-                                           SHINE_RATE_LIMIT_BURST="1000000", SHINE_MODEL_REPO_DIR=str(repo))
+        orchestrator = OrchestratorProcess(
+            model.address,
+            work / "gunicorn.log",
+            SHINE_RATE_LIMIT_BURST="1000000",
+            SHINE_MODEL_REPO_DIR=str(repo),
+        )
         try:
             orchestrator.start()
             wait_http(orchestrator.url + "/health", 200, 60)
@@ -319,22 +334,26 @@ def main(argv: list[str] | None = None) -> int:
                 "machine": f"{platform.machine()}, {len(__import__('os').sched_getaffinity(0))} CPUs",
                 "concurrency_level": args.concurrency,
             }
-            results["sequential"] = {name: sequential(orchestrator.url, path.read_bytes(), args.runs)
-                                     for name, path in inputs.items()}
+            results["sequential"] = {
+                name: sequential(orchestrator.url, path.read_bytes(), args.runs)
+                for name, path in inputs.items()
+            }
             selfie = next(iter(inputs.values())).read_bytes()
             assert model.process is not None
             groups = {"orchestrator": orchestrator.pids, "model_server": lambda: [model.process.pid]}  # type: ignore[union-attr]
             with MemorySampler(groups) as sampler:
-                results["concurrency"] = concurrent_load(orchestrator.url, selfie, args.concurrency,
-                                                         args.requests)
+                results["concurrency"] = concurrent_load(
+                    orchestrator.url, selfie, args.concurrency, args.requests
+                )
             results["pss_mb"] = sampler.peak_mb
             image = decode_image(selfie, max_pixels=64_000_000, long_side_px=2000)
             face = FaceDetector().detect(image.rgb)[0]
             crops = crop_regions(image.rgb, face.box).batch
             results["model_server_alone"] = model_server_alone(model.address, crops, args.concurrency, 15.0)
             base = repo / contract.MODEL_NAME
-            results["model_ms_in_process"] = model_time_in_process(base / str(versions_on_disk(base)[-1]),
-                                                                   crops)
+            results["model_ms_in_process"] = model_time_in_process(
+                base / str(versions_on_disk(base)[-1]), crops
+            )
             results["hot_swap"] = hot_swap(orchestrator.url, model, base, selfie)
         finally:
             orchestrator.stop()

@@ -11,9 +11,15 @@ from orchestrator.faces import Box, FaceDetector
 from orchestrator.images import decode_image
 from tests.conftest import DATA
 
-SINGLE = sorted(p.name for p in (DATA / "faces").glob("congress_*.jpg")) + [
-    "skimage_astronaut.png", "sn_city_portrait.jpg", "sn_elon_musk_2015.jpg", "sn_model_face.jpg",
-    "sn_woman_portrait.jpg", "fr_obama_official_portrait.jpg", "sn_benedict_cumberbatch_2014.png",
+SINGLE = [
+    *sorted(p.name for p in (DATA / "faces").glob("congress_*.jpg")),
+    "skimage_astronaut.png",
+    "sn_city_portrait.jpg",
+    "sn_elon_musk_2015.jpg",
+    "sn_model_face.jpg",
+    "sn_woman_portrait.jpg",
+    "fr_obama_official_portrait.jpg",
+    "sn_benedict_cumberbatch_2014.png",
 ]
 NONFACES = sorted(p.name for p in (DATA / "nonfaces").glob("*")) if (DATA / "nonfaces").exists() else []
 

@@ -15,8 +15,9 @@ from orchestrator.quality import QualityMeter
 
 @pytest.fixture(scope="module")
 def portrait(faces_dir: Path) -> tuple[np.ndarray, object]:
-    rgb = decode_image((faces_dir / "congress_C001091.jpg").read_bytes(), max_pixels=10**8,
-                       long_side_px=2000).rgb
+    rgb = decode_image(
+        (faces_dir / "congress_C001091.jpg").read_bytes(), max_pixels=10**8, long_side_px=2000
+    ).rgb
     return np.array(rgb), FaceDetector().detect(rgb)[0].box
 
 
@@ -46,8 +47,9 @@ def test_exposure_warnings(portrait: tuple[np.ndarray, object]) -> None:
 
 
 def test_dark_skin_is_not_called_underexposed(faces_dir: Path) -> None:
-    rgb = decode_image((faces_dir / "congress_S001185.jpg").read_bytes(), max_pixels=10**8,
-                       long_side_px=2000).rgb
+    rgb = decode_image(
+        (faces_dir / "congress_S001185.jpg").read_bytes(), max_pixels=10**8, long_side_px=2000
+    ).rgb
     box = FaceDetector().detect(rgb)[0].box
     assert "UNDEREXPOSED" not in QualityMeter().measure(rgb, box, 300, []).warnings
 

@@ -17,8 +17,9 @@ def test_layout_follows_the_contract() -> None:
 
 
 def test_crops_of_a_real_face(faces_dir: Path) -> None:
-    rgb = decode_image((faces_dir / "congress_C000984.jpg").read_bytes(), max_pixels=10**8,
-                       long_side_px=2000).rgb
+    rgb = decode_image(
+        (faces_dir / "congress_C000984.jpg").read_bytes(), max_pixels=10**8, long_side_px=2000
+    ).rgb
     (face,) = FaceDetector().detect(rgb)
     crops = crop_regions(rgb, face.box)
     size = contract.REGION_SIZE_PX

@@ -35,14 +35,26 @@ def scorer() -> PostScorer:
 
 def _prediction(**signals: float) -> Prediction:
     """A typical face's signals (medians over the congress portraits), with some changed."""
-    typical = {"lab_l": 58.0, "lab_a": 18.7, "lab_b": 23.7, "ita_deg": 15.8, "erythema": 19.6,
-               "pigment_spots": 0.004, "pigment_unevenness": 2.6, "wrinkles": 0.29, "pores": 0.17,
-               "texture": 0.46, "specular": 0.01, "skin_fraction": 0.99}
+    typical = {
+        "lab_l": 58.0,
+        "lab_a": 18.7,
+        "lab_b": 23.7,
+        "ita_deg": 15.8,
+        "erythema": 19.6,
+        "pigment_spots": 0.004,
+        "pigment_unevenness": 2.6,
+        "wrinkles": 0.29,
+        "pores": 0.17,
+        "texture": 0.46,
+        "specular": 0.01,
+        "skin_fraction": 0.99,
+    }
     typical.update(signals)
     row = np.array([typical[name] for name in contract.SIGNAL_NAMES], np.float32)
     rows = len(contract.REGION_NAMES)
-    return Prediction(contract.MODEL_NAME, 1, np.tile(row, (rows, 1)),
-                      np.zeros((rows, contract.MAX_LESIONS, 3), np.float32))
+    return Prediction(
+        contract.MODEL_NAME, 1, np.tile(row, (rows, 1)), np.zeros((rows, contract.MAX_LESIONS, 3), np.float32)
+    )
 
 
 def _with_lesions(prediction: Prediction, per_region: int, score: float = 0.9) -> Prediction:
@@ -54,11 +66,17 @@ def _with_lesions(prediction: Prediction, per_region: int, score: float = 0.9) -
 
 @pytest.mark.parametrize(
     ("concern", "signal", "low", "high"),
-    [("redness", "erythema", 12.0, 30.0), ("dark_spots", "pigment_spots", 0.0, 0.04),
-     ("wrinkles", "wrinkles", 0.15, 1.2), ("pores", "pores", 0.08, 1.0), ("oiliness", "specular", 0.0, 0.2)],
+    [
+        ("redness", "erythema", 12.0, 30.0),
+        ("dark_spots", "pigment_spots", 0.0, 0.04),
+        ("wrinkles", "wrinkles", 0.15, 1.2),
+        ("pores", "pores", 0.08, 1.0),
+        ("oiliness", "specular", 0.0, 0.2),
+    ],
 )
-def test_more_of_a_concern_scores_lower(scorer: PostScorer, concern: str, signal: str, low: float,
-                                        high: float) -> None:
+def test_more_of_a_concern_scores_lower(
+    scorer: PostScorer, concern: str, signal: str, low: float, high: float
+) -> None:
     good = scorer.score(_prediction(**{signal: low}), FULL)["concerns"][concern]
     bad = scorer.score(_prediction(**{signal: high}), FULL)["concerns"][concern]
     assert 0 <= bad["score"] < good["score"] <= 100
@@ -88,8 +106,10 @@ def test_dark_circles_grow_with_darker_under_eyes(scorer: PostScorer) -> None:
     for region in ("left_under_eye", "right_under_eye"):
         darker[REGION[region], SIGNAL["lab_l"]] -= 12
     worse = Prediction(prediction.model_name, 1, darker, prediction.acne_peaks)
-    assert (scorer.score(worse, FULL)["concerns"]["dark_circles"]["score"]
-            < scorer.score(prediction, FULL)["concerns"]["dark_circles"]["score"])
+    assert (
+        scorer.score(worse, FULL)["concerns"]["dark_circles"]["score"]
+        < scorer.score(prediction, FULL)["concerns"]["dark_circles"]["score"]
+    )
 
 
 def test_unusable_regions_are_left_out(scorer: PostScorer) -> None:

@@ -24,7 +24,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import QuantileTransformer
 
 from export.acne.dataset import grade_from_name, parse_voc_boxes
-from orchestrator.concerns import CONCERN_REGIONS, CONCERNS, raw_concerns, zone_values
+from orchestrator.concerns import CONCERN_REGIONS, MEASURED, REGION_COLUMNS, ZONES, raw_concerns, zone_values
 from orchestrator.errors import ShineError
 from orchestrator.faces import FaceDetector
 from orchestrator.images import decode_image
@@ -143,11 +143,13 @@ def _grades(samples: list[FaceSample]) -> NDArray[np.int64]:
     return np.array([s.grade for s in samples], dtype=np.int64)
 
 
-def _quantiles(values: list[float]) -> QuantileTransformer:
-    clean = np.array([v for v in values if not np.isnan(v)], dtype=np.float64).reshape(-1, 1)
-    if clean.shape[0] < 5:
-        raise ValueError(f"only {clean.shape[0]} usable reference values; need at least 5")
-    return QuantileTransformer(n_quantiles=min(200, clean.shape[0]), output_distribution="uniform").fit(clean)
+def _quantiles(rows: NDArray[np.float64]) -> QuantileTransformer:
+    """One QuantileTransformer over every column; NaN (an unusable region) is left out of the fit."""
+    usable = np.sum(~np.isnan(rows), axis=0)
+    if usable.min() < 5:
+        raise ValueError(f"a column has only {usable.min()} usable reference values; need at least 5")
+    transformer = QuantileTransformer(n_quantiles=min(200, rows.shape[0]), output_distribution="uniform")
+    return transformer.fit(rows)
 
 
 def fit_calibration(
@@ -160,18 +162,7 @@ def fit_calibration(
     threshold, valid_mae = choose_threshold(acne_valid)
     grade_model = fit_grade_model(acne_fit, threshold)
     raws = [_raw(s, threshold) for s in reference]
-    face = {c: _quantiles([r.face[c] for r in raws]) for c in CONCERNS if c != "acne"}
-    regions = {
-        c: {region: _quantiles([r.regions[c][region] for r in raws]) for region in CONCERN_REGIONS[c]}
-        for c in CONCERNS
-        if c != "acne"
-    }
-    zones = {
-        zone: _quantiles(
-            [zone_values(s.signals, r.usable, "specular")[zone] for s, r in zip(reference, raws, strict=True)]  # type: ignore[arg-type]
-        )
-        for zone in ("t_zone", "cheeks")
-    }
+    zones = [zone_values(s.signals, r.usable, "specular") for s, r in zip(reference, raws, strict=True)]  # type: ignore[arg-type]
     summary = {
         "reference_faces": len(reference),
         "reference_sources": sorted({"data/faces" if s.grade is None else "ACNE04 train" for s in reference}),
@@ -188,9 +179,14 @@ def fit_calibration(
         "version": version,
         "acne_threshold": threshold,
         "acne_grade_model": grade_model,
-        "face": face,
-        "regions": regions,
-        "zones": zones,
+        "columns": {
+            "face": list(MEASURED),
+            "regions": [list(c) for c in REGION_COLUMNS],
+            "zones": list(ZONES),
+        },
+        "face": _quantiles(np.vstack([r.face_row() for r in raws])),
+        "regions": _quantiles(np.vstack([r.region_row() for r in raws])),
+        "zones": _quantiles(np.array([[z[name] for name in ZONES] for z in zones], dtype=np.float64)),
         "reference": summary,
     }
     return calibration, summary

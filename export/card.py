@@ -17,8 +17,10 @@ MEASURES: dict[str, tuple[str, str]] = {
         "only the five regions, not the jaw or temples. Makeup hides lesions.",
     ),
     "redness": (
-        "CIELAB a* of skin against its own median (erythema), percentile among reference faces.",
-        "Warm light, flash and white balance shift a*; blushing and recent exercise raise it.",
+        "Erythema (CIELAB a* of skin and its red patches) of each region minus the face's median a*, "
+        "percentile among reference faces.",
+        "Relative to the face itself: an even flush over the whole face does not count; coloured "
+        "light falling on one side does.",
     ),
     "dark_spots": (
         "Share of skin markedly darker than its surroundings at spot scale (not lines).",

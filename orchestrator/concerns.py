@@ -45,12 +45,16 @@ CONCERN_REGIONS: dict[str, tuple[str, ...]] = {
     "dark_circles": UNDER_EYES,
 }
 CONCERN_SIGNAL: dict[str, str] = {
-    "redness": "erythema",
     "dark_spots": "pigment_spots",
     "wrinkles": "wrinkles",
     "pores": "pores",
     "oiliness": "specular",
 }
+# The concerns measured by fixed filters (acne is counted), and the columns calibration is fitted on.
+MEASURED: tuple[str, ...] = tuple(c for c in CONCERNS if c != "acne")
+REGION_COLUMNS: tuple[tuple[str, str], ...] = tuple((c, r) for c in MEASURED for r in CONCERN_REGIONS[c])
+ZONES: tuple[str, ...] = ("t_zone", "cheeks")
+
 # A region counts only where enough of it is in the photo and looks like skin.
 MIN_COVERAGE = 0.6
 MIN_SKIN_FRACTION = 0.25
@@ -64,6 +68,14 @@ class RawConcerns:
     face: dict[str, float]
     acne_points: list[tuple[str, float, float, float]]  # (region, y_rel, x_rel, score)
     usable: dict[str, bool]
+
+    def face_row(self) -> NDArray[np.float64]:
+        """Face-level raw values in MEASURED order (NaN where unknown), as calibration sees them."""
+        return np.array([self.face[c] for c in MEASURED], dtype=np.float64)
+
+    def region_row(self) -> NDArray[np.float64]:
+        """Per-region raw values in REGION_COLUMNS order (NaN where a region is unusable)."""
+        return np.array([self.regions[c][r] for c, r in REGION_COLUMNS], dtype=np.float64)
 
 
 def usable_regions(signals: NDArray[np.float32], coverage: tuple[float, ...]) -> dict[str, bool]:
@@ -95,6 +107,15 @@ def raw_concerns(
             kept = acne_peaks[row][acne_peaks[row, :, 2] >= acne_threshold] if ok else acne_peaks[row][:0]
             per_region["acne"][name] = float(len(kept)) if ok else np.nan
             points.extend((name, float(y), float(x), float(s)) for y, x, s in kept)
+    # Redness against the face's own colour: a region's erythema (its median a* plus its red patches)
+    # minus the median a* of the face's usable skin regions. That cancels constitutive skin colour
+    # and the camera's white balance, which would otherwise dominate; it also means redness spread
+    # evenly over the whole face (a flush) does not count.
+    face_a = [signals[_REGION[r], _SIGNAL["lab_a"]] for r in CONCERN_REGIONS["redness"] if usable[r]]
+    baseline_a = float(np.median(face_a)) if face_a else np.nan
+    for name in CONCERN_REGIONS["redness"]:
+        erythema = float(signals[_REGION[name], _SIGNAL["erythema"]])
+        per_region["redness"][name] = erythema - baseline_a if usable[name] else np.nan
     cheek_l = _mean([signals[_REGION[c], _SIGNAL["lab_l"]] for c in CHEEKS if usable[c]])
     for name in UNDER_EYES:
         ok = usable[name] and not np.isnan(cheek_l)

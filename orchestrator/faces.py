@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
+import queue
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Skin chroma box in YCrCb (Chai & Ngan, "Face segmentation using skin-color map in videophone
 # applications", IEEE TCSVT 9(4), 1999): Cr in [133, 173], Cb in [77, 127].
@@ -73,8 +77,31 @@ class Face:
     confidence: float
 
 
+class CascadePool(Generic[T]):
+    """Cascade classifiers lent out one caller at a time: a CascadeClassifier keeps per-call buffers,
+    so two threads must never share one. Prefilled at start-up, in gunicorn's master before the fork,
+    so workers start with loaded classifiers; grows when more threads ask at once."""
+
+    def __init__(self, factory: Callable[[], T], prefill: int = 2) -> None:
+        self._factory = factory
+        self._free: queue.SimpleQueue[T] = queue.SimpleQueue()
+        for _ in range(prefill):
+            self._free.put(factory())
+
+    @contextmanager
+    def borrow(self) -> Iterator[T]:
+        try:
+            item = self._free.get_nowait()
+        except queue.Empty:
+            item = self._factory()
+        try:
+            yield item
+        finally:
+            self._free.put(item)
+
+
 class _Cascades:
-    """The three frontal cascades; CascadeClassifier is not safe to share between threads."""
+    """The three frontal cascades, loaded together."""
 
     def __init__(self) -> None:
         root = cv2.data.haarcascades  # type: ignore[attr-defined]
@@ -96,15 +123,8 @@ class FaceDetector:
     def __init__(self, detect_long_side_px: int = 640) -> None:
         self.search_sides = tuple(side for side in SEARCH_SIDES_PX if side < detect_long_side_px)
         self.search_sides += (detect_long_side_px,)
-        self._local = threading.local()
-        _Cascades()  # fail at start-up, not on the first request, if the cascade files are missing
-
-    def _cascades(self) -> _Cascades:
-        cascades: _Cascades | None = getattr(self._local, "cascades", None)
-        if cascades is None:
-            cascades = _Cascades()
-            self._local.cascades = cascades
-        return cascades
+        # Loading fails here, at start-up, if the cascade files are missing.
+        self._pool = CascadePool(_Cascades)
 
     def detect(self, rgb: NDArray[np.uint8]) -> list[Face]:
         """Return the verified faces in an RGB image, largest first, boxes in its pixels."""
@@ -129,26 +149,26 @@ class FaceDetector:
         grey = np.asarray(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), dtype=np.uint8)
         ycrcb = np.asarray(cv2.cvtColor(small, cv2.COLOR_RGB2YCrCb), dtype=np.uint8)
         has_colour = _chroma(ycrcb) >= GREY_CHROMA
-        cascades = self._cascades()
         # (0, 0) means no upper bound to OpenCV.
         biggest = (0, 0) if largest is None else (largest, largest)
-        rects, _levels, weights = cascades.default.detectMultiScale3(
-            grey,
-            scaleFactor=1.1,
-            minNeighbors=MIN_NEIGHBORS,
-            minSize=(WINDOW_PX, WINDOW_PX),
-            maxSize=biggest,
-            outputRejectLevels=True,
-        )
         faces = []
-        for rect, weight in zip(rects, np.ravel(weights), strict=True):
-            box = Box(*(int(v) for v in rect))
-            if not _confirmed(cascades, grey, box):
-                continue
-            if has_colour and _skin_share(ycrcb, box) < MIN_SKIN_SHARE:
-                continue
-            confidence = 1.0 / (1.0 + math.exp(-(float(weight) - WEIGHT_CENTRE)))
-            faces.append(Face(box.scaled(1.0 / factor), round(confidence, 3)))
+        with self._pool.borrow() as cascades:
+            rects, _levels, weights = cascades.default.detectMultiScale3(
+                grey,
+                scaleFactor=1.1,
+                minNeighbors=MIN_NEIGHBORS,
+                minSize=(WINDOW_PX, WINDOW_PX),
+                maxSize=biggest,
+                outputRejectLevels=True,
+            )
+            for rect, weight in zip(rects, np.ravel(weights), strict=True):
+                box = Box(*(int(v) for v in rect))
+                if not _confirmed(cascades, grey, box):
+                    continue
+                if has_colour and _skin_share(ycrcb, box) < MIN_SKIN_SHARE:
+                    continue
+                confidence = 1.0 / (1.0 + math.exp(-(float(weight) - WEIGHT_CENTRE)))
+                faces.append(Face(box.scaled(1.0 / factor), round(confidence, 3)))
         faces.sort(key=lambda face: face.box.area, reverse=True)
         return faces
 

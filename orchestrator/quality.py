@@ -6,14 +6,13 @@ Measured on the face box, at a fixed working width so the numbers do not depend 
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from orchestrator.faces import Box
+from orchestrator.faces import Box, CascadePool
 
 WORK_WIDTH_PX = 256
 # Variance of the Laplacian (Pech-Pacheco et al., "Diatom autofocusing in brightfield microscopy: a
@@ -56,19 +55,15 @@ class Quality:
         }
 
 
+def _eye_cascade() -> cv2.CascadeClassifier:
+    return cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_eye.xml")  # type: ignore[attr-defined]
+
+
 class QualityMeter:
-    """Measures a face's photo quality; holds an eye cascade per thread for the tilt estimate."""
+    """Measures a face's photo quality; eye cascades for the tilt estimate come from a pool."""
 
     def __init__(self) -> None:
-        self._local = threading.local()
-
-    def _eyes(self) -> cv2.CascadeClassifier:
-        cascade: cv2.CascadeClassifier | None = getattr(self._local, "eyes", None)
-        if cascade is None:
-            path = cv2.data.haarcascades + "haarcascade_eye.xml"  # type: ignore[attr-defined]
-            cascade = cv2.CascadeClassifier(path)
-            self._local.eyes = cascade
-        return cascade
+        self._eyes = CascadePool(_eye_cascade)
 
     def measure(
         self, rgb: NDArray[np.uint8], face: Box, face_size_px: int, extra_warnings: list[str]
@@ -105,9 +100,10 @@ class QualityMeter:
         half = cv2.resize(grey, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
         upper = half[: half.shape[0] * 3 // 5]
         low, high = 20, round(half.shape[1] * 0.35)
-        eyes = self._eyes().detectMultiScale(
-            upper, scaleFactor=1.1, minNeighbors=4, minSize=(low, low), maxSize=(high, high)
-        )
+        with self._eyes.borrow() as cascade:
+            eyes = cascade.detectMultiScale(
+                upper, scaleFactor=1.1, minNeighbors=4, minSize=(low, low), maxSize=(high, high)
+            )
         if len(eyes) < 2:
             return None
         # The two largest detections, ordered left to right in the image.

@@ -17,15 +17,25 @@ from typing import Any
 
 import numpy as np
 import skops.io
+from numpy.typing import NDArray
 
-from orchestrator.concerns import CONCERNS, face_lab, raw_concerns, zone_values
+from orchestrator.concerns import (
+    CONCERN_REGIONS,
+    CONCERNS,
+    MEASURED,
+    REGION_COLUMNS,
+    ZONES,
+    face_lab,
+    raw_concerns,
+    zone_values,
+)
 from orchestrator.errors import ModelBadResponse
 from orchestrator.prediction import Prediction
 from serving import contract
 
 logger = logging.getLogger(__name__)
 
-CALIBRATION_FORMAT = 1
+CALIBRATION_FORMAT = 2
 # Score bands for severity: a score at or above the bound earns the label.
 SEVERITY_BANDS: tuple[tuple[float, str], ...] = ((75, "none"), (50, "mild"), (25, "moderate"), (0, "severe"))
 # ACNE04's grades (Wu et al., ICCV 2019, after Hayashi's lesion-count bands).
@@ -44,27 +54,41 @@ SKIN_TYPES: tuple[str, ...] = ("oily", "dry", "normal", "combination")
 
 @dataclass(frozen=True)
 class Calibration:
-    """What post-scoring needs from one model version (the contents of calibration.skops)."""
+    """What post-scoring needs from one model version (the contents of calibration.skops).
+
+    Each QuantileTransformer is fitted on all its columns at once (column names stored beside it), so
+    a request costs one transform per table, not one per concern and region.
+    """
 
     version: int
     acne_threshold: float
     acne_grade_model: Any  # sklearn classifier: [[log1p(lesion count)]] -> ACNE04 grade 0..3
-    face: dict[str, Any]  # concern -> QuantileTransformer over face-level raw values
-    regions: dict[str, dict[str, Any]]  # concern -> region -> QuantileTransformer
-    zones: dict[str, Any]  # "t_zone" / "cheeks" -> QuantileTransformer of specular share
+    face: Any  # QuantileTransformer over face-level raw values, columns MEASURED
+    regions: Any  # QuantileTransformer over per-region raw values, columns REGION_COLUMNS
+    zones: Any  # QuantileTransformer over shine of the T-zone and the cheeks, columns ZONES
     reference: dict[str, Any]  # what the percentiles are relative to
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibration:
+        """Check the stored format and columns against this code; raises ValueError on a mismatch."""
         if data.get("format") != CALIBRATION_FORMAT:
             raise ValueError(f"calibration format {data.get('format')!r}, expected {CALIBRATION_FORMAT}")
+        columns = data["columns"]
+        expected = {
+            "face": list(MEASURED),
+            "regions": [list(c) for c in REGION_COLUMNS],
+            "zones": list(ZONES),
+        }
+        for table, names in expected.items():
+            if [list(c) if isinstance(c, list | tuple) else c for c in columns[table]] != names:
+                raise ValueError(f"calibration columns of {table!r} do not match this code")
         return cls(
             version=int(data["version"]),
             acne_threshold=float(data["acne_threshold"]),
             acne_grade_model=data["acne_grade_model"],
-            face=dict(data["face"]),
-            regions={k: dict(v) for k, v in data["regions"].items()},
-            zones=dict(data["zones"]),
+            face=data["face"],
+            regions=data["regions"],
+            zones=data["zones"],
             reference=dict(data["reference"]),
         )
 
@@ -97,8 +121,13 @@ def ita_from_lab(lab_l: float, lab_b: float) -> float:
     return math.degrees(math.atan2(lab_l - 50.0, lab_b))
 
 
-def _percentile(transformer: Any, value: float) -> float:
-    return float(np.clip(transformer.transform(np.array([[value]]))[0, 0], 0.0, 1.0))
+def _percentiles(transformer: Any, row: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Percentiles (0..1, NaN stays NaN) of one row of raw values among the reference faces."""
+    return np.clip(transformer.transform(row.reshape(1, -1))[0], 0.0, 1.0)
+
+
+def _score(percentile: float) -> float | None:
+    return None if np.isnan(percentile) else round(100.0 * (1.0 - float(percentile)), 1)
 
 
 def _round(value: float, digits: int = 1) -> float | None:
@@ -115,29 +144,18 @@ class PostScorer:
         """The concerns, skin tone, skin type and overall parts of a report."""
         cal = self.calibration
         raw = raw_concerns(prediction.signals, prediction.acne_peaks, coverage, cal.acne_threshold)
-        concerns: dict[str, Any] = {}
-        for concern in CONCERNS:
-            if concern == "acne":
-                concerns[concern] = self._acne(raw.face["acne"], raw.regions["acne"])
-                continue
-            face_raw = raw.face[concern]
-            region_scores = {
-                region: (
-                    None
-                    if np.isnan(value)
-                    else _round(100.0 * (1.0 - _percentile(cal.regions[concern][region], value)))
-                )
-                for region, value in raw.regions[concern].items()
-            }
-            if np.isnan(face_raw):
-                concerns[concern] = {"score": None, "severity": None, "regions": region_scores, "raw": None}
-                continue
-            score = 100.0 * (1.0 - _percentile(cal.face[concern], face_raw))
+        face = dict(zip(MEASURED, _percentiles(cal.face, raw.face_row()), strict=True))
+        regions = dict(zip(REGION_COLUMNS, _percentiles(cal.regions, raw.region_row()), strict=True))
+        concerns: dict[str, Any] = {"acne": self._acne(raw.face["acne"], raw.regions["acne"])}
+        for concern in MEASURED:
+            score = _score(face[concern])
             concerns[concern] = {
-                "score": _round(score),
-                "severity": severity(score),
-                "regions": region_scores,
-                "raw": _round(face_raw, 4),
+                "score": score,
+                "severity": None if score is None else severity(score),
+                "regions": {
+                    region: _score(regions[(concern, region)]) for region in CONCERN_REGIONS[concern]
+                },
+                "raw": _round(raw.face[concern], 4),
             }
         concerns["acne"]["lesions"] = [
             {"region": region, "y_rel": round(y, 4), "x_rel": round(x, 4), "confidence": round(s, 3)}
@@ -146,7 +164,7 @@ class PostScorer:
         scored = [c["score"] for c in concerns.values() if c["score"] is not None]
         overall = float(np.mean(scored)) if scored else None
         return {
-            "concerns": concerns,
+            "concerns": {name: concerns[name] for name in CONCERNS},
             "overall": {"score": _round(overall) if overall is not None else None},
             "skin_tone": self._skin_tone(prediction, raw.usable),
             "skin_type": self._skin_type(prediction, raw.usable),
@@ -196,8 +214,8 @@ class PostScorer:
         zones = zone_values(prediction.signals, usable, "specular")
         if np.isnan(zones["t_zone"]) or np.isnan(zones["cheeks"]):
             return {"label": None, "probabilities": None}
-        p_t = _percentile(self.calibration.zones["t_zone"], zones["t_zone"])
-        p_c = _percentile(self.calibration.zones["cheeks"], zones["cheeks"])
+        row = np.array([zones[z] for z in ZONES], dtype=np.float64)
+        p_t, p_c = (float(p) for p in _percentiles(self.calibration.zones, row))
         # Neither zone oily (mass m): the lower both are, the more of it is dry (m squared).
         m = (1.0 - p_t) * (1.0 - p_c)
         probabilities = {

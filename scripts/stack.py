@@ -36,6 +36,17 @@ def wait_http(url: str, status: int, timeout_s: float) -> requests.Response:
     raise TimeoutError(f"{url} did not answer {status} in {timeout_s} s (last: {last and last.status_code})")
 
 
+def terminate(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM (both servers drain in-flight requests on it), then SIGKILL after 30 s."""
+    if process and process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class ModelServerProcess:
     def __init__(self, log: Path, config: Path | None = None, model_repo: Path | None = None) -> None:
         self.port = free_port()
@@ -73,13 +84,7 @@ class ModelServerProcess:
                 raise RuntimeError(f"model server did not come up; see {self.log}")
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process)
 
 
 class OrchestratorProcess:
@@ -131,13 +136,7 @@ class OrchestratorProcess:
         return [master, *map(int, children)]
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process)
 
 
 def pss_kb(pid: int) -> int:

@@ -38,7 +38,7 @@ SIGNAL_NAMES: tuple[str, ...] = (
     "lab_a",  # median CIELAB a* of skin pixels
     "lab_b",  # median CIELAB b* of skin pixels
     "ita_deg",  # individual typology angle from lab_l and lab_b, degrees
-    "erythema",  # redness of skin against its own median, a* units
+    "erythema",  # mean over skin of max(a*, median a*): the median a* plus red patches, a* units
     "pigment_spots",  # share of skin area darker than its surroundings (dark spots), 0..1
     "pigment_unevenness",  # spread of L* after removing slow shading, L* units
     "wrinkles",  # mean dark-ridge (line) response, L* units

@@ -93,11 +93,17 @@ class ModelServerOps:
     def wait_for(self, serving: set[int], timeout_s: float = 120.0) -> None:
         """Wait until exactly `serving` are AVAILABLE; raises OpsError on timeout."""
         deadline = time.monotonic() + timeout_s
+        last: object = "no answer"
         while time.monotonic() < deadline:
-            if set(self.available()) == serving:
-                return
+            try:
+                last = self.status()
+            except OpsError as exc:  # still starting: the model may not be known yet
+                last = exc
+            else:
+                if {v for v, state in last.items() if state == "AVAILABLE"} == serving:
+                    return
             time.sleep(0.2)
-        raise OpsError(f"server did not settle on versions {sorted(serving)}: {self.status()}")
+        raise OpsError(f"server did not settle on versions {sorted(serving)}: {last}")
 
     def pin(self, version: int) -> None:
         """Serve only `version` (it must be on disk); labels that pointed elsewhere move to it."""

@@ -5,14 +5,7 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.breaker import CircuitBreaker, CircuitOpen
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.conftest import Clock
 
 
 def test_opens_after_consecutive_failures_and_recovers_after_a_good_trial() -> None:

@@ -6,14 +6,7 @@ import pytest
 
 from orchestrator.errors import RateLimited
 from orchestrator.ratelimit import RateLimiter, client_ip
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.conftest import Clock
 
 
 def test_burst_then_refill() -> None:

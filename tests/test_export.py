@@ -1,0 +1,90 @@
+"""Export: published versions follow the contract; broken ones are refused; publishing is atomic."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from export.publish import PublishError, next_version, publish_version
+from export.validate import InvalidVersion, validate_version
+from serving import contract
+from serving.repository import versions_on_disk
+from tests.conftest import MODEL_REPO
+
+BASE = MODEL_REPO / contract.MODEL_NAME
+
+
+@pytest.mark.parametrize("version", versions_on_disk(BASE))
+def test_every_published_version_follows_the_contract(version: int) -> None:
+    report = validate_version(BASE / str(version), version)
+    assert "rows independent of their batch" in report.checks
+    card = json.loads((BASE / str(version) / "assets.extra" / contract.MODEL_CARD_JSON).read_text())
+    assert "research" in card["licence"].lower()
+    assert card["signature"]["input"]["shape"] == [None, contract.REGION_SIZE_PX, contract.REGION_SIZE_PX, 3]
+
+
+def _copy(tmp_path: Path, version: int) -> Path:
+    target = tmp_path / str(version)
+    shutil.copytree(BASE / str(versions_on_disk(BASE)[-1]), target)
+    return target
+
+
+def test_version_number_must_match_its_calibration(tmp_path: Path) -> None:
+    copy = _copy(tmp_path, 77)
+    with pytest.raises(InvalidVersion, match="calibration is for version"):
+        validate_version(copy, 77)
+
+
+def test_missing_model_card_is_refused(tmp_path: Path) -> None:
+    copy = _copy(tmp_path, versions_on_disk(BASE)[-1])
+    (copy / "assets.extra" / contract.MODEL_CARD_FILE).unlink()
+    with pytest.raises(InvalidVersion, match=r"model_card\.md missing"):
+        validate_version(copy, versions_on_disk(BASE)[-1])
+
+
+def test_publish_is_all_or_nothing(tmp_path: Path) -> None:
+    base = tmp_path / contract.MODEL_NAME
+
+    def broken_build(path: Path) -> None:
+        path.mkdir(parents=True)
+        (path / "saved_model.pb").write_bytes(b"half written")
+        raise RuntimeError("the build died half way")
+
+    with pytest.raises(RuntimeError):
+        publish_version(base, 1, broken_build)
+    assert list(base.iterdir()) == []
+
+    def invalid_build(path: Path) -> None:
+        shutil.copytree(BASE / str(versions_on_disk(BASE)[-1]), path)  # calibration names another version
+
+    with pytest.raises(InvalidVersion):
+        publish_version(base, 5, invalid_build)
+    assert list(base.iterdir()) == []
+
+
+def test_publish_renames_into_place_and_never_overwrites(tmp_path: Path) -> None:
+    base = tmp_path / contract.MODEL_NAME
+    source = versions_on_disk(BASE)[-1]
+
+    def build(path: Path) -> None:
+        shutil.copytree(BASE / str(source), path)
+
+    published = publish_version(base, source, build)
+    assert published == base / str(source)
+    assert versions_on_disk(base) == [source]
+    assert next_version(base) == source + 1
+    with pytest.raises(PublishError):
+        publish_version(base, source, build)
+    assert [p.name for p in base.iterdir()] == [str(source)]
+
+
+def test_staging_folders_are_invisible(tmp_path: Path) -> None:
+    (tmp_path / "_staging-3-1").mkdir()
+    (tmp_path / "_staging-3-1" / "saved_model.pb").write_bytes(b"x")
+    (tmp_path / "4").mkdir()  # no saved_model.pb yet
+    assert versions_on_disk(tmp_path) == []

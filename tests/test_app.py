@@ -70,8 +70,9 @@ def _photo(name: str = PORTRAIT) -> bytes:
 
 
 def _post(client: FlaskClient, data: bytes, field: str = "image", name: str = "photo.jpg") -> Any:
-    return client.post("/api/v2/analyze/guest", data={field: (io.BytesIO(data), name)},
-                       content_type="multipart/form-data")
+    return client.post(
+        "/api/v2/analyze/guest", data={field: (io.BytesIO(data), name)}, content_type="multipart/form-data"
+    )
 
 
 def _error(response: Any, status: int, code: str) -> dict[str, Any]:
@@ -88,8 +89,15 @@ def test_portrait_gets_a_report_from_the_version_that_answered(client: FlaskClie
     assert response.status_code == 200, response.get_data(as_text=True)
     report = response.get_json()
     assert report["model"] == {"name": contract.MODEL_NAME, "version": script.version}
-    assert set(report["concerns"]) == {"acne", "redness", "dark_spots", "wrinkles", "pores", "oiliness",
-                                       "dark_circles"}
+    assert set(report["concerns"]) == {
+        "acne",
+        "redness",
+        "dark_spots",
+        "wrinkles",
+        "pores",
+        "oiliness",
+        "dark_circles",
+    }
     assert report["timing_ms"]["total"] > 0
 
 
@@ -99,9 +107,14 @@ def test_portrait_gets_a_report_from_the_version_that_answered(client: FlaskClie
         (lambda c: c.post("/api/v2/analyze/guest", json={"image": "x"}), "INVALID_REQUEST"),
         (lambda c: _post(c, b"bytes", field="photo"), "INVALID_REQUEST"),
         (lambda c: _post(c, b""), "INVALID_REQUEST"),
-        (lambda c: c.post("/api/v2/analyze/guest", content_type="multipart/form-data",
-                          data={"image": [(io.BytesIO(b"a"), "a.jpg"), (io.BytesIO(b"b"), "b.jpg")]}),
-         "INVALID_REQUEST"),
+        (
+            lambda c: c.post(
+                "/api/v2/analyze/guest",
+                content_type="multipart/form-data",
+                data={"image": [(io.BytesIO(b"a"), "a.jpg"), (io.BytesIO(b"b"), "b.jpg")]},
+            ),
+            "INVALID_REQUEST",
+        ),
     ],
 )
 def test_malformed_requests(client: FlaskClient, build: Any, code: str) -> None:
@@ -109,8 +122,11 @@ def test_malformed_requests(client: FlaskClient, build: Any, code: str) -> None:
 
 
 def test_corrupt_image_is_invalid(client: FlaskClient) -> None:
-    _error(_post(client, (data_dir("awkward", "corrupt") / "derived_face_truncated_half.jpg").read_bytes()),
-           400, "INVALID_IMAGE")
+    _error(
+        _post(client, (data_dir("awkward", "corrupt") / "derived_face_truncated_half.jpg").read_bytes()),
+        400,
+        "INVALID_IMAGE",
+    )
 
 
 def test_other_file_kinds_are_unsupported(client: FlaskClient) -> None:
@@ -158,8 +174,9 @@ def test_rate_limited_with_retry_after(address: str) -> None:
         ({"signals_shape": (7, 2)}, 502, "MODEL_BAD_RESPONSE"),
     ],
 )
-def test_model_faults(client: FlaskClient, script: Script, change: dict[str, Any], status: int,
-                      code: str) -> None:
+def test_model_faults(
+    client: FlaskClient, script: Script, change: dict[str, Any], status: int, code: str
+) -> None:
     for key, value in change.items():
         setattr(script, key, value)
     response = _post(client, _photo())
@@ -200,8 +217,10 @@ def test_security_headers_and_no_caching(client: FlaskClient) -> None:
 
 
 def test_cors_default_allows_any_origin(client: FlaskClient) -> None:
-    response = client.options("/api/v2/analyze/guest", headers={
-        "Origin": "https://app.example", "Access-Control-Request-Method": "POST"})
+    response = client.options(
+        "/api/v2/analyze/guest",
+        headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST"},
+    )
     assert response.headers["Access-Control-Allow-Origin"] in ("*", "https://app.example")
 
 
@@ -223,8 +242,12 @@ def test_health_is_503_when_the_model_server_is_down() -> None:
 def test_health_is_200_with_an_available_version(client: FlaskClient, script: Script) -> None:
     response = client.get("/health")
     assert response.status_code == 200
-    assert response.get_json() == {"status": "ok", "model": contract.MODEL_NAME,
-                                   "version": script.version, "state": "AVAILABLE"}
+    assert response.get_json() == {
+        "status": "ok",
+        "model": contract.MODEL_NAME,
+        "version": script.version,
+        "state": "AVAILABLE",
+    }
 
 
 def test_openapi_lists_every_error_code(client: FlaskClient) -> None:

@@ -48,6 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples over images")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--note", action="append", default=[], help="extra line for the report (repeatable)")
     return parser.parse_args(argv)
 
 
@@ -154,9 +155,12 @@ def evaluate(args: argparse.Namespace) -> dict[str, object]:
                 "train_scale_range",
                 "train_patch_px",
                 "width",
+                "train_lesion_focus",
             )
+            if k in calibration
         },
         "valid": calibration["valid"],
+        "notes": list(args.note),
     }
 
 

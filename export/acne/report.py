@@ -60,7 +60,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"| grading accuracy from true counts (ceiling) | {ceiling['accuracy']:.3f} | | |",
         "",
         f"Predicted {report['predicted_lesions']} lesions against {report['labelled_lesions']} labelled. "
-        f"Bootstrap: {report['bootstrap']['resamples']} resamples of the test images, seed "
+        f"Bootstrap: {report['bootstrap']['resamples']} resamples of the {report['split']} images, seed "
         f"{report['bootstrap']['seed']}, percentile intervals.",
         "",
         "**Matching rule.** "
@@ -129,7 +129,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         "the served form (batch norm folded). Trained from scratch, no pretrained weights.",
         f"* Command: `{training['command']}` (seed {training['seed']}); {training['steps']} steps of "
         f"{training['batch']} patches of {training['train_patch_px']} px at scales "
-        f"{training['train_scale_range'][0]}-{training['train_scale_range'][1]}x of native 640 px; "
+        f"{training['train_scale_range'][0]}-{training['train_scale_range'][1]}x of native 640 px "
+        f"({training.get('train_lesion_focus', 0.0):.0%} of them centred near a labelled lesion), random "
+        "rotation, flips, blur and colour jitter; AdamW with cosine decay over the time budget, weight "
+        "averaging, and the best periodic valid check kept; "
         f"training {training['train_minutes']:.1f} min, whole command {training['total_minutes']:.1f} min "
         "wall "
         "clock on 2 shared CPU cores.",
@@ -144,4 +147,6 @@ def render_markdown(report: dict[str, Any]) -> str:
         "at one scale, not region crops.",
         "",
     ]
+    if report.get("notes"):
+        lines += ["## Notes", "", *(f"* {note}" for note in report["notes"]), ""]
     return "\n".join(lines)

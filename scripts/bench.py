@@ -67,7 +67,9 @@ def post(url: str, photo: bytes) -> tuple[int, dict[str, Any], float]:
 def sequential(url: str, photo: bytes, runs: int) -> dict[str, float]:
     for _ in range(3):
         post(url, photo)
-    server, wall, stages = [], [], {}
+    server: list[float] = []
+    wall: list[float] = []
+    stages: dict[str, list[float]] = {}
     for _ in range(runs):
         status, body, elapsed = post(url, photo)
         assert status == 200, body
@@ -117,7 +119,7 @@ def concurrent_load(url: str, photo: bytes, concurrency: int, requests_total: in
     lock = threading.Lock()
 
     def one(_: int) -> None:
-        status, _, elapsed = post(url, photo)
+        status, _body, elapsed = post(url, photo)
         with lock:
             statuses.append(status)
             latencies.append(elapsed)

@@ -133,7 +133,7 @@ def plant_shine(rgb: Image8, face: Box, region: str) -> Image8:
     """One soft near-white, low-saturation highlight in the middle of the region."""
     box = region_box(face, region)
     centre = [(box.x + box.width / 2, box.y + box.height / 2)]
-    alpha = _soft_discs(rgb.shape, centre, 0.06 * box.width, 0.9)
+    alpha = _soft_discs(rgb.shape, centre, 0.08 * box.width, 0.9)
     return _blend(rgb, alpha, np.array([250.0, 248.0, 244.0], np.float32))
 
 
@@ -191,7 +191,8 @@ def test_outputs_follow_the_contract(measure: Measure) -> None:
 def test_public_functions_match_the_shared_pass(measure: Measure) -> None:
     batch = crops(*portrait("G000571"))
     signals, peaks = measure(batch)
-    np.testing.assert_allclose(compute_signals(tf.constant(batch)).numpy(), signals, rtol=1e-5, atol=1e-4)
+    # Two graphs of the same ops: float rounding moves a histogram median by up to ~5e-4 a* units.
+    np.testing.assert_allclose(compute_signals(tf.constant(batch)).numpy(), signals, rtol=1e-5, atol=1e-3)
     np.testing.assert_allclose(
         redness_peaks(tf.constant(batch), contract.MAX_LESIONS).numpy(), peaks, atol=1e-5
     )

@@ -204,7 +204,7 @@ class PatchSampler:
 
 def blur_sometimes(patch: NDArray[np.uint8], rng: np.random.Generator) -> NDArray[np.uint8]:
     """Blur one patch in five, as soft focus and JPEG-smoothed phone photos do; colour jitter is
-    applied per batch in the training graph (`export.acne.train.jitter_colour`)."""
+    applied per batch in the training graph (`export.acne.augmentation.jitter_colour`)."""
     if rng.random() < 0.2:
         return np.asarray(cv2.GaussianBlur(patch, (0, 0), rng.uniform(0.5, 1.2)), dtype=np.uint8)
     return patch

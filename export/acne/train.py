@@ -1,6 +1,6 @@
 """Train the acne lesion detector on ACNE04 train, select on valid, and write its weights and calibration.
 
-    python -m export.acne.train --minutes 45 --seed 7 --out build/acne
+    python -m export.acne.train --seed 7 --out build/acne
 
 Test is never read here: the epoch, input scale, test-time flip, score threshold and grade bands are
 all chosen on valid.
@@ -12,15 +12,21 @@ import argparse
 import json
 import logging
 import math
-import os
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import keras
 import numpy as np
 import tensorflow as tf
 from numpy.typing import NDArray
+
+from export.acne.augmentation import jitter_colour
+from export.acne.dataset import PatchSampler, load_images, load_split
+from export.acne.inference import THRESHOLDS, make_predictor, match_split, predict_peaks, score_split
+from export.acne.metrics import apply_bands, choose_threshold, count_table, fit_bands
+from export.acne.network import build_detector, focal_loss, fold_batch_norm
 
 logger = logging.getLogger(__name__)
 
@@ -57,42 +63,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def configure_tensorflow(threads: int, seed: int) -> None:
     """Pin TensorFlow's thread pools and seeds before any op runs."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     keras.utils.set_random_seed(seed)
 
 
 def batch_stream(
-    sampler: object, batch: int, seed: int
+    sampler: PatchSampler, batch: int, seed: int
 ) -> Iterator[tuple[NDArray[np.uint8], NDArray[np.float32]]]:
     """Endless stream of augmented (patches, heatmaps) batches from one seeded generator."""
-    from export.acne.dataset import PatchSampler
-
-    assert isinstance(sampler, PatchSampler)
     rng = np.random.default_rng(seed)
     while True:
         pairs = [sampler.sample(rng) for _ in range(batch)]
         yield np.stack([p for p, _ in pairs]), np.stack([h for _, h in pairs])
-
-
-def jitter_colour(images: tf.Tensor, generator: tf.random.Generator) -> tf.Tensor:
-    """Per-image random brightness, contrast, channel gains, saturation and sensor noise, 0..255."""
-    batch = tf.shape(images)[0]
-
-    def draw(low: float, high: float, channels: int = 1) -> tf.Tensor:
-        return generator.uniform([batch, 1, 1, channels], low, high)
-
-    mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
-    images = (images - mean) * draw(0.7, 1.3) + mean * draw(0.7, 1.3)
-    images = images * draw(0.9, 1.1, 3)
-    grey = tf.reduce_mean(images, axis=3, keepdims=True)
-    images = grey + (images - grey) * draw(0.6, 1.4)
-    noisy = tf.cast(draw(0.0, 1.0) < 0.2, tf.float32) * draw(2.0, 6.0)
-    images = images + generator.normal(tf.shape(images)) * noisy
-    return tf.clip_by_value(images, 0.0, 255.0)
 
 
 def learning_rate(peak: float, progress: float, step: int, warmup_steps: int = 200) -> float:
@@ -104,13 +87,6 @@ def learning_rate(peak: float, progress: float, step: int, warmup_steps: int = 2
 
 def train(args: argparse.Namespace) -> dict[str, object]:
     """Run training and valid selection; writes weights, calibration and history under args.out."""
-    import keras
-
-    from export.acne.dataset import PatchSampler, load_images, load_split
-    from export.acne.inference import THRESHOLDS, make_predictor, match_split, predict_peaks, score_split
-    from export.acne.metrics import apply_bands, choose_threshold, count_table, fit_bands
-    from export.acne.network import build_detector, focal_loss, fold_batch_norm
-
     started = time.monotonic()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)

@@ -216,3 +216,16 @@ def test_bands_stay_ordered_when_counts_overlap() -> None:
     edges = fit_bands(counts, grades)
     assert edges[0] <= edges[1] <= edges[2]
     assert np.mean(apply_bands(counts, edges) == grades) > 0.6
+
+
+def test_count_calibration_is_monotone_and_undoes_a_systematic_bias() -> None:
+    from export.acne.evaluate import fit_count_calibration
+
+    rng = np.random.default_rng(0)
+    labelled = rng.integers(0, 60, 300)
+    # Over-counts clear skin, under-counts crowded skin, as the detector does.
+    detected = np.round(2 + 0.75 * labelled + rng.normal(0, 1.5, 300)).clip(0).astype(np.int64)
+    counter = fit_count_calibration(detected, labelled)
+    calibrated = counter.predict(detected.astype(np.float64))
+    assert np.all(np.diff(counter.predict(np.arange(0, 60, dtype=np.float64))) >= 0)
+    assert np.mean(np.abs(calibrated - labelled)) < 0.5 * np.mean(np.abs(detected - labelled))

@@ -2,8 +2,8 @@
 
     python -m export.acne.evaluate --weights build/acne/detector.weights.h5
 
-Everything it applies (input scale, flip, score threshold, grade bands) was fixed on valid by
-`export.acne.train`; test is only measured here.
+The input scale was fixed on valid by `export.acne.train`; the score threshold, grade bands and count
+calibration are fitted on valid here for the configuration evaluated; test is only measured.
 """
 
 from __future__ import annotations
@@ -14,14 +14,26 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 from numpy.typing import NDArray
+from sklearn.isotonic import IsotonicRegression
 
-from export.acne.dataset import load_images, load_split
-from export.acne.inference import make_predictor, match_split, predict_peaks, score_split
-from export.acne.metrics import GRADES, apply_bands, bootstrap_intervals, confusion, count_table
+from export.acne.dataset import Sample, load_images, load_split
+from export.acne.inference import THRESHOLDS, make_predictor, match_split, predict_peaks
+from export.acne.metrics import (
+    GRADES,
+    ImageMatches,
+    apply_bands,
+    bootstrap_intervals,
+    choose_threshold,
+    confusion,
+    count_table,
+    fit_bands,
+    lesion_scores,
+)
 from export.acne.network import build_detector, decode_peaks
 from export.acne.train import DEFAULT_DATA, configure_tensorflow
 
@@ -49,6 +61,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--note", action="append", default=[], help="extra line for the report (repeatable)")
+    parser.add_argument(
+        "--flip-tta",
+        action="store_true",
+        help="add the mirrored pass (the served model runs without it, to stay within its time budget)",
+    )
     return parser.parse_args(argv)
 
 
@@ -92,25 +109,54 @@ def grade_report(
     }
 
 
-def evaluate(args: argparse.Namespace) -> dict[str, object]:
-    """Score the detector on test; returns the JSON report."""
-    calibration = json.loads(args.calibration.read_text())
-    samples = load_split(args.data, args.split)
-    images = load_images(args.data, args.split, samples, None)
-    model = build_detector(int(calibration["width"]))
-    model.load_weights(args.weights)
-    predictor = make_predictor(model, flip_tta=bool(calibration["eval_flip_tta"]))
+def fit_count_calibration(predicted: NDArray[np.int64], labelled: NDArray[np.int64]) -> IsotonicRegression:
+    """Monotone map from detected to labelled lesion count, fitted on valid.
+
+    The detector over-counts clear skin (stray candidates) and under-counts crowded severe skin
+    (neighbouring lesions merge at stride 4); an isotonic regression (Barlow et al. 1972) undoes both
+    without changing the order of photos, so grading bands are unaffected.
+    """
+    return IsotonicRegression(increasing=True, out_of_bounds="clip").fit(predicted, labelled)
+
+
+def _matches(
+    args: argparse.Namespace, calibration: dict[str, Any], model: tf.keras.Model, split: str
+) -> tuple[list[Sample], list[ImageMatches]]:
+    """Peaks of one split matched to its boxes, in the configuration being evaluated."""
+    samples = load_split(args.data, split)
+    images = load_images(args.data, split, samples, None)
+    predictor = make_predictor(model, flip_tta=args.flip_tta)
     started = time.monotonic()
     peaks = predict_peaks(predictor, images, int(calibration["eval_image_px"]))
-    logger.info("predicted %d %s images in %.1f s", len(images), args.split, time.monotonic() - started)
-    threshold = float(calibration["score_threshold"])
-    table = count_table(match_split(peaks, samples), threshold)
-    score = score_split(match_split(peaks, samples), threshold)
+    logger.info("predicted %d %s images in %.1f s", len(images), split, time.monotonic() - started)
+    return samples, match_split(peaks, samples)
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, object]:
+    """Score the detector on test; returns the JSON report.
+
+    Every choice for the configuration evaluated (score threshold, grade bands, count calibration)
+    is made here on valid, so the served configuration (no mirrored pass) is measured as served.
+    """
+    calibration = json.loads(args.calibration.read_text())
+    model = build_detector(int(calibration["width"]))
+    model.load_weights(args.weights)
+    valid_samples, valid_matches = _matches(args, calibration, model, "valid")
+    threshold = choose_threshold(valid_matches, THRESHOLDS)
+    valid_table = count_table(valid_matches, threshold)
+    valid_grades = np.array([s.grade for s in valid_samples], dtype=np.int64)
+    band_edges = fit_bands(valid_table[:, 1], valid_grades)
+    edges, true_edges = list(band_edges), list(fit_bands(valid_table[:, 2], valid_grades))
+    counter = fit_count_calibration(valid_table[:, 1], valid_table[:, 2])
+    samples, matches = _matches(args, calibration, model, args.split)
+    table = count_table(matches, threshold)
+    precision, recall, f1 = lesion_scores(table)
+    calibrated = counter.predict(table[:, 1].astype(np.float64))
     grades = np.array([s.grade for s in samples], dtype=np.int64)
-    by_prediction = grade_report(table[:, 1], grades, list(calibration["grade_band_edges"]))
-    by_truth = grade_report(table[:, 2], grades, list(calibration["grade_band_edges_true_counts"]))
+    by_prediction = grade_report(table[:, 1], grades, edges)
+    by_truth = grade_report(table[:, 2], grades, true_edges)
     intervals = bootstrap_intervals(
-        table, grades, np.asarray(by_prediction.pop("predicted")), args.seed, args.bootstrap
+        table, grades, np.asarray(by_prediction.pop("predicted")), args.seed, args.bootstrap, calibrated
     )
     by_truth.pop("predicted")
     per_grade = {
@@ -133,9 +179,16 @@ def evaluate(args: argparse.Namespace) -> dict[str, object]:
         "labelled box; greedy by score, one-to-one, nearest box centre on ties; no IoU (centres only)",
         "score_threshold": threshold,
         "eval_image_px": calibration["eval_image_px"],
-        "eval_flip_tta": calibration["eval_flip_tta"],
-        "lesions": {"precision": score.precision, "recall": score.recall, "f1": score.f1},
-        "count_mae": score.mae,
+        "eval_flip_tta": args.flip_tta,
+        "lesions": {"precision": precision, "recall": recall, "f1": f1},
+        "count_mae": float(np.mean(np.abs(table[:, 1] - table[:, 2]))),
+        "count_mae_calibrated": float(np.mean(np.abs(calibrated - table[:, 2]))),
+        "count_calibration": {
+            "method": "isotonic regression of labelled on detected count, fitted on valid",
+            "valid_images": len(valid_table),
+            "detected": [float(v) for v in counter.X_thresholds_],
+            "labelled": [float(v) for v in counter.y_thresholds_],
+        },
         "count_by_grade": per_grade,
         "grading_from_predicted_counts": by_prediction,
         "grading_from_true_counts": by_truth,
@@ -159,7 +212,14 @@ def evaluate(args: argparse.Namespace) -> dict[str, object]:
             )
             if k in calibration
         },
-        "valid": calibration["valid"],
+        "valid": {
+            "images": len(valid_samples),
+            "precision": lesion_scores(valid_table)[0],
+            "recall": lesion_scores(valid_table)[1],
+            "f1": lesion_scores(valid_table)[2],
+            "mae": float(np.mean(np.abs(valid_table[:, 1] - valid_table[:, 2]))),
+            "grading_accuracy": float(np.mean(apply_bands(valid_table[:, 1], band_edges) == valid_grades)),
+        },
         "notes": list(args.note),
     }
 

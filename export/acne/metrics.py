@@ -141,14 +141,20 @@ def bootstrap_intervals(
     predicted_grades: NDArray[np.int64],
     seed: int,
     rounds: int,
+    calibrated_counts: NDArray[np.float64] | None = None,
 ) -> dict[str, tuple[float, float]]:
-    """95% percentile intervals of lesion F1, count MAE and grading accuracy, resampling images."""
+    """95% percentile intervals of lesion F1, count MAE (raw, and calibrated when given) and grading
+    accuracy, resampling images."""
     rng = np.random.default_rng(seed)
     n = len(table)
     stats: dict[str, list[float]] = {"f1": [], "mae": [], "grading_accuracy": []}
+    if calibrated_counts is not None:
+        stats["mae_calibrated"] = []
     for _ in range(rounds):
         pick = rng.integers(0, n, size=n)
         stats["f1"].append(lesion_scores(table[pick])[2])
         stats["mae"].append(float(np.mean(np.abs(table[pick, 1] - table[pick, 2]))))
+        if calibrated_counts is not None:
+            stats["mae_calibrated"].append(float(np.mean(np.abs(calibrated_counts[pick] - table[pick, 2]))))
         stats["grading_accuracy"].append(float(np.mean(grades[pick] == predicted_grades[pick])))
     return {k: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for k, v in stats.items()}

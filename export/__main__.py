@@ -42,12 +42,10 @@ def _publish(args: argparse.Namespace) -> int:
     head = None
     if args.acne_head == "detector":
         params = json.loads((args.detector_dir / "acne_calibration.json").read_text())
-        head = DetectorHead(
-            weights=args.detector_dir / "detector.weights.h5",
-            width=int(params.get("width", 32)),
-            input_px=int(params.get("served_input_px", contract.REGION_SIZE_PX)),
-            flip_tta=bool(params.get("flip_tta", True)),
-        )
+        # Crops go in at their own 160 px: training covered the scales crops show skin at. No mirrored
+        # pass: it doubles the detector's time and the one-face budget is 30 ms (reports/acne04_eval.md
+        # measures this same configuration).
+        head = DetectorHead(weights=args.detector_dir / "detector.weights.h5", width=int(params["width"]))
     model = SkinModel(head)
 
     def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

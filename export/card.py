@@ -11,8 +11,9 @@ from serving import contract
 
 MEASURES: dict[str, tuple[str, str]] = {
     "acne": (
-        "Lesion centres found in the forehead, cheeks, nose and chin crops; count mapped to the ACNE04 "
-        "severity grade by a logistic model fitted on ACNE04 train/valid.",
+        "Lesion centres from this version's acne head (see the description) in the forehead, cheeks, "
+        "nose and chin crops; the count is mapped to the ACNE04 severity grade by a logistic model "
+        "fitted on ACNE04 train/valid faces.",
         "Trained on clinical photos of mostly East-Asian patients; fewer examples of dark skin. Counts "
         "only the five regions, not the jaw or temples. Makeup hides lesions.",
     ),

@@ -41,6 +41,13 @@ def _publish(args: argparse.Namespace) -> int:
         return 2
     head = None
     if args.acne_head == "detector":
+        if not (args.detector_dir / "detector.weights.h5").is_file():
+            print(
+                f"no trained detector in {args.detector_dir}: run `make train-acne` first, "
+                "or publish with --acne-head redness",
+                file=sys.stderr,
+            )
+            return 2
         params = json.loads((args.detector_dir / "acne_calibration.json").read_text())
         # Crops go in at their own 160 px: training covered the scales crops show skin at. No mirrored
         # pass: it doubles the detector's time and the one-face budget is 30 ms (reports/acne04_eval.md

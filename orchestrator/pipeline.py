@@ -6,9 +6,13 @@ version's calibration. Raises Shine's errors only.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -62,6 +66,16 @@ class Pipeline:
         self.scorers = scorers
         self.recommender = recommender
         self.quality = quality or QualityMeter()
+        self._side_lock = threading.Lock()
+        self._side: tuple[int, ThreadPoolExecutor] | None = None
+
+    def _side_pool(self) -> ThreadPoolExecutor:
+        """Threads for work that overlaps the Predict wait, made in the process that uses them: the
+        pipeline is built in gunicorn's master and threads do not survive the fork into workers."""
+        with self._side_lock:
+            if self._side is None or self._side[0] != os.getpid():
+                self._side = (os.getpid(), ThreadPoolExecutor(4, thread_name_prefix="shine-side"))
+            return self._side[1]
 
     def analyze(self, data: bytes, timer: Timer) -> dict[str, Any]:
         """Analyse one photo. Raises InvalidImage, UnsupportedFormat, ImageTooLargePixels, NoFaceFound,
@@ -84,8 +98,12 @@ class Pipeline:
             )
         with timer.stage("crop"):
             crops = crop_regions(image.rgb, face.box)
+        # Photo quality needs only the pixels: measured while the model server works (OpenCV and the
+        # gRPC wait both release the GIL).
+        quality_future = self._side_pool().submit(self.quality.measure, image.rgb, face.box, face_px, [])
         with timer.stage("predict"):
             prediction = self.client.predict(crops.batch)
+        measured = quality_future.result()
         with timer.stage("postscore"):
             scored = self.scorers.for_version(prediction.version).score(prediction, crops.coverage)
             warnings = []
@@ -97,7 +115,7 @@ class Pipeline:
                 warnings.append("FACE_PARTLY_OUTSIDE")
             if sum(scored["usable_regions"].values()) < len(contract.REGION_NAMES):
                 warnings.append("REGIONS_SKIPPED")
-            quality = self.quality.measure(image.rgb, face.box, face_px, warnings)
+            quality = dataclasses.replace(measured, warnings=warnings + measured.warnings)
             concerns = scored["concerns"]
             if image.grayscale:
                 for name in COLOUR_CONCERNS:

@@ -121,9 +121,41 @@ def ita_from_lab(lab_l: float, lab_b: float) -> float:
     return math.degrees(math.atan2(lab_l - 50.0, lab_b))
 
 
-def _percentiles(transformer: Any, row: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Percentiles (0..1, NaN stays NaN) of one row of raw values among the reference faces."""
-    return np.clip(transformer.transform(row.reshape(1, -1))[0], 0.0, 1.0)
+class QuantileTable:
+    """A fitted uniform QuantileTransformer read for one row at a time.
+
+    scikit-learn's transform validates its input on every call, which costs more than the lookup for a
+    single face; this does the same arithmetic as QuantileTransformer._transform_col for
+    output_distribution="uniform" (mean of the ascending and descending interpolation, so repeated
+    quantiles map to the middle of their run; exact bounds map to 0 and 1; NaN stays NaN) straight from
+    the fitted quantiles_ and references_. tests/test_scoring.py checks it against transform().
+    """
+
+    def __init__(self, transformer: Any) -> None:
+        if transformer.output_distribution != "uniform":
+            raise ValueError("post-scoring expects uniform quantile transformers")
+        quantiles = np.asarray(transformer.quantiles_, dtype=np.float64)
+        references = np.asarray(transformer.references_, dtype=np.float64)
+        self.columns = [
+            (q, -q[::-1], references, -references[::-1]) for q in np.ascontiguousarray(quantiles.T)
+        ]
+
+    def percentiles(self, row: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Percentiles (0..1, NaN stays NaN) of one row of raw values among the reference faces."""
+        if row.shape != (len(self.columns),):
+            raise ValueError(f"expected {len(self.columns)} values, got shape {row.shape}")
+        out = np.full(len(self.columns), np.nan)
+        for j, (q, q_desc, ref, ref_desc) in enumerate(self.columns):
+            x = float(row[j])
+            if math.isnan(x):
+                continue
+            if x == q[0]:
+                out[j] = 0.0
+            elif x == q[-1]:
+                out[j] = 1.0
+            else:
+                out[j] = 0.5 * (float(np.interp(x, q, ref)) - float(np.interp(-x, q_desc, ref_desc)))
+        return np.clip(out, 0.0, 1.0)
 
 
 def _score(percentile: float) -> float | None:
@@ -139,13 +171,16 @@ class PostScorer:
 
     def __init__(self, calibration: Calibration) -> None:
         self.calibration = calibration
+        self._face = QuantileTable(calibration.face)
+        self._regions = QuantileTable(calibration.regions)
+        self._zones = QuantileTable(calibration.zones)
 
     def score(self, prediction: Prediction, coverage: tuple[float, ...]) -> dict[str, Any]:
         """The concerns, skin tone, skin type and overall parts of a report."""
         cal = self.calibration
         raw = raw_concerns(prediction.signals, prediction.acne_peaks, coverage, cal.acne_threshold)
-        face = dict(zip(MEASURED, _percentiles(cal.face, raw.face_row()), strict=True))
-        regions = dict(zip(REGION_COLUMNS, _percentiles(cal.regions, raw.region_row()), strict=True))
+        face = dict(zip(MEASURED, self._face.percentiles(raw.face_row()), strict=True))
+        regions = dict(zip(REGION_COLUMNS, self._regions.percentiles(raw.region_row()), strict=True))
         concerns: dict[str, Any] = {"acne": self._acne(raw.face["acne"], raw.regions["acne"])}
         for concern in MEASURED:
             score = _score(face[concern])
@@ -215,7 +250,7 @@ class PostScorer:
         if np.isnan(zones["t_zone"]) or np.isnan(zones["cheeks"]):
             return {"label": None, "probabilities": None}
         row = np.array([zones[z] for z in ZONES], dtype=np.float64)
-        p_t, p_c = (float(p) for p in _percentiles(self.calibration.zones, row))
+        p_t, p_c = (float(p) for p in self._zones.percentiles(row))
         # Neither zone oily (mass m): the lower both are, the more of it is dry (m squared).
         m = (1.0 - p_t) * (1.0 - p_c)
         probabilities = {

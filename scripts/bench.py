@@ -300,7 +300,55 @@ def render(results: dict[str, Any]) -> str:
         f"{results['hot_swap']['rolled_back_to']} |",
         "",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines + _targets(results))
+
+
+def _targets(results: dict[str, Any]) -> list[str]:
+    """The brief's targets beside what this run measured."""
+    selfie, large = results["sequential"].values()
+    c = results["concurrency"]
+    ratio = c["throughput_rps"] / results["model_server_alone"]["faces_per_s"]
+    orchestrator = results["pss_mb"]["orchestrator"]
+    stack = orchestrator + results["pss_mb"]["model_server"]
+    rows = [
+        (
+            "server p50, 12 MP JPEG",
+            "< 150 ms",
+            f"{large['server_p50_ms']:.0f} ms",
+            large["server_p50_ms"] < 150,
+        ),
+        (
+            "server p50, 1 MP selfie",
+            "< 60 ms",
+            f"{selfie['server_p50_ms']:.0f} ms",
+            selfie["server_p50_ms"] < 60,
+        ),
+        (
+            "model time, one face",
+            "< 30 ms",
+            f"{results['model_ms_in_process']:.1f} ms",
+            results["model_ms_in_process"] < 30,
+        ),
+        ("concurrency 20: errors", "0", f"{c['errors']:.0f}", c["errors"] == 0),
+        ("concurrency 20: p99", "< 1.5 s", f"{c['p99_ms'] / 1000:.2f} s", c["p99_ms"] < 1500),
+        ("throughput / model server alone", ">= 90%", f"{ratio:.0%}", ratio >= 0.9),
+        ("orchestrator PSS", "< 500 MB", f"{orchestrator:.0f} MB", orchestrator < 500),
+        ("whole stack PSS", "< 1.5 GB", f"{stack:.0f} MB", stack < 1536),
+        (
+            "hot swap + rollback: failed requests",
+            "0",
+            str(results["hot_swap"]["failed"]),
+            results["hot_swap"]["failed"] == 0,
+        ),
+    ]
+    lines = [
+        "## Against the targets",
+        "",
+        "| target | wanted | measured | met |",
+        "| --- | --- | --- | --- |",
+    ]
+    lines += [f"| {name} | {want} | {got} | {'yes' if ok else '**no**'} |" for name, want, got, ok in rows]
+    return [*lines, ""]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from sklearn.preprocessing import QuantileTransformer
 
 from orchestrator.concerns import CONCERN_REGIONS, CONCERNS, raw_concerns
 from orchestrator.errors import ModelBadResponse
@@ -13,6 +14,7 @@ from orchestrator.prediction import Prediction
 from orchestrator.scoring import (
     ITA_CATEGORIES,
     PostScorer,
+    QuantileTable,
     ScorerRegistry,
     ita_category,
     ita_from_lab,
@@ -157,3 +159,34 @@ def test_raw_values_are_what_the_signals_say() -> None:
     assert raw.face["redness"] == pytest.approx(25.0 - 18.7, abs=1e-4)  # erythema minus the face's median a*
     assert raw.face["dark_circles"] == pytest.approx(0.0)
     assert raw.face["acne"] == 0.0
+
+
+def test_quantile_table_matches_scikit_learn_transform() -> None:
+    """The per-row lookup gives what QuantileTransformer.transform gives: inside the range, on repeated
+    quantiles (ties), at and beyond both bounds, and for NaN."""
+    rng = np.random.default_rng(3)
+    reference = np.column_stack(
+        [
+            rng.normal(size=300),
+            np.round(rng.exponential(size=300), 1),  # many ties
+            np.where(rng.random(300) < 0.6, 0.0, rng.random(300)),  # a run of zeros at the bottom
+        ]
+    )
+    transformer = QuantileTransformer(n_quantiles=100, output_distribution="uniform").fit(reference)
+    table = QuantileTable(transformer)
+    rows = np.vstack(
+        [
+            rng.normal(size=(40, 3)) * 2,
+            reference[:40],
+            transformer.quantiles_[[0, -1]],
+            [[np.nan, 0.0, -5.0], [1e9, np.nan, 0.0]],
+        ]
+    )
+    for row in rows:
+        expected = np.clip(transformer.transform(row.reshape(1, -1))[0], 0.0, 1.0)
+        np.testing.assert_allclose(table.percentiles(row), expected, rtol=0, atol=1e-12)
+
+
+def test_quantile_table_refuses_a_row_of_the_wrong_length(scorer: PostScorer) -> None:
+    with pytest.raises(ValueError, match="expected"):
+        QuantileTable(scorer.calibration.face).percentiles(np.zeros(2))

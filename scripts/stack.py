@@ -91,6 +91,7 @@ class OrchestratorProcess:
     def __init__(self, model_address: str, log: Path, workers: int = 2, **env: str) -> None:
         self.port = free_port()
         self.log = log
+        self.workers = workers
         self.env = {
             **os.environ,
             "SHINE_BIND": f"127.0.0.1:{self.port}",
@@ -121,7 +122,11 @@ class OrchestratorProcess:
         while time.monotonic() < deadline:
             try:
                 requests.get(self.url + "/api/v2/openapi.json", timeout=2)
-                return
+                # The first worker answers while the master may still be forking the others; tests
+                # compare worker pids before and after, so wait for all of them.
+                if len(self.pids()) == 1 + self.workers:
+                    return
+                time.sleep(0.1)
             except requests.ConnectionError:
                 if self.process.poll() is not None:
                     raise RuntimeError(f"gunicorn exited; see {self.log}") from None

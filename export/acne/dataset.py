@@ -141,14 +141,15 @@ class PatchSampler:
     """Random training patches: scale, rotation, flip, crop and blur of cached photos.
 
     Scales are relative to ACNE04's native 640 px; served face-region crops see skin at roughly
-    0.5-0.9x of it, so the default range covers 0.45-1.05x.
+    0.5-0.9x of it. The default range is 0.5-0.85x: on valid it beat 0.45-1.05x (lesion F1 0.648
+    against 0.633, count MAE 4.23 against 4.45, same seed and time budget).
     """
 
     images: NDArray[np.uint8]
     samples: list[Sample]
     patch_px: int = 192
-    scale_min: float = 0.45
-    scale_max: float = 1.05
+    scale_min: float = 0.5
+    scale_max: float = 0.85
     max_rotation_deg: float = 12.0
     lesion_focus: float = 0.0
 

@@ -47,8 +47,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--width", type=int, default=24, help="channels at stride 4")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--patch", type=int, default=192, help="training patch side, px")
-    parser.add_argument("--scale-min", type=float, default=0.45, help="smallest scale vs native 640 px")
-    parser.add_argument("--scale-max", type=float, default=1.05)
+    parser.add_argument("--scale-min", type=float, default=0.5, help="smallest scale vs native 640 px")
+    parser.add_argument("--scale-max", type=float, default=0.85)
     parser.add_argument(
         "--lesion-focus", type=float, default=0.5, help="share of patches centred near a lesion"
     )

@@ -53,9 +53,9 @@ os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
 
 
 def post_fork(server, worker):
-    # Threads OpenCV may use inside one call (face search, resizing). Unset, OpenCV uses every core: on
-    # 2 cores that measured 76 ms p50 for a 1 MP selfie against 92 ms with 1 thread, with the same
-    # throughput at concurrency 20 (reports/benchmark.md). Set 1 where many workers share few cores.
+    # Threads OpenCV may use inside one call (face search, resizing). Unset, OpenCV uses every core: in
+    # one pair of benchmark runs on 2 cores that gave 76 ms p50 for a 1 MP selfie against 92 ms with 1
+    # thread, and the same throughput at concurrency 20. Set 1 where many workers share few cores.
     threads = os.environ.get("SHINE_OPENCV_THREADS")
     if threads:
         import cv2

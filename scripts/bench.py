@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import sys
@@ -111,6 +112,16 @@ class MemorySampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes have used so far (utime and stime of /proc/PID/stat)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
 
 
 def concurrent_load(url: str, photo: bytes, concurrency: int, requests_total: int) -> dict[str, float]:
@@ -268,6 +279,7 @@ def render(results: dict[str, Any]) -> str:
         )
     c = results["concurrency"]
     alone = results["model_server_alone"]
+    cpu = results["cpu_ms_per_request"]
     lines += [
         "",
         f"## Concurrency {results['concurrency_level']} (1 MP selfie)",
@@ -283,6 +295,13 @@ def render(results: dict[str, Any]) -> str:
         "| SavedModel in process, p50 ms | Predict over gRPC incl. batching wait, p50 ms |",
         "| --- | --- |",
         f"| {results['model_ms_in_process']:.1f} | {alone['predict_p50_ms_one_face']:.1f} |",
+        "",
+        f"## CPU per request during the concurrency-{results['concurrency_level']} run",
+        "",
+        "| orchestrator (master + workers) ms | model server ms | both ms |",
+        "| --- | --- | --- |",
+        f"| {cpu['orchestrator']:.0f} | {cpu['model_server']:.0f} | "
+        f"{cpu['orchestrator'] + cpu['model_server']:.0f} |",
         "",
         f"## Memory (PSS, peak during the concurrency-{results['concurrency_level']} run)",
         "",
@@ -381,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
             wait_http(orchestrator.url + "/health", 200, 60)
             results: dict[str, Any] = {
                 "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                "machine": f"{platform.machine()}, {len(__import__('os').sched_getaffinity(0))} CPUs",
+                "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} CPUs",
                 "concurrency_level": args.concurrency,
             }
             results["sequential"] = {
@@ -391,11 +410,16 @@ def main(argv: list[str] | None = None) -> int:
             selfie = next(iter(inputs.values())).read_bytes()
             assert model.process is not None
             groups = {"orchestrator": orchestrator.pids, "model_server": lambda: [model.process.pid]}  # type: ignore[union-attr]
+            cpu_before = {name: cpu_seconds(pids()) for name, pids in groups.items()}
             with MemorySampler(groups) as sampler:
                 results["concurrency"] = concurrent_load(
                     orchestrator.url, selfie, args.concurrency, args.requests
                 )
             results["pss_mb"] = sampler.peak_mb
+            results["cpu_ms_per_request"] = {
+                name: (cpu_seconds(pids()) - cpu_before[name]) * 1000.0 / args.requests
+                for name, pids in groups.items()
+            }
             image = decode_image(selfie, max_pixels=64_000_000, long_side_px=2000)
             face = FaceDetector().detect(image.rgb)[0]
             crops = crop_regions(image.rgb, face.box).batch

@@ -22,17 +22,15 @@ from numpy.typing import NDArray
 from sklearn.isotonic import IsotonicRegression
 
 from export.acne.dataset import Sample, load_images, load_split
-from export.acne.inference import THRESHOLDS, make_predictor, match_split, predict_peaks
+from export.acne.inference import make_predictor, match_split, predict_peaks, score_split
 from export.acne.metrics import (
     GRADES,
     ImageMatches,
     apply_bands,
     bootstrap_intervals,
-    choose_threshold,
     confusion,
     count_table,
     fit_bands,
-    lesion_scores,
 )
 from export.acne.network import build_detector, decode_peaks
 from export.acne.train import DEFAULT_DATA, configure_tensorflow
@@ -142,7 +140,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, object]:
     model = build_detector(int(calibration["width"]))
     model.load_weights(args.weights)
     valid_samples, valid_matches = _matches(args, calibration, model, "valid")
-    threshold = choose_threshold(valid_matches, THRESHOLDS)
+    valid_score = score_split(valid_matches)  # the best-F1 threshold on valid
+    threshold = valid_score.threshold
     valid_table = count_table(valid_matches, threshold)
     valid_grades = np.array([s.grade for s in valid_samples], dtype=np.int64)
     band_edges = fit_bands(valid_table[:, 1], valid_grades)
@@ -150,7 +149,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, object]:
     counter = fit_count_calibration(valid_table[:, 1], valid_table[:, 2])
     samples, matches = _matches(args, calibration, model, args.split)
     table = count_table(matches, threshold)
-    precision, recall, f1 = lesion_scores(table)
+    score = score_split(matches, threshold)
     calibrated = counter.predict(table[:, 1].astype(np.float64))
     grades = np.array([s.grade for s in samples], dtype=np.int64)
     by_prediction = grade_report(table[:, 1], grades, edges)
@@ -180,8 +179,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, object]:
         "score_threshold": threshold,
         "eval_image_px": calibration["eval_image_px"],
         "eval_flip_tta": args.flip_tta,
-        "lesions": {"precision": precision, "recall": recall, "f1": f1},
-        "count_mae": float(np.mean(np.abs(table[:, 1] - table[:, 2]))),
+        "lesions": {"precision": score.precision, "recall": score.recall, "f1": score.f1},
+        "count_mae": score.mae,
         "count_mae_calibrated": float(np.mean(np.abs(calibrated - table[:, 2]))),
         "count_calibration": {
             "method": "isotonic regression of labelled on detected count, fitted on valid",
@@ -214,10 +213,10 @@ def evaluate(args: argparse.Namespace) -> dict[str, object]:
         },
         "valid": {
             "images": len(valid_samples),
-            "precision": lesion_scores(valid_table)[0],
-            "recall": lesion_scores(valid_table)[1],
-            "f1": lesion_scores(valid_table)[2],
-            "mae": float(np.mean(np.abs(valid_table[:, 1] - valid_table[:, 2]))),
+            "precision": valid_score.precision,
+            "recall": valid_score.recall,
+            "f1": valid_score.f1,
+            "mae": valid_score.mae,
             "grading_accuracy": float(np.mean(apply_bands(valid_table[:, 1], band_edges) == valid_grades)),
         },
         "notes": list(args.note),

@@ -52,7 +52,11 @@ def _publish(args: argparse.Namespace) -> int:
         # Crops go in at their own 160 px: training covered the scales crops show skin at. No mirrored
         # pass: it doubles the detector's time and the one-face budget is 30 ms (reports/acne04_eval.md
         # measures this same configuration).
-        head = DetectorHead(weights=args.detector_dir / "detector.weights.h5", width=int(params["width"]))
+        head = DetectorHead(
+            weights=args.detector_dir / "detector.weights.h5",
+            width=int(params["width"]),
+            context=bool(params.get("context", False)),
+        )
     model = SkinModel(head)
 
     def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -27,6 +27,7 @@ class DetectorHead:
 
     weights: Path
     width: int = 24
+    context: bool = False  # the stride-32 level of build_detector
     # Crops are resized to this side before the detector (the scale it was trained for).
     input_px: int = contract.REGION_SIZE_PX
     # Average with a mirrored pass: a little more accurate, twice the detector's time.
@@ -46,7 +47,7 @@ class SkinModel(tf.Module):
         self.head = head
         self.detector: keras.Model | None = None
         if head is not None:
-            self.detector = build_detector(width=head.width)
+            self.detector = build_detector(width=head.width, context=head.context)
             self.detector.load_weights(str(head.weights))
         self.serve = tf.function(self._serve, input_signature=input_signature())
 

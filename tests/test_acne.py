@@ -116,12 +116,14 @@ def test_detector_maps_crops_and_whole_photos_to_stride_four_logits() -> None:
     assert model(crop).shape == (1, 40, 40, 1)
     whole = cv2.resize(image, (192, 128))[None].astype(np.float32)
     assert model(whole).shape == (1, 32, 48, 1)
+    assert build_detector(16, context=True)(crop).shape == (1, 40, 40, 1)
 
 
 @needs_data
-def test_folding_batch_norm_keeps_the_output() -> None:
+@pytest.mark.parametrize("context", [False, True])
+def test_folding_batch_norm_keeps_the_output(context: bool) -> None:
     image, _ = _photo("valid", 1)
-    trained = build_detector(16, batch_norm=True)
+    trained = build_detector(16, batch_norm=True, context=context)
     rng = np.random.default_rng(0)
     for layer in trained.layers:
         if isinstance(layer, tf.keras.layers.BatchNormalization):
@@ -133,7 +135,7 @@ def test_folding_batch_norm_keeps_the_output() -> None:
     crop = image[100:260, 100:260][None].astype(np.float32)
     expected = trained(crop, training=False).numpy()
     assert expected.std() > 1e-3
-    np.testing.assert_allclose(fold_batch_norm(trained, 16)(crop).numpy(), expected, atol=1e-3)
+    np.testing.assert_allclose(fold_batch_norm(trained, 16, context)(crop).numpy(), expected, atol=1e-3)
 
 
 def test_focal_loss_prefers_the_right_heatmap() -> None:

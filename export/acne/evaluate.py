@@ -137,7 +137,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, object]:
     is made here on valid, so the served configuration (no mirrored pass) is measured as served.
     """
     calibration = json.loads(args.calibration.read_text())
-    model = build_detector(int(calibration["width"]))
+    model = build_detector(int(calibration["width"]), context=bool(calibration.get("context", False)))
     model.load_weights(args.weights)
     valid_samples, valid_matches = _matches(args, calibration, model, "valid")
     valid_score = score_split(valid_matches)  # the best-F1 threshold on valid
@@ -207,6 +207,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, object]:
                 "train_scale_range",
                 "train_patch_px",
                 "width",
+                "context",
                 "train_lesion_focus",
             )
             if k in calibration

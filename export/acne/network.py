@@ -41,13 +41,16 @@ def _conv(
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
-def build_detector(width: int = 32, batch_norm: bool = False) -> keras.Model:
-    """Build the detector: float32 RGB in 0..255, [B, H, W, 3] with H, W divisible by 16.
+def build_detector(width: int = 32, batch_norm: bool = False, context: bool = False) -> keras.Model:
+    """Build the detector: float32 RGB in 0..255, [B, H, W, 3] with H, W divisible by 16 (by 32 with
+    `context`).
 
     Returns heatmap LOGITS [B, H/4, W/4, 1]; apply a sigmoid for lesion-centre probabilities. The
     design is CenterNet's (Zhou et al. 2019, "Objects as Points") centre heatmap at stride 4, on a
     plain convolutional encoder to stride 16 and a light U-Net/FPN decoder back to stride 4. Dense
     3x3 convolutions, because TensorFlow's CPU depthwise kernels ran 5-10x slower per multiply here.
+    `context=True` adds a stride-32 level whose features are added back at stride 16, doubling the
+    receptive field for little compute (its maps are 1/64 of the input's area).
     `batch_norm=True` is the training form; the default is the served form, whose weights come from
     `fold_batch_norm`.
     """
@@ -62,6 +65,13 @@ def build_detector(width: int = 32, batch_norm: bool = False) -> keras.Model:
     x = _conv(c8, 4 * w, 3, 2, "s16_down", bn)  # stride 16
     x = _conv(x, 4 * w, 3, 1, "s16_conv1", bn)
     x = _conv(x, 4 * w, 3, 1, "s16_conv2", bn)
+    if context:
+        c16 = x
+        x = _conv(c16, 6 * w, 3, 2, "s32_down", bn)  # stride 32
+        x = _conv(x, 6 * w, 3, 1, "s32_conv", bn)
+        x = _conv(x, 4 * w, 1, 1, "up16_reduce", bn)
+        x = Upsample2x(name="up16")(x)
+        x = layers.Add(name="up16_add")([x, c16])
     x = _conv(x, 2 * w, 1, 1, "up8_reduce", bn)
     x = Upsample2x(name="up8")(x)
     x = layers.Add(name="up8_add")([x, c8])
@@ -77,13 +87,13 @@ def build_detector(width: int = 32, batch_norm: bool = False) -> keras.Model:
     return keras.Model(inputs, logits, name="acne_detector")
 
 
-def fold_batch_norm(trained: keras.Model, width: int) -> keras.Model:
+def fold_batch_norm(trained: keras.Model, width: int, context: bool = False) -> keras.Model:
     """Return the served form of a `batch_norm=True` detector, each batch norm folded into its conv.
 
     y = gamma * (conv(x) - mean) / sqrt(var + eps) + beta is conv with kernel * s and bias
     beta - mean * s, s = gamma / sqrt(var + eps) (Ioffe & Szegedy 2015, inference form).
     """
-    served = build_detector(width, batch_norm=False)
+    served = build_detector(width, batch_norm=False, context=context)
     for layer in served.layers:
         if not layer.weights:
             continue

@@ -45,6 +45,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads")
     parser.add_argument("--width", type=int, default=24, help="channels at stride 4")
+    parser.add_argument(
+        "--context", action="store_true", help="add the stride-32 context level (see build_detector)"
+    )
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--patch", type=int, default=192, help="training patch side, px")
     parser.add_argument("--scale-min", type=float, default=0.5, help="smallest scale vs native 640 px")
@@ -119,12 +122,12 @@ def train(args: argparse.Namespace) -> dict[str, object]:
         ),
     ).prefetch(4)
 
-    model = build_detector(args.width, batch_norm=True)
+    model = build_detector(args.width, batch_norm=True, context=args.context)
     params = model.count_params()
     logger.info(
         "detector: %d parameters (%d in the served, folded form)",
         params,
-        build_detector(args.width).count_params(),
+        build_detector(args.width, context=args.context).count_params(),
     )
     optimizer = keras.optimizers.AdamW(learning_rate=args.lr, weight_decay=args.weight_decay)
     averaged = [tf.Variable(v, trainable=False) for v in model.trainable_variables]
@@ -199,7 +202,7 @@ def train(args: argparse.Namespace) -> dict[str, object]:
     train_minutes = (time.monotonic() - train_start) / 60
 
     model.load_weights(best_path)
-    served = fold_batch_norm(model, args.width)
+    served = fold_batch_norm(model, args.width, args.context)
     served.save_weights(out / "detector.weights.h5")
     choices = []
     plain = make_predictor(served, flip_tta=False)
@@ -236,6 +239,7 @@ def train(args: argparse.Namespace) -> dict[str, object]:
         "output": "logits; sigmoid gives lesion-centre probability per stride-4 cell",
         "input": "float32 RGB 0..255, [B, H, W, 3], H and W divisible by 16",
         "width": args.width,
+        "context": args.context,
         "stride": 4,
         "score_threshold": threshold,
         "grade_band_edges": [float(e) for e in edges],

@@ -237,7 +237,7 @@ def train(args: argparse.Namespace) -> dict[str, object]:
     calibration: dict[str, object] = {
         "weights": "detector.weights.h5",
         "output": "logits; sigmoid gives lesion-centre probability per stride-4 cell",
-        "input": "float32 RGB 0..255, [B, H, W, 3], H and W divisible by 16",
+        "input": f"float32 RGB 0..255, [B, H, W, 3], H and W divisible by {32 if args.context else 16}",
         "width": args.width,
         "context": args.context,
         "stride": 4,

@@ -1,8 +1,8 @@
 """Fitting a version's post-scoring calibration (scikit-learn) on real faces run through that version.
 
-Faces are found and cut exactly as the orchestrator does (orchestrator.images/faces/regions), the
-version's own graph produces the signals, and orchestrator.concerns turns them into raw values, so what
-is fitted here is what is served. Reference faces for the measured concerns: the portraits in
+Faces are found and cut exactly as the orchestrator does (orchestrator.decode, orchestrator.face), the
+version's own graph produces the signals, and orchestrator.scoring.concerns turns them into raw values,
+so what is fitted here is what is served. Reference faces for the measured concerns: the portraits in
 data/faces plus the frontal faces of the ACNE04 train split. Acne: the lesion-score threshold is chosen
 on ACNE04 valid (count error against the labelled boxes inside the regions), and a logistic model maps
 the lesion count to ACNE04's severity grade, fitted on train and valid. ACNE04 test is never read here.
@@ -24,12 +24,19 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import QuantileTransformer
 
 from export.acne.dataset import grade_from_name, parse_voc_boxes
-from orchestrator.concerns import CONCERN_REGIONS, MEASURED, REGION_COLUMNS, ZONES, raw_concerns, zone_values
+from orchestrator.decode.images import decode_image
 from orchestrator.errors import ShineError
-from orchestrator.faces import FaceDetector
-from orchestrator.images import decode_image
-from orchestrator.regions import crop_regions
-from orchestrator.scoring import CALIBRATION_FORMAT
+from orchestrator.face.detection import FaceDetector
+from orchestrator.face.regions import crop_regions
+from orchestrator.scoring.concerns import (
+    CONCERN_REGIONS,
+    MEASURED,
+    REGION_COLUMNS,
+    ZONES,
+    raw_concerns,
+    zone_values,
+)
+from orchestrator.scoring.scorer import CALIBRATION_FORMAT
 from orchestrator.settings import Settings
 from serving import contract
 

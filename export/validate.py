@@ -18,7 +18,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
-from orchestrator.scoring import load_calibration
+from orchestrator.scoring.scorer import load_calibration
 from serving import contract
 from serving.tensors import make_ndarray
 

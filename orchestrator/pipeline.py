@@ -16,14 +16,14 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
-from orchestrator.client import PredictClient
+from orchestrator.decode.images import decode_image
 from orchestrator.errors import FaceTooSmall, NoFaceFound
-from orchestrator.faces import FaceDetector
-from orchestrator.images import decode_image
-from orchestrator.quality import QualityMeter
-from orchestrator.recommendations import Recommender
-from orchestrator.regions import crop_regions, to_image_point
-from orchestrator.scoring import ScorerRegistry
+from orchestrator.face.detection import FaceDetector
+from orchestrator.face.quality import QualityMeter
+from orchestrator.face.regions import crop_regions, to_image_point
+from orchestrator.predict.client import PredictClient
+from orchestrator.scoring.recommendations import Recommender
+from orchestrator.scoring.scorer import ScorerRegistry
 from orchestrator.settings import Settings
 from serving import contract
 

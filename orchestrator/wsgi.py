@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from orchestrator.app import create_app
+from orchestrator.web.app import create_app
 
 app = create_app()

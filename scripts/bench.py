@@ -31,10 +31,10 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from orchestrator.client import PredictClient  # noqa: E402
-from orchestrator.faces import FaceDetector  # noqa: E402
-from orchestrator.images import decode_image  # noqa: E402
-from orchestrator.regions import crop_regions  # noqa: E402
+from orchestrator.decode.images import decode_image  # noqa: E402
+from orchestrator.face.detection import FaceDetector  # noqa: E402
+from orchestrator.face.regions import crop_regions  # noqa: E402
+from orchestrator.predict.client import PredictClient  # noqa: E402
 from orchestrator.settings import Settings  # noqa: E402
 from scripts.stack import ModelServerProcess, OrchestratorProcess, pss_kb, wait_http  # noqa: E402
 from serving import contract  # noqa: E402

@@ -17,10 +17,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from orchestrator.app import create_app
 from orchestrator.errors import ERROR_TABLE, HTTP_CODES
-from orchestrator.faces import Face, FaceDetector
+from orchestrator.face.detection import Face, FaceDetector
 from orchestrator.settings import Settings
+from orchestrator.web.app import create_app
 from serving import contract
 from serving.repository import versions_on_disk
 from tests.conftest import MODEL_REPO, data_dir, free_port

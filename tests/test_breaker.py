@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.breaker import CircuitBreaker, CircuitOpen
+from orchestrator.predict.breaker import CircuitBreaker, CircuitOpen
 from tests.conftest import Clock
 
 

@@ -9,8 +9,8 @@ import grpc
 import numpy as np
 import pytest
 
-from orchestrator.client import PredictClient
 from orchestrator.errors import ModelBadResponse, ModelTimeout, ModelUnavailable
+from orchestrator.predict.client import PredictClient
 from orchestrator.settings import Settings
 from serving import contract
 from tests.conftest import free_port

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator.faces import Box, FaceDetector
-from orchestrator.images import decode_image
+from orchestrator.decode.images import decode_image
+from orchestrator.face.detection import Box, FaceDetector
 from tests.conftest import DATA
 
 SINGLE = [

@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from orchestrator.app import create_app
 from orchestrator.errors import ERROR_TABLE
 from orchestrator.settings import Settings
+from orchestrator.web.app import create_app
 from serving import contract
 from serving.repository import versions_on_disk
 from tests.conftest import DATA, MODEL_REPO

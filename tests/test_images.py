@@ -1,4 +1,4 @@
-"""Tests for the decode stage (orchestrator.images with formats, colours, profiles) on real photos."""
+"""Tests for the decode stage (orchestrator.decode.images with formats, colours, profiles) on real photos."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from numpy.typing import NDArray
 from PIL import Image, ImageCms, ImageOps
 
-from orchestrator import colours, formats
+from orchestrator.decode import colours, formats
+from orchestrator.decode.images import DecodedImage, decode_image
 from orchestrator.errors import ImageTooLargePixels, InvalidImage, ShineError, UnsupportedFormat
-from orchestrator.images import DecodedImage, decode_image
 from tests.conftest import DATA, ROOT, data_dir
 
 MAX_PIXELS = 64_000_000  # the settings default
@@ -430,7 +430,7 @@ def test_pixel_bombs_never_allocate_their_pixels() -> None:
         import resource, sys
         from pathlib import Path
         from orchestrator.errors import ImageTooLargePixels
-        from orchestrator.images import decode_image
+        from orchestrator.decode.images import decode_image
         folder = Path({str(DATA / "awkward" / "very_large")!r})
         decode_image((folder.parent / "tiny" / "pillow_hopper.jpg").read_bytes(), max_pixels=64_000_000,
                      long_side_px=2048)

@@ -18,8 +18,8 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from orchestrator.client import PredictClient
 from orchestrator.errors import ModelBadResponse
+from orchestrator.predict.client import PredictClient
 from orchestrator.settings import Settings
 from serving import contract
 from serving.config import BatchingConfig

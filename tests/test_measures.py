@@ -30,8 +30,8 @@ from export.measures import (
     measure_regions,
     redness_peaks,
 )
-from orchestrator.faces import Box, FaceDetector
-from orchestrator.regions import crop_regions, region_box
+from orchestrator.face.detection import Box, FaceDetector
+from orchestrator.face.regions import crop_regions, region_box
 from serving import contract
 
 FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"

@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from orchestrator.faces import FaceDetector
-from orchestrator.images import decode_image
-from orchestrator.quality import QualityMeter
+from orchestrator.decode.images import decode_image
+from orchestrator.face.detection import FaceDetector
+from orchestrator.face.quality import QualityMeter
 
 
 @pytest.fixture(scope="module")

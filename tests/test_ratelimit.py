@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.errors import RateLimited
-from orchestrator.ratelimit import RateLimiter, client_ip
+from orchestrator.web.ratelimit import RateLimiter, client_ip
 from tests.conftest import Clock
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.recommendations import Recommender
+from orchestrator.scoring.recommendations import Recommender
 
 TABLE = Path(__file__).resolve().parent.parent / "configs" / "recommendations.json"
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from orchestrator.faces import Box, FaceDetector
-from orchestrator.images import decode_image
-from orchestrator.regions import REGION_LAYOUT, crop_regions, region_box, to_image_point
+from orchestrator.decode.images import decode_image
+from orchestrator.face.detection import Box, FaceDetector
+from orchestrator.face.regions import REGION_LAYOUT, crop_regions, region_box, to_image_point
 from serving import contract
 
 

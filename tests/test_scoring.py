@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from sklearn.preprocessing import QuantileTransformer
 
-from orchestrator.concerns import CONCERN_REGIONS, CONCERNS, raw_concerns
 from orchestrator.errors import ModelBadResponse
-from orchestrator.prediction import Prediction
-from orchestrator.scoring import (
+from orchestrator.predict.prediction import Prediction
+from orchestrator.scoring.concerns import CONCERN_REGIONS, CONCERNS, raw_concerns
+from orchestrator.scoring.scorer import (
     ITA_CATEGORIES,
     PostScorer,
     QuantileTable,

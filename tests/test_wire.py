@@ -149,7 +149,7 @@ def test_generated_modules_match_the_protos() -> None:
 def test_orchestrator_imports_no_tensorflow() -> None:
     """Importing the whole orchestrator (app, client, wire) loads neither TensorFlow nor its protos."""
     code = (
-        "import sys, orchestrator.app, orchestrator.client, orchestrator.pipeline;"
+        "import sys, orchestrator.web.app, orchestrator.predict.client, orchestrator.pipeline;"
         "bad=[m for m in sys.modules if m.split('.')[0] in ('tensorflow','keras','tensorflow_serving')];"
         "print(bad); sys.exit(1 if bad else 0)"
     )

@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from orchestrator import colours, formats
+from orchestrator.decode import colours, formats
 from orchestrator.errors import InvalidImage
 
 logger = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from orchestrator.faces import Box, CascadePool
+from orchestrator.face.detection import Box, CascadePool
 
 WORK_WIDTH_PX = 256
 # Variance of the Laplacian (Pech-Pacheco et al., "Diatom autofocusing in brightfield microscopy: a

@@ -17,18 +17,18 @@ from flask import Flask, Response, g, jsonify, request
 from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
 
-from orchestrator import metrics
-from orchestrator.api import api
-from orchestrator.client import PredictClient
+from orchestrator.decode.formats import configure_decoders
 from orchestrator.errors import HTTP_CODES, ImageFileTooLarge, ShineError
-from orchestrator.faces import FaceDetector
-from orchestrator.formats import configure_decoders
-from orchestrator.openapi import build_openapi
+from orchestrator.face.detection import FaceDetector
 from orchestrator.pipeline import Pipeline
-from orchestrator.ratelimit import RateLimiter
-from orchestrator.recommendations import Recommender
-from orchestrator.scoring import ScorerRegistry
+from orchestrator.predict.client import PredictClient
+from orchestrator.scoring.recommendations import Recommender
+from orchestrator.scoring.scorer import ScorerRegistry
 from orchestrator.settings import Settings
+from orchestrator.web import metrics
+from orchestrator.web.api import api
+from orchestrator.web.openapi import build_openapi
+from orchestrator.web.ratelimit import RateLimiter
 
 logger = logging.getLogger(__name__)
 request_log = logging.getLogger("shine.requests")

@@ -6,13 +6,13 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from orchestrator import metrics
 from orchestrator.errors import ImageFileTooLarge, InvalidRequest, ModelError
 from orchestrator.pipeline import Timer
-from orchestrator.ratelimit import client_ip
+from orchestrator.web import metrics
+from orchestrator.web.ratelimit import client_ip
 
 if TYPE_CHECKING:
-    from orchestrator.app import Services
+    from orchestrator.web.app import Services
 
 api = Blueprint("api", __name__)
 

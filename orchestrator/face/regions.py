@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from orchestrator.faces import Box
+from orchestrator.face.detection import Box
 from serving import contract
 
 # (centre x, centre y, width, height) as fractions of the face box. The subject's left cheek is on

@@ -13,7 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from orchestrator import profiles
+from orchestrator.decode import profiles
 from orchestrator.errors import UnsupportedFormat
 
 logger = logging.getLogger(__name__)

@@ -25,9 +25,9 @@ from tenacity import (
     wait_exponential,
 )
 
-from orchestrator.breaker import CircuitBreaker, CircuitOpen
 from orchestrator.errors import ModelBadResponse, ModelError, ModelTimeout, ModelUnavailable
-from orchestrator.prediction import Prediction
+from orchestrator.predict.breaker import CircuitBreaker, CircuitOpen
+from orchestrator.predict.prediction import Prediction
 from orchestrator.settings import Settings
 from serving import contract
 from serving.tensors import fill_tensor_proto, make_ndarray

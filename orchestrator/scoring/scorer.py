@@ -19,7 +19,9 @@ import numpy as np
 import skops.io
 from numpy.typing import NDArray
 
-from orchestrator.concerns import (
+from orchestrator.errors import ModelBadResponse
+from orchestrator.predict.prediction import Prediction
+from orchestrator.scoring.concerns import (
     CONCERN_REGIONS,
     CONCERNS,
     MEASURED,
@@ -29,8 +31,6 @@ from orchestrator.concerns import (
     raw_concerns,
     zone_values,
 )
-from orchestrator.errors import ModelBadResponse
-from orchestrator.prediction import Prediction
 from serving import contract
 
 logger = logging.getLogger(__name__)

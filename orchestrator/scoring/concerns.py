@@ -1,6 +1,6 @@
 """The seven skin concerns: which regions and which model signals each is read from.
 
-Pure NumPy, shared by post-scoring (orchestrator/scoring.py) and by calibration fitting in export/,
+Pure NumPy, shared by post-scoring (orchestrator/scoring/scorer.py) and by calibration fitting in export/,
 so the raw values a version was calibrated on are computed exactly as they are served. For every
 concern a higher raw value means more of the concern (worse skin).
 """

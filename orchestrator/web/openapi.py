@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.concerns import CONCERN_REGIONS, CONCERNS
 from orchestrator.errors import ERROR_TABLE, HTTP_CODES
-from orchestrator.scoring import ACNE_GRADES, ITA_CATEGORIES, SEVERITY_BANDS, SKIN_TYPES
+from orchestrator.scoring.concerns import CONCERN_REGIONS, CONCERNS
+from orchestrator.scoring.scorer import ACNE_GRADES, ITA_CATEGORIES, SEVERITY_BANDS, SKIN_TYPES
 from serving import contract
 
 API_VERSION = "2.0.0"

@@ -1,0 +1,1 @@
+"""Decoding uploads: format sniffing, limits, EXIF orientation, colour modes and ICC profiles."""

@@ -1,0 +1,1 @@
+"""The face stage: detection, landmarks, pose, alignment, region masks and photo quality."""

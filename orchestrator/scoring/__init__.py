@@ -1,0 +1,1 @@
+"""Post-scoring: concerns from raw model outputs, per-version calibration, recommendations."""

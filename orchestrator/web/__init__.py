@@ -1,0 +1,1 @@
+"""The HTTP layer: application factory, views, OpenAPI document, rate limits and metrics."""

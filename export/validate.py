@@ -61,7 +61,7 @@ def check_signature(path: Path, report: ValidationReport) -> None:
         "method is predict",
         f"method_name {signature.method_name!r}, expected {contract.METHOD_NAME!r}",
     )
-    expected = {contract.INPUT.name: contract.INPUT}
+    expected = {spec.name: spec for spec in contract.INPUTS}
     for kind, infos, specs in (
         ("input", signature.inputs, expected),
         ("output", signature.outputs, {spec.name: spec for spec in contract.OUTPUTS}),
@@ -119,11 +119,16 @@ def check_behaviour(path: Path, report: ValidationReport) -> None:
     batches = []
     for raw in tf.data.TFRecordDataset(str(records)):
         log = prediction_log_pb2.PredictionLog.FromString(raw.numpy())
-        batches.append(make_ndarray(log.predict_log.request.inputs[contract.INPUT.name]))
-    if not report.check(bool(batches), "warmup records readable", "no warmup records"):
+        inputs = log.predict_log.request.inputs
+        batches.append({name: make_ndarray(inputs[name]) for name in contract.INPUT_NAMES if name in inputs})
+    if not report.check(
+        bool(batches) and all(len(b) == len(contract.INPUT_NAMES) for b in batches),
+        "warmup records readable",
+        "no warmup records, or records without every input",
+    ):
         return
-    largest = max(batches, key=lambda b: b.shape[0])
-    outputs = {k: v.numpy() for k, v in serve(**{contract.INPUT.name: tf.constant(largest)}).items()}
+    largest = max(batches, key=lambda b: next(iter(b.values())).shape[0])
+    outputs = {k: v.numpy() for k, v in serve(**{n: tf.constant(a) for n, a in largest.items()}).items()}
     signals, peaks = outputs["signals"], outputs["acne_peaks"]
     report.check(
         bool(np.all(np.isfinite(signals)) and np.all(np.isfinite(peaks))),
@@ -138,7 +143,7 @@ def check_behaviour(path: Path, report: ValidationReport) -> None:
         "signals vary between crops",
         "signals are constant across different crops",
     )
-    single = {k: v.numpy() for k, v in serve(**{contract.INPUT.name: tf.constant(largest[:1])}).items()}
+    single = {k: v.numpy() for k, v in serve(**{n: tf.constant(a[:1]) for n, a in largest.items()}).items()}
     same = all(np.allclose(single[k][0], outputs[k][0], rtol=1e-4, atol=1e-3) for k in outputs)
     report.check(same, "rows independent of their batch", "a row's output changes with its batch")
 

@@ -16,12 +16,12 @@ from orchestrator.face.views import Geometry
 
 # Variance of the Laplacian (Pech-Pacheco et al., "Diatom autofocusing in brightfield microscopy: a
 # comparative study", ICPR 2000) over the middle of the aligned face (eyes, nose, mouth and cheeks).
-# Measured on the portraits in data/faces: 29-400 (median 107) as shot; 2-9 after a Gaussian blur
+# Measured on the 39 photos in data/faces: 20-492 (median 164) as shot; 3-10 after a Gaussian blur
 # of sigma 2 px in the aligned frame.
 BLUR_WARN_BELOW = 15.0
 # Exposure from the skin's grey levels (0-255). The mean alone would call dark skin underexposed (the
-# darkest well-exposed face in data/faces averages about 55), so a face is dark only when its mean is
-# far below that or much of it is crushed to black; bright when much of it is clipped to white.
+# darkest well-exposed faces in data/faces average 59-73 over their skin), so a face is dark only when
+# its mean is far below that or much of it is crushed to black; bright when much of it is clipped.
 DARK_BELOW = 35.0
 BRIGHT_ABOVE = 215.0
 CRUSHED_ABOVE = 0.2

@@ -111,14 +111,28 @@ def region_outlines(frame_points: NDArray[np.float64], size: int) -> dict[str, N
         ]
     )
     brow_top = brow_top - np.array([0.0, BROW_MARGIN * size])
-    arc = _points(frame_points, FOREHEAD_ARC)
-    # Raise the arc away from the face's centre (upwards and outwards at the temples).
-    centre = frame_points[[GLABELLA]]
-    direction = arc - centre
-    direction /= np.maximum(np.linalg.norm(direction, axis=1, keepdims=True), 1e-6)
-    raised = arc + direction * FOREHEAD_RAISE * size
-    outlines["forehead"] = np.concatenate([brow_top, raised[::-1]])
+    outlines["forehead"] = np.concatenate([brow_top, _raised_arc(frame_points, size)[::-1]])
     return {name: outlines[name] for name in contract.REGION_NAMES}
+
+
+def _raised_arc(frame_points: NDArray[np.float64], size: int) -> NDArray[np.float64]:
+    """The oval's upper arc raised towards the hairline: moved away from the glabella (upwards, and
+    outwards at the temples) by FOREHEAD_RAISE of the frame."""
+    arc = _points(frame_points, FOREHEAD_ARC)
+    direction = arc - frame_points[[GLABELLA]]
+    direction /= np.maximum(np.linalg.norm(direction, axis=1, keepdims=True), 1e-6)
+    return np.asarray(arc + direction * FOREHEAD_RAISE * size, dtype=np.float64)
+
+
+def face_outline(frame_points: NDArray[np.float64], size: int) -> NDArray[np.float64]:
+    """The face's outline in the aligned frame: the mesh's oval with its upper arc raised to the
+    hairline. Every region is cut to it."""
+    outline = _points(frame_points, FACE_OVAL).copy()
+    raised = dict(zip(FOREHEAD_ARC, _raised_arc(frame_points, size), strict=True))
+    for position, index in enumerate(FACE_OVAL):
+        if index in raised:
+            outline[position] = raised[index]
+    return outline
 
 
 def _fill(canvas: NDArray[np.uint8], polygon: NDArray[np.float64], value: int) -> None:
@@ -180,6 +194,8 @@ def build_mask(
         polygons[name] = canvas.astype(bool)
     oval = np.zeros((size, size), dtype=np.uint8)
     _fill(oval, _points(frame_points, FACE_OVAL), 1)
+    outline = np.zeros((size, size), dtype=np.uint8)
+    _fill(outline, face_outline(frame_points, size), 1)
     lab = to_lab(face)
     reference = np.zeros((size, size), dtype=bool)
     for name in ("left_cheek", "right_cheek", "nose", "chin"):
@@ -188,8 +204,9 @@ def build_mask(
     visible, reasons = _visibility(polygons, inside)
     labels = np.zeros((size, size), dtype=np.uint8)
     labels[skin & _near_face(oval, frame_points, size)] = contract.LABEL_NAMES.index(contract.OTHER_SKIN) + 1
+    within = outline.astype(bool)
     for index, name in enumerate(contract.REGION_NAMES, start=1):
-        region = polygons[name] & skin
+        region = polygons[name] & skin & within
         labels[region] = index if visible[name] else 0
     return _mask_from(labels, visible, outlines, reasons)
 

@@ -37,9 +37,10 @@ T_ZONE = ("forehead", "nose", "chin")
 
 # Where each concern is read. Wrinkles: forehead lines and the lines under the eyes and on the cheeks
 # (the nasolabial side); pores: the forehead, nose and cheeks, where pores are large enough to see.
-# Acne is counted over all visible skin (other skin included: jaw, temples, neck, a close-up).
+# Acne is counted over all visible skin (every label, other skin included: jaw, temples, neck, a
+# close-up).
 CONCERN_REGIONS: dict[str, tuple[str, ...]] = {
-    "acne": (*SKIN_REGIONS, OTHER_SKIN),
+    "acne": contract.LABEL_NAMES,
     "redness": SKIN_REGIONS,
     "dark_spots": SKIN_REGIONS,
     "wrinkles": ("forehead", *UNDER_EYES, *CHEEKS),

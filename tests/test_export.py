@@ -25,7 +25,10 @@ def test_every_published_version_follows_the_contract(version: int) -> None:
     assert "rows independent of their batch" in report.checks
     card = json.loads((BASE / str(version) / "assets.extra" / contract.MODEL_CARD_JSON).read_text())
     assert "research" in card["licence"].lower()
-    assert card["signature"]["input"]["shape"] == [None, contract.REGION_SIZE_PX, contract.REGION_SIZE_PX, 3]
+    assert card["signature"]["contract"] == contract.CONTRACT_VERSION
+    assert card["signature"]["inputs"] == [
+        {"name": spec.name, "dtype": spec.dtype, "shape": list(spec.shape)} for spec in contract.INPUTS
+    ]
 
 
 def _copy(tmp_path: Path, version: int) -> Path:

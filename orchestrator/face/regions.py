@@ -194,8 +194,8 @@ def build_mask(
         polygons[name] = canvas.astype(bool)
     oval = np.zeros((size, size), dtype=np.uint8)
     _fill(oval, _points(frame_points, FACE_OVAL), 1)
-    outline = np.zeros((size, size), dtype=np.uint8)
-    _fill(outline, face_outline(frame_points, size), 1)
+    within_outline = np.zeros((size, size), dtype=np.uint8)
+    _fill(within_outline, face_outline(frame_points, size), 1)
     lab = to_lab(face)
     reference = np.zeros((size, size), dtype=bool)
     for name in ("left_cheek", "right_cheek", "nose", "chin"):
@@ -204,7 +204,7 @@ def build_mask(
     visible, reasons = _visibility(polygons, inside)
     labels = np.zeros((size, size), dtype=np.uint8)
     labels[skin & _near_face(oval, frame_points, size)] = contract.LABEL_NAMES.index(contract.OTHER_SKIN) + 1
-    within = outline.astype(bool)
+    within = within_outline.astype(bool)
     for index, name in enumerate(contract.REGION_NAMES, start=1):
         region = polygons[name] & skin & within
         labels[region] = index if visible[name] else 0

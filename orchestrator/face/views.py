@@ -18,6 +18,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 from numpy.typing import NDArray
 
@@ -26,7 +27,7 @@ from orchestrator.face.alignment import FACE_HEIGHT_SHARE, Alignment, align_face
 from orchestrator.face.detection import Box, Detection, FaceDetector
 from orchestrator.face.landmarks import FaceMesh, Mesh
 from orchestrator.face.pose import Pose, estimate_pose
-from orchestrator.face.regions import RegionMask, build_mask, close_up_mask, keypoint_mask
+from orchestrator.face.regions import RegionMask, build_mask, close_up_mask, keypoint_mask, to_lab
 from orchestrator.face.scene import SceneCheck
 from serving import contract
 
@@ -49,6 +50,10 @@ PROFILE_MIN_SCORE = 0.6
 # 95 of 100; landscapes, rocks, coins and text stay below 0.3.
 CLOSEUP_MIN_SKIN = 0.45
 PROFILE_MIN_SKIN = 0.3
+# A close-up's skin is smooth at the finest scale: the 90th percentile of its L* gradient (Sobel after
+# a sigma-1 Gaussian, L* units per pixel of the fitted frame) is 1.0-3.2 on 95 of 100 ACNE04 train
+# and valid close-ups, 4.1 at most; dry grass, wooden walls, fur and a cup of coffee read 3.7-5.9.
+CLOSEUP_MAX_TEXTURE = 3.5
 # For a profile, the detector's eye-to-mouth distance over the forehead-to-chin distance of faces the
 # mesh confirms (median over ACNE04 train three-quarter views), to place the profile at the same scale.
 EYES_TO_MOUTH_PER_FACE_HEIGHT = 0.36
@@ -157,7 +162,9 @@ class FaceGeometry:
         face, inside = alignment.warp(rgb)
         mask = close_up_mask(face, inside)
         share = sum(mask.pixels.values()) / max(1.0, float(inside.sum()))
-        if share < CLOSEUP_MIN_SKIN or not self._scene_allows(face):
+        if share < CLOSEUP_MIN_SKIN or fine_texture(face, mask.labels > 0) > CLOSEUP_MAX_TEXTURE:
+            return None
+        if not self._scene_allows(face):
             return None
         height, width = rgb.shape[:2]
         return Geometry(
@@ -173,6 +180,16 @@ class FaceGeometry:
 
     def _scene_allows(self, face: NDArray[np.uint8]) -> bool:
         return self.scene is None or self.scene.allows(face)
+
+
+def fine_texture(rgb: NDArray[np.uint8], where: NDArray[np.bool_]) -> float:
+    """90th percentile, over `where`, of the L* gradient magnitude after a sigma-1 Gaussian."""
+    lightness = to_lab(rgb)[..., 0]
+    smooth = cv2.GaussianBlur(lightness, (0, 0), 1.0)
+    gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0) / 8.0
+    gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1) / 8.0
+    magnitude = np.hypot(gx, gy)[where]
+    return float(np.percentile(magnitude, 90)) if magnitude.size else float("inf")
 
 
 def _face_width(points: NDArray[np.float32]) -> float:

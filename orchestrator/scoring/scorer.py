@@ -123,6 +123,10 @@ def ita_from_lab(lab_l: float, lab_b: float) -> float:
     return math.degrees(math.atan2(lab_l - 50.0, lab_b))
 
 
+class CalibrationProblem(Exception):
+    """Why a version's calibration cannot be used, in words safe to show a client."""
+
+
 class QuantileTable:
     """A fitted uniform QuantileTransformer read for one row at a time.
 
@@ -285,11 +289,12 @@ class ScorerRegistry:
         self._scorers: dict[int, PostScorer] = {}
 
     def problem(self, version: int) -> str:
-        """Why `version` cannot be scored ("" when it can): the router asks before sending it requests."""
+        """Why `version` cannot be scored ("" when it can), in words safe to show a client (no paths):
+        the router asks before sending the version any request."""
         try:
             self.for_version(version)
         except ModelBadResponse as exc:
-            return str(exc.__cause__ or exc.message)
+            return str(exc.__cause__) if isinstance(exc.__cause__, CalibrationProblem) else exc.message
         return ""
 
     def for_version(self, version: int) -> PostScorer:
@@ -299,15 +304,19 @@ class ScorerRegistry:
         if scorer is not None:
             return scorer
         path = self.base / str(version) / "assets.extra" / contract.CALIBRATION_FILE
+        answer = "The model version that answered has no usable calibration."
+        if not path.is_file():
+            logger.error("version %d has no calibration at %s", version, path)
+            raise ModelBadResponse(answer) from CalibrationProblem("its calibration is missing")
         try:
             calibration = load_calibration(path)
         except (OSError, ValueError, KeyError) as exc:
             logger.error("no usable calibration for version %d: %s", version, exc)
-            raise ModelBadResponse("The model version that answered has no usable calibration.") from exc
+            raise ModelBadResponse(answer) from CalibrationProblem("its calibration cannot be read")
         if calibration.version != version:
             logger.error("calibration in version %d says version %d", version, calibration.version)
-            mismatch = ValueError(f"its calibration is for version {calibration.version}")
-            raise ModelBadResponse("The model version that answered has no usable calibration.") from mismatch
+            mismatch = CalibrationProblem(f"its calibration is for version {calibration.version}")
+            raise ModelBadResponse(answer) from mismatch
         scorer = PostScorer(calibration)
         with self._lock:
             self._scorers.setdefault(version, scorer)

@@ -113,7 +113,6 @@ class Pipeline:
             "face": {
                 "box": _box_dict(geometry.box, image.scale),
                 "confidence": geometry.confidence,
-                "pose": None if geometry.pose is None else geometry.pose.as_dict(),
             },
             "image": {
                 "format": image.format,

@@ -24,7 +24,7 @@ FOREHEAD, CHIN = 10, 152
 class Pose:
     """Head pose in degrees, all zero for a face looking straight at the camera, upright.
 
-    yaw: positive when the face is turned towards the image's right (the subject's right cheek turns
+    yaw: positive when the face is turned towards the image's right (the subject's left cheek turns
     away from the camera). pitch: positive when the chin is raised. roll: positive when the head leans
     clockwise in the image (the line from the subject's right eye to the left eye slopes down).
     """

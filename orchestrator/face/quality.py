@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from orchestrator.face.pose import Pose
 from orchestrator.face.views import Geometry
 
 # Variance of the Laplacian (Pech-Pacheco et al., "Diatom autofocusing in brightfield microscopy: a
@@ -43,6 +44,7 @@ class Quality:
     crushed_share: float
     clipped_share: float
     tilt_deg: float | None
+    pose: Pose | None = None
     warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
@@ -55,6 +57,7 @@ class Quality:
                 "clipped_share": round(self.clipped_share, 4),
             },
             "tilt_deg": None if self.tilt_deg is None else round(self.tilt_deg, 1),
+            "pose": None if self.pose is None else self.pose.as_dict(),
             "warnings": list(self.warnings),
         }
 
@@ -96,4 +99,4 @@ def measure_quality(geometry: Geometry, face_size_px: int) -> Quality:
     if pose is not None and abs(pose.pitch_deg) > PITCH_WARN_DEG:
         warnings.append("HEAD_PITCHED")
     tilt = None if pose is None else pose.roll_deg
-    return Quality(face_size_px, sharp, brightness, crushed, clipped, tilt, warnings)
+    return Quality(face_size_px, sharp, brightness, crushed, clipped, tilt, pose, warnings)

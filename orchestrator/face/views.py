@@ -117,7 +117,7 @@ class FaceGeometry:
         pose = estimate_pose(mesh.points)
         alignment = align_face(mesh.points)
         face, inside = alignment.warp(rgb)
-        mask = build_mask(face, inside, mesh.points, alignment)
+        mask = build_mask(face, inside, mesh.points, alignment, pose.yaw_deg)
         yaw = abs(pose.yaw_deg)
         view = "frontal" if yaw < FRONTAL_YAW_DEG else "three_quarter" if yaw < PROFILE_YAW_DEG else "profile"
         outline = mesh.points[:, :2]

@@ -111,16 +111,8 @@ def _report() -> dict[str, Any]:
             "faces_detected": {"type": "integer", "minimum": 0},
             "face": {
                 "type": "object",
-                "required": ["box", "confidence", "pose"],
-                "properties": {
-                    "box": _box(),
-                    "confidence": {"type": "number", "minimum": 0, "maximum": 1},
-                    "pose": {
-                        "type": ["object", "null"],
-                        "required": ["yaw_deg", "pitch_deg", "roll_deg"],
-                        "properties": {k: {"type": "number"} for k in ("yaw_deg", "pitch_deg", "roll_deg")},
-                    },
-                },
+                "required": ["box", "confidence"],
+                "properties": {"box": _box(), "confidence": {"type": "number", "minimum": 0, "maximum": 1}},
             },
             "image": {"type": "object"},
             "regions": {
@@ -131,12 +123,20 @@ def _report() -> dict[str, Any]:
             },
             "quality": {
                 "type": "object",
-                "required": ["face_size_px", "blur", "exposure", "warnings"],
+                "required": ["face_size_px", "blur", "exposure", "pose", "warnings"],
                 "properties": {
                     "face_size_px": {"type": "integer"},
                     "blur": {"type": "object"},
                     "exposure": {"type": "object"},
                     "tilt_deg": NUMBER_OR_NULL,
+                    "pose": {
+                        "type": ["object", "null"],
+                        "description": "head pose from the landmarks, degrees: yaw > 0 turned towards "
+                        "the image's right, pitch > 0 chin raised, roll > 0 leaning clockwise; null "
+                        "without a mesh",
+                        "required": ["yaw_deg", "pitch_deg", "roll_deg"],
+                        "properties": {k: {"type": "number"} for k in ("yaw_deg", "pitch_deg", "roll_deg")},
+                    },
                     "warnings": {"type": "array", "items": {"type": "string"}},
                 },
             },

@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +70,7 @@ class AlignedSplit:
         else:
             raise ValueError(f"targets must be one of {TARGETS}, got {targets!r}")
         ends = np.searchsorted(self.box_image, np.arange(len(self) + 1))
-        return [self.boxes[a:b][keep[a:b]] for a, b in zip(ends[:-1], ends[1:], strict=True)]
+        return [self.boxes[a:b][keep[a:b]] for a, b in pairwise(ends)]
 
 
 def frame_boxes(boxes: NDArray[np.floating], alignment: Alignment) -> NDArray[np.float32]:

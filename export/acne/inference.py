@@ -1,5 +1,5 @@
-"""Whole-image inference for evaluation: resize ACNE04 photos to one scale, run the detector (with
-optional mirrored test-time augmentation) and decode peaks; plus the per-split valid/test scoring.
+"""Inference for training's valid checks: aligned faces at the served setting (the heatmap zeroed off
+the mask's skin, as export/model.py serves it), matched to their lesion boxes and scored per split.
 """
 
 from __future__ import annotations
@@ -8,13 +8,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import cv2
 import keras
 import numpy as np
 import tensorflow as tf
 from numpy.typing import NDArray
 
-from export.acne.dataset import NATIVE_PX, Sample
 from export.acne.metrics import (
     ImageMatches,
     choose_threshold,
@@ -23,40 +21,61 @@ from export.acne.metrics import (
     match_image,
 )
 from export.acne.network import decode_peaks, heatmap_probabilities
+from export.model import skin_cells
+from serving import contract
 
 logger = logging.getLogger(__name__)
 
-MAX_PEAKS = 128
+MAX_PEAKS = contract.MAX_LESIONS
 THRESHOLDS = np.round(np.arange(0.05, 0.81, 0.01), 2)
 
 
-def make_predictor(model: keras.Model, flip_tta: bool) -> Callable[[tf.Tensor], tf.Tensor]:
-    """Compile image batch -> peaks [B, MAX_PEAKS, 3] once for any batch and image size."""
+def make_served_predictor(
+    model: keras.Model, grow_cells: int = 0
+) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+    """Compile (faces uint8 [B, S, S, 3], masks uint8 [B, S, S]) -> peaks [B, MAX_PEAKS, 3] as the served
+    model computes them: sigmoid heatmap, zeroed on cells without skin, up to MAX_PEAKS peaks.
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)], reduce_retracing=True)
-    def predict(images: tf.Tensor) -> tf.Tensor:
-        return decode_peaks(heatmap_probabilities(model, images, flip_tta), MAX_PEAKS)
+    `grow_cells` > 0 is a diagnostic only (not what is served): it widens the skin cells by that many
+    cells on each side, to measure what lesions the mask's edges and holes cost.
+    """
+    size = contract.FACE_SIZE_PX
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, size, size, 3], tf.uint8),
+            tf.TensorSpec([None, size, size], tf.uint8),
+        ]
+    )
+    def predict(faces: tf.Tensor, masks: tf.Tensor) -> tf.Tensor:
+        heatmap = heatmap_probabilities(model, tf.cast(faces, tf.float32))
+        cells = skin_cells(masks)
+        if grow_cells:
+            cells = tf.nn.max_pool2d(cells, ksize=2 * grow_cells + 1, strides=1, padding="SAME")
+        return decode_peaks(heatmap * cells, MAX_PEAKS)
 
     return predict
 
 
-def predict_peaks(
-    predictor: Callable[[tf.Tensor], tf.Tensor], images: NDArray[np.uint8], image_px: int, batch: int = 8
+def predict_aligned(
+    predictor: Callable[[tf.Tensor, tf.Tensor], tf.Tensor],
+    faces: NDArray[np.uint8],
+    masks: NDArray[np.uint8],
+    batch: int = 8,
 ) -> NDArray[np.float32]:
-    """Resize photos to image_px (INTER_AREA, as the server resizes crops) and decode their peaks."""
-    rows: list[NDArray[np.float32]] = []
-    for start in range(0, len(images), batch):
-        chunk = images[start : start + batch]
-        resized = np.stack(
-            [cv2.resize(im, (image_px, image_px), interpolation=cv2.INTER_AREA) for im in chunk]
-        )
-        rows.append(predictor(tf.constant(resized, tf.float32)).numpy())
-    return np.concatenate(rows, axis=0)
+    """Peaks [N, MAX_PEAKS, 3] of aligned faces and their masks, in batches."""
+    rows = [
+        np.asarray(predictor(tf.constant(faces[i : i + batch]), tf.constant(masks[i : i + batch])))
+        for i in range(0, len(faces), batch)
+    ]
+    return np.concatenate(rows, axis=0) if rows else np.zeros((0, MAX_PEAKS, 3), np.float32)
 
 
-def match_split(peaks: NDArray[np.float32], samples: list[Sample]) -> list[ImageMatches]:
-    """Match every image's peaks to its boxes in native 640 px coordinates."""
-    return [match_image(p, s.boxes, NATIVE_PX) for p, s in zip(peaks, samples, strict=True)]
+def match_aligned(
+    peaks: NDArray[np.float32], boxes: list[NDArray[np.float32]], frame_px: int = contract.FACE_SIZE_PX
+) -> list[ImageMatches]:
+    """Match every face's peaks to its boxes, both in aligned-frame pixels."""
+    return [match_image(p, b, frame_px) for p, b in zip(peaks, boxes, strict=True)]
 
 
 @dataclass(frozen=True)

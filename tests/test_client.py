@@ -4,6 +4,7 @@ and the contract check on answers. Callers only ever see Shine's errors."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import grpc
 import numpy as np
@@ -105,3 +106,38 @@ def test_channel_is_rebuilt_in_a_forked_process() -> None:
         client._pid = -1  # what a fork looks like to the client: another process id
         client.predict(CROPS)
         assert client._channel is not first
+
+
+class FailingTrial(grpc.UnaryUnaryClientInterceptor):
+    """Raises a plain Python exception (not a gRPC error) on the calls it is armed for: a bug in the
+    call path, say, or a channel closed under the call."""
+
+    def __init__(self) -> None:
+        self.armed = 0
+
+    def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        if self.armed:
+            self.armed -= 1
+            raise RuntimeError("not a gRPC error")
+        return continuation(client_call_details, request)
+
+
+def test_a_half_open_trial_that_raises_anything_is_released() -> None:
+    script = Script(fail_code=grpc.StatusCode.UNAVAILABLE, fail_first=1)
+    trial = FailingTrial()
+    with fake_model_server(script) as address:
+        settings = Settings(
+            model_server_address=address,
+            predict_retries=0,
+            breaker_failures=1,
+            breaker_open_s=0.2,
+        )
+        client = PredictClient(settings, interceptors=(trial,))
+        with pytest.raises(ModelUnavailable):
+            client.predict(CROPS)  # the one failure opens the circuit
+        time.sleep(0.3)  # half-open: the next call is the one trial
+        trial.armed = 1
+        with pytest.raises(RuntimeError):
+            client.predict(CROPS)
+        # The trial ended, so the circuit lets the next call through to the (now healthy) server.
+        assert client.predict(CROPS).version == 1

@@ -57,9 +57,42 @@ def test_buckets_are_shared_with_forked_workers() -> None:
 
 def test_many_clients_fit_and_collisions_never_grant_a_fresh_bucket() -> None:
     clock = Clock()
-    limiter = RateLimiter(per_minute=60, burst=1, clock=clock, slots=64)
-    for i in range(500):  # far more clients than slots: old full buckets are reused
+    limiter = RateLimiter(per_minute=60, burst=2, clock=clock, slots=64)
+    for i in range(500):  # far more clients than slots; none limited, so each may be forgotten
         limiter.check(f"10.1.{i // 256}.{i % 256}")
-    limiter.check("203.0.113.7")
+    for _ in range(2):
+        limiter.check("203.0.113.7")
     with pytest.raises(RateLimited):
         limiter.check("203.0.113.7")
+
+
+def test_eviction_never_resets_a_limited_client() -> None:
+    clock = Clock()
+    # Eight slots and eight probes: every key's probe window is the whole table.
+    limiter = RateLimiter(per_minute=60, burst=3, clock=clock, slots=8)
+    for _ in range(3):
+        limiter.check("203.0.113.1")
+    with pytest.raises(RateLimited):
+        limiter.check("203.0.113.1")
+    for i in range(20):  # other clients fill the window and keep arriving: someone must be evicted
+        clock.now += 0.01
+        limiter.check(f"198.51.100.{i}")
+    with pytest.raises(RateLimited):
+        limiter.check("203.0.113.1")
+
+
+def test_when_every_bucket_is_limited_a_newcomer_cannot_be_told_from_a_forgotten_client() -> None:
+    clock = Clock()
+    limiter = RateLimiter(per_minute=60, burst=1, clock=clock, slots=8)
+    clients = [f"203.0.113.{i}" for i in range(8)]
+    for client in clients:
+        limiter.check(client)  # each spends its only token: the whole table is limited
+    # A newcomer takes over a limited bucket, and so starts limited: it could be one of these
+    # clients come back after being forgotten.
+    with pytest.raises(RateLimited):
+        limiter.check("198.51.100.1")
+    for client in clients:  # and none of them, forgotten or not, got a fresh bucket
+        with pytest.raises(RateLimited):
+            limiter.check(client)
+    clock.now += 1.0  # a second refills one token at 60 per minute
+    limiter.check("198.51.100.1")

@@ -22,7 +22,7 @@ from orchestrator.errors import RateLimited
 _SLOT = struct.Struct("<Qdd")
 # Slots in the table; a full bucket is the same as no bucket, so stale slots are simply reused.
 DEFAULT_SLOTS = 65536
-# Slots probed per key before the oldest of them is taken over.
+# Slots probed per key before the fullest of them is taken over.
 PROBES = 8
 
 
@@ -81,25 +81,34 @@ class RateLimiter:
         wanted = _key_hash(key)
         now = self._clock()
         with self._lock:
-            offset = self._find(wanted, now)
-            stored, tokens, stamp = _SLOT.unpack_from(self._table, offset)
-            if stored != wanted:
+            offset, carried = self._find(wanted, now)
+            _, tokens, stamp = _SLOT.unpack_from(self._table, offset)
+            if not carried:
                 tokens, stamp = self.burst, now
-            tokens = min(self.burst, tokens + max(0.0, now - stamp) * self.rate_per_s)
+            tokens = self._refilled(tokens, stamp, now)
             if tokens < 1.0:
                 _SLOT.pack_into(self._table, offset, wanted, tokens, now)
                 raise RateLimited(retry_after_s=(1.0 - tokens) / self.rate_per_s)
             _SLOT.pack_into(self._table, offset, wanted, tokens - 1.0, now)
 
-    def _find(self, wanted: int, now: float) -> int:
-        """The slot of `wanted`, else an empty or refilled one, else the least recently used probed."""
+    def _refilled(self, tokens: float, stamp: float, now: float) -> float:
+        return min(self.burst, tokens + max(0.0, now - stamp) * self.rate_per_s)
+
+    def _find(self, wanted: int, now: float) -> tuple[int, bool]:
+        """The slot for `wanted`, and whether the bucket stored there carries over to it.
+
+        Its own slot carries over. Otherwise the probed slot with the most tokens is taken (an empty or
+        refilled one is as good as a fresh bucket, so nothing is lost); if even that one is limited, the
+        newcomer inherits it: the table cannot tell a newcomer from a limited client it forgot, and a
+        forgotten client must not come back with a full burst.
+        """
         start = wanted % self._slots
         offsets = [((start + probe) % self._slots) * _SLOT.size for probe in range(PROBES)]
-        slots = [_SLOT.unpack_from(self._table, offset) for offset in offsets]
-        for offset, (stored, _, _) in zip(offsets, slots, strict=True):
+        levels = []
+        for offset in offsets:
+            stored, tokens, stamp = _SLOT.unpack_from(self._table, offset)
             if stored == wanted:
-                return offset
-        for offset, (stored, tokens, stamp) in zip(offsets, slots, strict=True):
-            if stored == 0 or tokens + max(0.0, now - stamp) * self.rate_per_s >= self.burst:
-                return offset
-        return min(zip(offsets, slots, strict=True), key=lambda item: item[1][2])[0]
+                return offset, True
+            levels.append(self.burst if stored == 0 else self._refilled(tokens, stamp, now))
+        fullest = max(range(PROBES), key=levels.__getitem__)
+        return offsets[fullest], levels[fullest] < 1.0

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import time
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
@@ -28,6 +31,42 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+class StallingClock(Clock):
+    """A hand-moved clock that, in a process that sets `stall_fd`, says so on that pipe and never returns:
+    given to a RateLimiter, it leaves that process inside the limiter's lock."""
+
+    def __init__(self, now: float = 100.0) -> None:
+        super().__init__(now)
+        self.stall_fd: int | None = None
+
+    def __call__(self) -> float:
+        if self.stall_fd is not None:
+            os.write(self.stall_fd, b"in")
+            while True:
+                time.sleep(60)
+        return self.now
+
+
+class Limiter(Protocol):
+    def check(self, key: str) -> None: ...
+
+
+def hold_lock_in_a_process(limiter: Limiter, clock: StallingClock) -> int:
+    """Fork a process that stalls inside `limiter`'s lock (its clock is `clock`); returns its pid once in."""
+    ready, told = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        clock.stall_fd = told
+        try:
+            limiter.check("192.0.2.1")
+        finally:
+            os._exit(1)
+    os.close(told)
+    assert os.read(ready, 2) == b"in"
+    os.close(ready)
+    return pid
 
 
 def free_port() -> int:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 
 from orchestrator.errors import RateLimited
 from orchestrator.web.ratelimit import RateLimiter, client_ip
-from tests.conftest import Clock
+from tests.conftest import Clock, StallingClock, hold_lock_in_a_process
 
 
 def test_burst_then_refill() -> None:
@@ -96,3 +99,18 @@ def test_when_every_bucket_is_limited_a_newcomer_cannot_be_told_from_a_forgotten
             limiter.check(client)
     clock.now += 1.0  # a second refills one token at 60 per minute
     limiter.check("198.51.100.1")
+
+
+def test_a_stalled_holder_makes_requests_fail_open_and_a_dead_one_is_released() -> None:
+    clock = StallingClock()
+    limiter = RateLimiter(per_minute=60, burst=1, clock=clock, lock_timeout_s=0.05)
+    holder = hold_lock_in_a_process(limiter, clock)
+    try:
+        for _ in range(3):  # the holder is alive: nothing is released, every request is let through
+            limiter.check("203.0.113.5")
+    finally:
+        os.kill(holder, signal.SIGKILL)
+        os.waitpid(holder, 0)
+    limiter.check("203.0.113.5")  # the dead holder's lock is released and the limit applies again
+    with pytest.raises(RateLimited):
+        limiter.check("203.0.113.5")

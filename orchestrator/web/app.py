@@ -62,6 +62,7 @@ def create_app(
     detector: FaceDetector | None = None,
     client: PredictClient | None = None,
     scorers: ScorerRegistry | None = None,
+    limiter: RateLimiter | None = None,
 ) -> Flask:
     """Build the orchestrator app; raises SettingsError or OSError on a bad configuration."""
     settings = settings or Settings.from_env()
@@ -82,7 +83,7 @@ def create_app(
         settings=settings,
         pipeline=pipeline,
         client=client,
-        limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
+        limiter=limiter or RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
         openapi=build_openapi(),
     )
     CORS(

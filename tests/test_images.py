@@ -561,6 +561,15 @@ def test_jpeg_with_hundreds_of_scan_markers_is_refused() -> None:
         decode_image(bloated, max_pixels=MAX_PIXELS, long_side_px=LONG_SIDE_PX)
 
 
+@pytest.mark.parametrize("relative", ["faces/skimage_astronaut.png", "faces/congress_B001270.jpg"])
+def test_a_fault_in_shines_own_decode_code_is_raised_not_reported_as_a_corrupt_upload(relative: str) -> None:
+    # No setting allows a long side of 0, so this is a caller's bug in Shine's own code (a division by
+    # it), not a broken file: it must surface as itself (a logged 500 the fuzz tests see), never as
+    # InvalidImage.
+    with pytest.raises(ZeroDivisionError):
+        decode_image(read(relative), max_pixels=MAX_PIXELS, long_side_px=0)
+
+
 def test_decoding_logs_nothing_about_the_photo(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO):
         decode_image(read("awkward/very_large/pillow_xmp_test.jpg"), max_pixels=MAX_PIXELS, long_side_px=512)

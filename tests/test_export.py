@@ -88,3 +88,11 @@ def test_staging_folders_are_invisible(tmp_path: Path) -> None:
     (tmp_path / "_staging-3-1" / "saved_model.pb").write_bytes(b"x")
     (tmp_path / "4").mkdir()  # no saved_model.pb yet
     assert versions_on_disk(tmp_path) == []
+
+
+def test_only_ascii_digit_folders_are_versions(tmp_path: Path) -> None:
+    # str.isdigit() accepts both; TF Serving reads neither as a version, and int("²") raises.
+    for name in ("\u00b2", "\u0663", "2"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "saved_model.pb").write_bytes(b"x")
+    assert versions_on_disk(tmp_path) == [2]

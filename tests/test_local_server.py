@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -53,22 +54,23 @@ def _crops(seed: int = 0) -> np.ndarray:
     return rng.integers(60, 220, (len(contract.REGION_NAMES), 160, 160, 3), dtype=np.uint8)
 
 
+BATCHING = BatchingConfig(
+    max_batch_size=56, batch_timeout_micros=5000, num_batch_threads=2, max_enqueued_batches=64
+)
+
+
 class Stack:
     """An in-process local model server over a temporary model_repo."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, batching: BatchingConfig = BATCHING, **options: Any) -> None:
         self.repo = root / "repo"
         self.base = self.repo / contract.MODEL_NAME
         self.base.mkdir(parents=True)
         shutil.copytree(_source_version(), self.base / "1")
         self.config = root / "models.config"
         self.config.write_text(CONFIG)
-        batching = BatchingConfig(
-            max_batch_size=56, batch_timeout_micros=5000, num_batch_threads=2, max_enqueued_batches=64
-        )
-        self.manager = ModelManager(
-            self.config, {"/models": self.repo}, batching, file_system_poll_wait_s=0.2, config_poll_wait_s=0.0
-        )
+        options = {"file_system_poll_wait_s": 0.2, "config_poll_wait_s": 0.0, **options}
+        self.manager = ModelManager(self.config, {"/models": self.repo}, batching, **options)
         self.server, port = build_server(self.manager, 0)
         self.address = f"127.0.0.1:{port}"
         self.server.start()
@@ -252,3 +254,62 @@ def test_broken_version_never_replaces_a_good_one(stack: Stack) -> None:
 def test_wrong_signature_input_reaches_the_client_as_bad_response(stack: Stack) -> None:
     with pytest.raises(ModelBadResponse):
         stack.client.predict(np.zeros((7, 80, 80, 3), np.uint8))
+
+
+def _status_becomes(stack: Stack, version: int, state: str, timeout_s: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if stack.ops.status().get(version) == state:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_request_without_a_deadline_waits_a_bounded_time(tmp_path: Path) -> None:
+    # A lone request waits out the whole 1.5 s batch window; the server's own bound for requests
+    # that name no deadline is shorter, so it answers DEADLINE_EXCEEDED at that bound instead.
+    slow_batches = BatchingConfig(max_batch_size=56, batch_timeout_micros=1_500_000, num_batch_threads=1)
+    stack = Stack(tmp_path, slow_batches, request_timeout_s=0.2)
+    try:
+        with grpc.insecure_channel(stack.address) as channel:
+            stub = services_pb2_grpc.PredictionServiceStub(channel)
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = contract.MODEL_NAME
+            fill_tensor_proto(request.inputs[contract.INPUT.name], _crops())
+            with pytest.raises(grpc.RpcError) as raised:
+                stub.Predict(request)  # no deadline
+        assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    finally:
+        stack.close()
+
+
+def test_a_request_in_flight_neither_holds_up_a_reload_nor_an_unload_past_its_bound(tmp_path: Path) -> None:
+    stack = Stack(tmp_path, drain_timeout_s=1.0)
+    try:
+        stack.publish(2)
+        stack.wait_for({1, 2})
+        with stack.manager.model(contract.MODEL_NAME).resolve(1, None):  # a request stuck on version 1
+            pinning = threading.Thread(target=stack.ops.pin, args=(2,), daemon=True)
+            pinning.start()
+            pinning.join(timeout=30)
+            assert not pinning.is_alive(), "the reload waited for a request on the version it unloads"
+            # The unload waits for that request, but only so long: then the version is dropped.
+            assert _status_becomes(stack, 1, "END", timeout_s=30)
+        assert stack.client.predict(_crops()).version == 2
+    finally:
+        stack.close()
+
+
+def test_the_poller_survives_a_failure_and_still_finds_new_versions(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    stack = Stack(tmp_path, config_poll_wait_s=0.2)
+    try:
+        stack.config.write_bytes(b"model_config_list { \xff\xfe }")  # not UTF-8: a hand edit gone wrong
+        time.sleep(1.0)  # several polls read it
+        stack.config.write_text(CONFIG)
+        stack.publish(2)
+        stack.wait_for({1, 2}, timeout_s=30)
+        assert "UnicodeDecodeError" in caplog.text, "the failure was not logged"
+    finally:
+        stack.close()

@@ -26,13 +26,14 @@ def _client(address: str, **overrides: object) -> PredictClient:
     return PredictClient(Settings(**values))  # type: ignore[arg-type]
 
 
-def test_answer_names_its_version_and_follows_the_contract() -> None:
+def test_answer_names_its_version_and_carries_the_servers_values() -> None:
     script = Script(version=4)
     with fake_model_server(script) as address:
         prediction = _client(address).predict(CROPS)
     assert prediction.version == 4
-    assert prediction.signals.shape == (7, len(contract.SIGNAL_NAMES))
-    assert prediction.acne_peaks.shape == (7, contract.MAX_LESIONS, 3)
+    # The client refuses any other shape, so the shapes are given; the values are what the fake sent.
+    assert np.all(prediction.signals == 1.0)
+    assert not np.any(prediction.acne_peaks)
 
 
 def test_unavailable_is_retried_within_the_deadline() -> None:

@@ -21,7 +21,8 @@ SINGLE = [
     "fr_obama_official_portrait.jpg",
     "sn_benedict_cumberbatch_2014.png",
 ]
-NONFACES = sorted(p.name for p in (DATA / "nonfaces").glob("*")) if (DATA / "nonfaces").exists() else []
+# Without the folder, one placeholder keeps the test, so nonfaces_dir skips it saying why (fails in CI).
+NONFACES = sorted(p.name for p in (DATA / "nonfaces").glob("*")) or ["(nonfaces folder missing)"]
 
 
 @pytest.fixture(scope="module")

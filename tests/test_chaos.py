@@ -172,7 +172,8 @@ def test_killed_worker_and_model_server_never_hang_a_request_and_the_service_ret
 
     assert orchestrator.process is not None and orchestrator.process.poll() is None
     assert orchestrator.pids()[0] == master
-    # Health says so too (a status call may still time out while the server loads its second version).
+    # Health says so too, in time: a worker whose own breaker saw the outage, or a status call slowed
+    # while the server loads its second version, may still answer 503 for a few seconds.
     wait_http(orchestrator.url + "/health", 200, 60)
 
     outcomes = load.outcomes

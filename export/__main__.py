@@ -4,6 +4,7 @@ python -m export publish [--acne-head redness|detector] [--version N]   # next v
 python -m export validate model_repo/skin_analyzer/2
 python -m export train-acne [--minutes 50]       # ACNE04 detector -> build/acne/
 python -m export evaluate-acne                   # held-out report -> reports/acne04_eval.*
+python -m export scene-model [--out PATH]        # the orchestrator's scene classifier (TFLite)
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from export.model import DetectorHead, SkinModel
 from export.publish import next_version, publish_version
 from export.savedmodel import write_saved_model, write_warmup
 from export.validate import InvalidVersion, validate_version
+from orchestrator.face.scene import SceneCheck
+from orchestrator.face.views import FaceGeometry
 from orchestrator.settings import Settings
 from serving import contract
 
@@ -48,32 +51,25 @@ def _publish(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-        params = json.loads((args.detector_dir / "acne_calibration.json").read_text())
-        # Crops go in at their own 160 px: training covered the scales crops show skin at. No mirrored
-        # pass: it doubles the detector's time and the one-face budget is 30 ms (reports/acne04_eval.md
-        # measures this same configuration).
-        head = DetectorHead(
-            weights=args.detector_dir / "detector.weights.h5",
-            width=int(params["width"]),
-            context=bool(params.get("context", False)),
-        )
+        # No mirrored pass: it doubles the detector's time and the one-face budget is 35 ms.
+        head = DetectorHead.from_dir(args.detector_dir)
     model = SkinModel(head)
 
-    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        out = model.serve(tf.constant(batch))
+    def run(faces: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = model.serve(tf.constant(faces), tf.constant(masks))
         return out["signals"].numpy(), out["acne_peaks"].numpy()
 
     settings = Settings()
+    geometry = FaceGeometry(scene=SceneCheck(settings.scene_model_path))
     started = time.monotonic()
-    reference = collect_faces(image_files(data / "faces"), settings, largest_only=False)
-    acne_train = collect_faces(image_files(data / "acne04" / "train"), settings, largest_only=True)
-    acne_valid = collect_faces(image_files(data / "acne04" / "valid"), settings, largest_only=True)
-    reference += acne_train
+    reference = collect_faces(image_files(data / "faces"), settings, geometry)
+    reference += collect_faces(image_files(data / "acne04" / "train"), settings, geometry)
+    acne_valid = collect_faces(image_files(data / "acne04" / "valid"), settings, geometry)
     for group in (reference, acne_valid):
         run_model(group, run)
     base = args.model_repo / contract.MODEL_NAME
     version = args.version or next_version(base)
-    calibration, summary = fit_calibration(version, reference, acne_valid, acne_train + acne_valid)
+    calibration, summary = fit_calibration(version, reference, acne_valid)
     logger.info("calibration fitted in %.0f s: %s", time.monotonic() - started, summary)
     facts: dict[str, object] = {"calibration": summary}
     if head is not None and args.acne_report.is_file():
@@ -140,6 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser(
         "evaluate-acne", help="held-out ACNE04 report (see export.acne.evaluate --help)", add_help=False
     )
+    scene_model = commands.add_parser(
+        "scene-model", help="build the orchestrator's scene classifier (TFLite)"
+    )
+    scene_model.add_argument(
+        "--out", type=Path, default=ROOT / "build" / "models" / "scene_classifier.tflite"
+    )
+    scene_model.add_argument("--force", action="store_true", help="rebuild even when the file is current")
     args, rest = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.command == "train-acne":
@@ -150,6 +153,13 @@ def main(argv: list[str] | None = None) -> int:
         from export.acne import evaluate
 
         return int(evaluate.main(rest) or 0)
+    if args.command == "scene-model":
+        from export import scene
+
+        if args.force or not scene.is_current(args.out):
+            scene.write_scene_model(args.out)
+        print(f"scene classifier: {args.out}")
+        return 0
     if rest:
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
     return _publish(args) if args.command == "publish" else _validate(args)

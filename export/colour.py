@@ -1,5 +1,6 @@
-"""Skin colour in the served graph: sRGB to CIELAB, the skin and highlight masks, per-crop medians,
-and the colour measures (ITA, erythema, specular shine). Every statistic is over one crop's own pixels.
+"""Skin colour in the served graph: sRGB to CIELAB, which labelled pixels are skin and which are
+specular highlights, each region's trimmed median colour, and the colour measures (ITA, erythema,
+shine). Every statistic is over one face's pixels of one region (export/labels.py).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from export.filters import masked_mean
+from export.labels import label_means, label_medians, label_quantiles, label_sums, segment_ids, to_pixels
 
 logger = logging.getLogger(__name__)
 
@@ -27,42 +28,41 @@ _D65_WHITE = np.array([0.95047, 1.0, 1.08883])
 # CIELAB's f(t) is a cube root above (6/29)^3 and a line below (CIE 15:2004).
 _LAB_DELTA = 6.0 / 29.0
 
-# Absolute skin rule, in CIELAB. Skin of every tone has a hue angle h_ab of about 30-70 deg in these
-# photos (5th-95th percentile over the 24 congress portraits' cheeks); 10-80 keeps shaded and reddened
-# skin and drops blue and grey backdrops, green and purple. Black, grey and white hair, eye whites,
-# teeth, glasses frames and grey backdrops are nearly achromatic (C*ab < 5 after JPEG) while the
-# darkest skin there still has C*ab >= 10: hence the chroma floor.
-SKIN_HUE_DEG = (10.0, 80.0)
-SKIN_MIN_CHROMA = 6.0
-SKIN_MIN_L = 8.0
-# Relative rule: hair, eyebrows, nostrils, pupils and deep shadow sit far below the crop's typical
-# skin L*; dark spots and wrinkles (5-20 L* below their surroundings) stay in.
+# The mask already says where the face's skin is (landmark regions, hair and features cut out by
+# colour in the orchestrator), so the graph keeps only a relative rule: within each region, pixels far
+# below the region's median L* (stray hair, nostril shadow, deep folds) are not skin; dark spots and
+# wrinkles (5-20 L* below their surroundings) stay in.
 SKIN_MAX_DARKER_L = 25.0
+# Colour statistics (L*, a*, b*, ITA) use the region's well-lit skin only: highlights out, then the
+# pixels between the median and the 90th percentile of L*. A face lit from one side keeps its shaded
+# half out of its tone, and the brightest tenth (glare, specular edges) is trimmed too. On the
+# congress portraits this orders skin tones as they look (light 42-58 deg, medium-brown 26, brown 7,
+# dark -40), where the plain median read a light face at 27 deg through its shaded cheek.
+LIT_FROM_QUANTILE = 0.5
+LIT_TO_QUANTILE = 0.9
 # Specular highlight (shine). By the dichromatic reflection model (Shafer 1985, "Using color to
 # separate reflection components", Color Res. Appl. 10(4)) specular light has the illuminant's
 # colour, so a highlight is brighter AND paler than the skin it sits on; the luminance/saturation
-# thresholds of shine detectors are taken here relative to the crop's skin median, so they hold from
-# very light to very dark skin. A highlight must lie within skin (local skin share), which keeps
-# white collars and backdrops out, and be neutral or warm (a*, b* above -3, the JPEG noise around
-# grey), which keeps out the pale blue studio backdrop at the edge of a cheek.
+# thresholds of shine detectors are taken here relative to the region's skin median, so they hold
+# from very light to very dark skin. A highlight must be neutral or warm (a*, b* above -3, the JPEG
+# noise around grey).
 SPECULAR_MIN_L_ABOVE = 10.0
 SPECULAR_MAX_CHROMA_RATIO = 0.75
-SPECULAR_MIN_LOCAL_SKIN = 0.25
 SPECULAR_MIN_AB = -3.0
-# Histogram medians: 512 bins of 0.25 units cover 0..128.
-_BIN_WIDTH = 0.25
-_BIN_COUNT = 512
 
 
 class SkinColour(NamedTuple):
-    """CIELAB planes [B, H, W] of a batch of crops and what is known about their skin."""
+    """CIELAB planes [B, H, W] of a batch of faces and what is known about their skin, per region."""
 
     lab_l: tf.Tensor
     lab_a: tf.Tensor
     lab_b: tf.Tensor
-    skin: tf.Tensor  # float32 0/1 [B, H, W]: skin pixels, pale highlights excluded
-    median_lab: tf.Tensor  # [B, 3] median L*, a*, b* over skin pixels; zeros where there is no skin
-    skin_count: tf.Tensor  # [B] number of skin pixels
+    labels: tf.Tensor  # int32 [B, H, W], the mask's labels
+    skin: tf.Tensor  # float32 0/1 [B, H, W]: labelled pixels that are skin, highlights included
+    highlight: tf.Tensor  # float32 0/1 [B, H, W]: specular highlights on skin
+    median_lab: tf.Tensor  # [B, LABELS, 3] median L*, a*, b* of well-lit skin; 0 if none
+    labelled_count: tf.Tensor  # [B, LABELS] pixels carrying each label
+    skin_count: tf.Tensor  # [B, LABELS] of them skin
 
 
 def _cube_root(t: tf.Tensor) -> tf.Tensor:
@@ -94,93 +94,60 @@ def srgb_to_lab(srgb: tf.Tensor) -> tf.Tensor:
     return tf.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)])
 
 
-def masked_median(planes: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
-    """Per-crop medians [B, C] of `planes` [C, B, N] (L*, a*, b* over skin: all in [0, 128)) over the
-    pixels where `mask` [B, N] is 1. Zeros for a crop without such a pixel.
+def skin_colour(lab: tf.Tensor, labels: tf.Tensor) -> SkinColour:
+    """Skin, highlights and the trimmed median colour of each region, from CIELAB planes [3, B, H, W]
+    and the mask's labels [B, H, W] (int32).
 
-    Read off per-crop histograms of 0.25-unit bins, interpolating within the median bin (the
-    grouped-data median): within one bin (typically 0.1 units) of the sample median, and no sort,
-    which costs far more on CPU. Skin pixels have a*, b* > 0 by the hue rule, and the sRGB gamut
-    keeps L*, a*, b* below 100.
-    """
-    channels = planes.shape[0]
-    assert channels is not None, "the number of planes must be static"
-    batch = tf.shape(mask)[0]
-    # Masked-out pixels go to one extra bin per row, past the end, which is dropped.
-    hide = (1.0 - mask) * (2.0 * _BIN_COUNT * _BIN_WIDTH)
-    hidden = tf.stack([planes[c] * mask + hide for c in range(channels)])
-    bins = tf.clip_by_value(tf.cast(hidden * (1.0 / _BIN_WIDTH), tf.int32), 0, _BIN_COUNT)
-    rows = channels * batch
-    offsets = tf.reshape(tf.range(rows) * (_BIN_COUNT + 1), [channels, -1, 1])
-    size = rows * (_BIN_COUNT + 1)
-    counts = tf.math.bincount(tf.reshape(bins + offsets, [-1]), minlength=size, maxlength=size)
-    counts = tf.reshape(counts, [rows, _BIN_COUNT + 1])[:, :_BIN_COUNT]
-    cdf = tf.cumsum(counts, axis=-1)
-    total = cdf[:, -1]
-    half = tf.cast(total, tf.float32) * 0.5
-    index = tf.reduce_sum(tf.cast(tf.cast(cdf, tf.float32) < half[:, None], tf.int32), axis=-1)
-    index = tf.minimum(index, _BIN_COUNT - 1)
-    # Count below the median bin: the cdf one bin earlier (a leading zero column stands for "none").
-    cdf_before = tf.pad(cdf, [[0, 0], [1, 0]])
-    below = tf.gather(cdf_before, index, batch_dims=1)
-    inside = tf.gather(counts, index, batch_dims=1)
-    fraction = tf.math.divide_no_nan(half - tf.cast(below, tf.float32), tf.cast(inside, tf.float32))
-    median = _BIN_WIDTH * (tf.cast(index, tf.float32) + fraction) * tf.cast(total > 0, tf.float32)
-    return tf.transpose(tf.reshape(median, [channels, -1]))
-
-
-def _absolute_skin(lab_l: tf.Tensor, lab_a: tf.Tensor, lab_b: tf.Tensor) -> tf.Tensor:
-    """The tone-independent part of the skin rule: hue window, chroma floor, not black."""
-    low, high = (math.tan(math.radians(deg)) for deg in SKIN_HUE_DEG)
-    # Hue window without atan2: with a* > 0, h_ab in [10, 80] deg <=> tan(10) a* <= b* <= tan(80) a*.
-    in_hue = (lab_a > 0.0) & (lab_b >= low * lab_a) & (lab_b <= high * lab_a)
-    chromatic = lab_a * lab_a + lab_b * lab_b >= SKIN_MIN_CHROMA**2
-    return in_hue & chromatic & (lab_l >= SKIN_MIN_L)
-
-
-def skin_colour(lab: tf.Tensor) -> SkinColour:
-    """The skin mask and median skin colour of each crop, from CIELAB planes [3, B, H, W].
-
-    Skin = hue angle h_ab in [10, 80] deg, chroma C*ab >= 6, L* >= 8 and L* no more than 25 below the
-    median L* of the pixels that pass the first three tests (two passes, each within one crop).
+    Skin = labelled and L* no more than 25 below the region's median L*. Highlight = skin with L* at
+    least 10 above the region's median, chroma at most 0.75 of the median's, a* and b* >= -3. The
+    colour median is over well-lit skin: no highlight, L* between the 50th and 90th percentile of the
+    region's other skin.
     """
     lab_l, lab_a, lab_b = lab[0], lab[1], lab[2]
-    batch = tf.shape(lab_l)[0]
-    flat = tf.reshape(lab, [3, batch, -1])
-    first = tf.reshape(tf.cast(_absolute_skin(lab_l, lab_a, lab_b), tf.float32), [batch, -1])
-    first_l = masked_median(flat[:1], first)  # [B, 1]
-    skin_flat = first * tf.cast(flat[0] >= first_l - SKIN_MAX_DARKER_L, tf.float32)
-    median_lab = masked_median(flat, skin_flat)
-    skin = tf.reshape(skin_flat, tf.shape(lab_l))
-    count = tf.reduce_sum(skin_flat, axis=1)
-    return SkinColour(lab_l, lab_a, lab_b, skin, median_lab, count)
-
-
-def specular_mask(colour: SkinColour, local_skin: tf.Tensor) -> tf.Tensor:
-    """Highlight pixels [B, H, W] (float 0/1): L* >= skin median + 10, C*ab <= 0.75 x the chroma of the
-    skin median, a* and b* >= -3, where the local skin share `local_skin` [B, H, W] is at least 0.25.
-    """
-    median_l = colour.median_lab[:, 0, None, None]
-    median_chroma_sq = tf.reduce_sum(colour.median_lab[:, 1:] ** 2, axis=-1)[:, None, None]
-    chroma_sq = colour.lab_a * colour.lab_a + colour.lab_b * colour.lab_b
-    bright = colour.lab_l >= median_l + SPECULAR_MIN_L_ABOVE
+    labelled = labels > 0
+    first_l = to_pixels(label_medians(lab[:1], labels, labelled)[:, :, 0], labels)
+    skin = labelled & (lab_l >= first_l - SKIN_MAX_DARKER_L)
+    chroma_sq = lab_a * lab_a + lab_b * lab_b
+    first = label_medians(lab, labels, skin)
+    median_chroma_sq = to_pixels(tf.reduce_sum(first[:, :, 1:] ** 2, axis=-1), labels)
+    bright = lab_l >= to_pixels(first[:, :, 0], labels) + SPECULAR_MIN_L_ABOVE
     pale = chroma_sq <= SPECULAR_MAX_CHROMA_RATIO**2 * median_chroma_sq
-    warm = (colour.lab_a >= SPECULAR_MIN_AB) & (colour.lab_b >= SPECULAR_MIN_AB)
-    within = local_skin >= SPECULAR_MIN_LOCAL_SKIN
-    return tf.cast(bright & pale & warm & within, tf.float32)
+    warm = (lab_a >= SPECULAR_MIN_AB) & (lab_b >= SPECULAR_MIN_AB)
+    highlight = skin & bright & pale & warm
+    matte = skin & ~highlight
+    lit_from = to_pixels(label_quantiles(lab[:1], labels, matte, LIT_FROM_QUANTILE)[:, :, 0], labels)
+    lit_to = to_pixels(label_quantiles(lab[:1], labels, matte, LIT_TO_QUANTILE)[:, :, 0], labels)
+    median_lab = label_medians(lab, labels, matte & (lab_l >= lit_from) & (lab_l <= lit_to))
+    labelled_count = _label_counts(labelled, labels)
+    skin_count = _label_counts(skin, labels)
+    return SkinColour(
+        lab_l,
+        lab_a,
+        lab_b,
+        labels,
+        tf.cast(skin, tf.float32),
+        tf.cast(highlight, tf.float32),
+        median_lab,
+        labelled_count,
+        skin_count,
+    )
 
 
-def shine_and_skin_share(colour: SkinColour, local_skin: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """(specular, skin_fraction) per crop [B]: the share of skin area that is specular highlight, and
-    the share of the crop that is skin (highlights on skin included), both 0..1.
-    """
-    highlight = specular_mask(colour, local_skin)
-    skin_area = tf.maximum(colour.skin, highlight)
-    return masked_mean(highlight, skin_area), tf.reduce_mean(skin_area, axis=[1, 2])
+def _label_counts(where: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    """Pixels [B, LABELS] of each label where `where` holds."""
+    return label_sums(tf.cast(where, tf.float32), segment_ids(labels, where))
 
 
-def erythema(smooth_a: tf.Tensor, median_a: tf.Tensor, skin: tf.Tensor) -> tf.Tensor:
-    """Redness of skin against its own median [B], a* units: mean over skin of max(a*, median a*).
+def shine_and_skin_share(colour: SkinColour) -> tuple[tf.Tensor, tf.Tensor]:
+    """(specular, skin_fraction) per face and label [B, LABELS]: the share of skin area that is
+    specular highlight, and the share of the label's pixels that are skin, both 0..1."""
+    specular = label_means(colour.highlight, colour.skin, colour.labels)
+    return specular, tf.math.divide_no_nan(colour.skin_count, colour.labelled_count)
+
+
+def erythema(smooth_a: tf.Tensor, colour: SkinColour) -> tf.Tensor:
+    """Redness of skin against its own median [B, LABELS], a* units: mean over a region's skin of
+    max(a*, median a*).
 
     Equivalently the skin median a* plus the mean positive excess of (sigma-1 smoothed) a* over it:
     CIELAB a* is the standard colorimetric redness axis for erythema (e.g. Takiwaki 1998, "Measurement
@@ -188,15 +155,16 @@ def erythema(smooth_a: tf.Tensor, median_a: tf.Tensor, skin: tf.Tensor) -> tf.Te
     never falls when any pixel reddens; the excess alone would, since red lesions also raise the
     median. erythema - lab_a is the local, blotchy part.
     """
-    return masked_mean(tf.maximum(smooth_a, median_a[:, None, None]), skin)
+    median_a = to_pixels(colour.median_lab[:, :, 1], colour.labels)
+    return label_means(tf.maximum(smooth_a, median_a), colour.skin, colour.labels)
 
 
 def ita_degrees(median_lab: tf.Tensor) -> tf.Tensor:
-    """Individual typology angle ITA = atan((L* - 50) / b*) x 180 / pi (Chardon et al. 1991) [B].
+    """Individual typology angle ITA = atan((L* - 50) / b*) x 180 / pi (Chardon et al. 1991) [...].
 
     Computed as atan2(L* - 50, max(b*, 1e-3)), equal to the formula for b* > 0, so b* at or below 0
     gives +-90 deg instead of a division by zero. Categories (del Bino & Bernerd 2013): very light > 55,
     light 41-55, intermediate 28-41, tan 10-28, brown -30-10, dark < -30.
     """
-    lab_l, lab_b = median_lab[:, 0], median_lab[:, 2]
+    lab_l, lab_b = median_lab[..., 0], median_lab[..., 2]
     return tf.atan2(lab_l - 50.0, tf.maximum(lab_b, 1e-3)) * (180.0 / math.pi)

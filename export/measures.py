@@ -1,5 +1,6 @@
-"""The measured (not learned) skin signals of the served model, as fixed TensorFlow ops and Keras layers:
-`compute_signals` fills the contract's "signals" output, `redness_peaks` is model version 1's acne head.
+"""The measured (not learned) skin signals of the served model, as fixed TensorFlow ops: `compute_signals`
+fills the contract's "signals" output per face and region, `redness_peaks` is the fixed-filter acne head.
+Inputs are the contract's aligned face and its region mask; every statistic is per face and region.
 """
 
 from __future__ import annotations
@@ -7,19 +8,12 @@ from __future__ import annotations
 import logging
 from typing import NamedTuple
 
-import keras
 import numpy as np
 import tensorflow as tf
 
-from export.colour import (
-    SkinColour,
-    erythema,
-    ita_degrees,
-    shine_and_skin_share,
-    skin_colour,
-    srgb_to_lab,
-)
-from export.filters import gaussian_kernel, hessian_eigenvalues, separable_filter, wide_filter
+from export.colour import SkinColour, erythema, ita_degrees, shine_and_skin_share, skin_colour, srgb_to_lab
+from export.filters import gaussian_kernel, hessian_eigenvalues, separable_filter
+from export.labels import LABELS
 from export.texture import (
     cell_variance_in_lightness,
     dark_spot_share,
@@ -32,32 +26,28 @@ from serving import contract
 
 logger = logging.getLogger(__name__)
 
-# Crops are read at two resolutions: the contract's 160 px only for the finest roughness (texture), an
-# 80 px copy (2x2 means) for everything else. A cheek crop spans ~60 px of a ~300 px face box, so 1 px
-# at 80 is ~0.75 px of the face box, roughly 0.4 mm of skin.
-FINE_SIZE = contract.REGION_SIZE_PX
+# The aligned face is read at two resolutions: full (384 px) only for the finest roughness (texture), a
+# half-resolution copy (2x2 means, 192 px) for everything else. At the aligned scale the forehead-to-chin
+# distance is 288 px of the full image, about 0.6 mm of skin per pixel, so 1 px of the copy is ~1.2 mm.
+FINE_SIZE = contract.FACE_SIZE_PX
 WORK_SIZE = FINE_SIZE // 2
 # Rec. 709 luma weights on the encoded values: the grey level whose fine variance is the texture.
 _LUMA = np.array([0.2126, 0.7152, 0.0722])
-# Filter scales on the 80 px copy. SMOOTH: 1 px, enough to keep single-pixel JPEG noise from reading as
-# a spot or as redness. RIDGE: Hessian scale; a fine forehead line 1-2 mm wide is 2-4 px wide here.
-# SURROUND: the skin-weighted local mean that spots and papules are compared with, 8 px (~3 mm):
-# wider than a lentigo or a papule, narrower than the crop, so slow shading is followed. Its filter
-# matrix is applied at rank 12 (see filters.wide_filter).
+# Filter scales on the half-resolution copy. SMOOTH: 1 px, enough to keep single-pixel JPEG noise from
+# reading as a spot or as redness. RIDGE: Hessian scale; a forehead line 2-4 mm wide is 2-3 px wide
+# here. SURROUND: the skin-weighted local mean that spots and papules are compared with, 4 px (~5 mm):
+# wider than a papule or a lentigo, narrow enough to follow slow shading across a cheek.
 SMOOTH_SIGMA = 1.0
-RIDGE_SIGMA = 2.0
-SURROUND_SIGMA = 8.0
-SURROUND_RANK = 12
+RIDGE_SIGMA = 1.5
+SURROUND_SIGMA = 4.0
 # Redness peaks: a candidate's smoothed a* must exceed the skin around it by this floor; its score
-# saturates as 1 - exp(-(excess - floor) / scale). Over the 24 congress portraits' crops, 99% of the
-# local a* maxima on skin stay below 5 and the median crop has 1 candidate above 4; planted papules
-# reach 6-12.
+# saturates as 1 - exp(-(excess - floor) / scale).
 PEAK_MIN_EXCESS_A = 4.0
 PEAK_SCORE_SCALE_A = 4.0
 
 
 class _Maps(NamedTuple):
-    """Per-pixel maps [B, 80, 80] and per-crop colour, shared by the signals and the redness peaks."""
+    """Per-pixel maps [B, 192, 192] and per-region colour, shared by the signals and the redness peaks."""
 
     colour: SkinColour
     smooth_l: tf.Tensor  # L* at sigma 1
@@ -67,7 +57,7 @@ class _Maps(NamedTuple):
     local_l: tf.Tensor  # skin-weighted local mean L*
     local_a: tf.Tensor  # skin-weighted local mean a*
     local_skin: tf.Tensor  # local share of skin pixels
-    cell_variance: tf.Tensor  # L* variance within each 2x2 cell of the 160 px crop
+    cell_variance: tf.Tensor  # L* variance within each 2x2 cell of the full-resolution face
 
 
 def _cell_weights() -> tuple[np.ndarray, np.ndarray]:
@@ -86,8 +76,8 @@ def _cell_weights() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _pool_cells(pixels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """sRGB [B, 160, 160, 3] -> 2x2 mean sRGB planes [3, B*80*80] and within-cell luma variance
-    [B, 80, 80], by reshapes and two small matrix products (CPU avg_pool costs several times more).
+    """sRGB [B, 384, 384, 3] -> 2x2 mean sRGB planes [3, B*192*192] and within-cell luma variance
+    [B, 192, 192], by reshapes and two small matrix products (CPU avg_pool costs several times more).
 
     The means are of encoded values, not of linear light: across 2 px of skin the two differ by a small
     fraction of an L* unit.
@@ -101,16 +91,27 @@ def _pool_cells(pixels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return planes[:3], tf.reshape(energy, [-1, WORK_SIZE, WORK_SIZE]) * (1.0 / 16.0)
 
 
-def _maps(regions: tf.Tensor) -> _Maps:
-    """Every per-pixel map the measures need, from uint8 crops [B, 160, 160, 3]."""
-    regions = tf.convert_to_tensor(regions)
-    if regions.dtype != tf.uint8:
-        raise TypeError(f"regions must be uint8, got {regions.dtype.name}")
-    if not regions.shape.is_compatible_with([None, FINE_SIZE, FINE_SIZE, 3]):
-        raise ValueError(f"regions must be [B, {FINE_SIZE}, {FINE_SIZE}, 3], got {regions.shape}")
-    regions = tf.ensure_shape(regions, [None, FINE_SIZE, FINE_SIZE, 3])
-    srgb, luma_variance = _pool_cells(tf.cast(regions, tf.float32))
-    colour = skin_colour(tf.reshape(srgb_to_lab(srgb), [3, -1, WORK_SIZE, WORK_SIZE]))
+def _checked(face: tf.Tensor, mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """The inputs as tensors of the contract's dtypes and shapes; raises TypeError or ValueError."""
+    face, mask = tf.convert_to_tensor(face), tf.convert_to_tensor(mask)
+    if face.dtype != tf.uint8 or mask.dtype != tf.uint8:
+        raise TypeError(f"face and mask must be uint8, got {face.dtype.name} and {mask.dtype.name}")
+    if not face.shape.is_compatible_with([None, FINE_SIZE, FINE_SIZE, 3]):
+        raise ValueError(f"face must be [B, {FINE_SIZE}, {FINE_SIZE}, 3], got {face.shape}")
+    if not mask.shape.is_compatible_with([None, FINE_SIZE, FINE_SIZE]):
+        raise ValueError(f"mask must be [B, {FINE_SIZE}, {FINE_SIZE}], got {mask.shape}")
+    face = tf.ensure_shape(face, [None, FINE_SIZE, FINE_SIZE, 3])
+    return face, tf.ensure_shape(mask, [None, FINE_SIZE, FINE_SIZE])
+
+
+def _maps(face: tf.Tensor, mask: tf.Tensor) -> _Maps:
+    """Every per-pixel map the measures need, from uint8 faces [B, 384, 384, 3] and masks [B, 384, 384]."""
+    face, mask = _checked(face, mask)
+    srgb, luma_variance = _pool_cells(tf.cast(face, tf.float32))
+    # Each 2x2 cell takes the label of its lower-right pixel: labels are categories, not averageable.
+    labels = tf.cast(mask[:, 1::2, 1::2], tf.int32)
+    labels = tf.where(labels <= LABELS, labels, 0)
+    colour = skin_colour(tf.reshape(srgb_to_lab(srgb), [3, -1, WORK_SIZE, WORK_SIZE]), labels)
     lab_l, lab_a, skin = colour.lab_l, colour.lab_a, colour.skin
     smooth = gaussian_kernel(SMOOTH_SIGMA, 0)
     ridge = [gaussian_kernel(RIDGE_SIGMA, order) for order in range(3)]
@@ -120,9 +121,9 @@ def _maps(regions: tf.Tensor) -> _Maps:
         kernels_y=[smooth, ridge[0], ridge[2], ridge[1]],
         kernels_x=[smooth, ridge[2], ridge[0], ridge[1]],
     )
-    sums = wide_filter(
-        tf.stack([lab_l * skin, lab_a * skin, skin]), gaussian_kernel(SURROUND_SIGMA, 0), SURROUND_RANK
-    )
+    surround = gaussian_kernel(SURROUND_SIGMA, 0)
+    planes = tf.concat([lab_l * skin, lab_a * skin, skin], axis=0)
+    sums = tf.reshape(separable_filter(planes, [surround], [surround])[0], [3, -1, WORK_SIZE, WORK_SIZE])
     ridge_max, ridge_min = hessian_eigenvalues(of_l[1], of_l[2], of_l[3])
     local_skin = sums[2]
     return _Maps(
@@ -139,28 +140,29 @@ def _maps(regions: tf.Tensor) -> _Maps:
 
 
 def _signals(maps: _Maps) -> tf.Tensor:
-    """The contract's signal columns [B, len(SIGNAL_NAMES)] from the shared maps."""
-    colour, skin = maps.colour, maps.colour.skin
+    """The contract's signals [B, LABELS, len(SIGNAL_NAMES)] from the shared maps."""
+    colour = maps.colour
+    skin, labels = colour.skin, colour.labels
     darker = maps.local_l - maps.smooth_l
-    specular, skin_fraction = shine_and_skin_share(colour, maps.local_skin)
+    specular, skin_fraction = shine_and_skin_share(colour)
     columns = {
-        "lab_l": colour.median_lab[:, 0],
-        "lab_a": colour.median_lab[:, 1],
-        "lab_b": colour.median_lab[:, 2],
+        "lab_l": colour.median_lab[:, :, 0],
+        "lab_a": colour.median_lab[:, :, 1],
+        "lab_b": colour.median_lab[:, :, 2],
         "ita_deg": ita_degrees(colour.median_lab),
-        "erythema": erythema(maps.smooth_a, colour.median_lab[:, 1], skin),
-        "pigment_spots": dark_spot_share(darker, maps.ridge_max, maps.ridge_min, skin),
-        "pigment_unevenness": pigment_unevenness(darker, skin),
-        "wrinkles": wrinkle_strength(maps.ridge_max, maps.ridge_min, skin),
-        "pores": pore_darkness(maps.smooth_l, colour.lab_l, skin),
-        "texture": fine_roughness(maps.cell_variance, skin),
+        "erythema": erythema(maps.smooth_a, colour),
+        "pigment_spots": dark_spot_share(darker, maps.ridge_max, maps.ridge_min, skin, labels),
+        "pigment_unevenness": pigment_unevenness(darker, skin, labels),
+        "wrinkles": wrinkle_strength(maps.ridge_max, maps.ridge_min, skin, labels),
+        "pores": pore_darkness(maps.smooth_l, colour.lab_l, skin, labels),
+        "texture": fine_roughness(maps.cell_variance, skin, labels),
         "specular": specular,
         "skin_fraction": skin_fraction,
     }
     signals = tf.stack([columns[name] for name in contract.SIGNAL_NAMES], axis=-1)
-    # A crop without skin (e.g. the black fill of a region outside the photo) reports zeros, never NaN
-    # or the -90 deg ITA of an empty median; post-scoring skips it on skin_fraction.
-    return signals * tf.cast(colour.skin_count > 0, tf.float32)[:, None]
+    # A region without skin (not visible, outside the photo) reports zeros, never NaN or the -90 deg ITA
+    # of an empty median; post-scoring skips it on skin_fraction.
+    return signals * tf.cast(colour.skin_count > 0, tf.float32)[:, :, None]
 
 
 def _neighbourhood_max(values: tf.Tensor) -> tf.Tensor:
@@ -179,7 +181,7 @@ def _peaks(maps: _Maps, max_peaks: int) -> tf.Tensor:
     top, index = tf.math.top_k(candidate, k=k, sorted=True)
     found = tf.cast(top > 0.0, tf.float32)
     score = (1.0 - tf.exp(-tf.nn.relu(top - PEAK_MIN_EXCESS_A) / PEAK_SCORE_SCALE_A)) * found
-    # Pixel centres of the 80 px grid, relative to the crop.
+    # Pixel centres of the half-resolution grid, relative to the face image.
     y = (tf.cast(index // WORK_SIZE, tf.float32) + 0.5) * (found / WORK_SIZE)
     x = (tf.cast(index % WORK_SIZE, tf.float32) + 0.5) * (found / WORK_SIZE)
     rows = tf.stack([y, x, score], axis=-1)
@@ -190,60 +192,37 @@ def _peaks(maps: _Maps, max_peaks: int) -> tf.Tensor:
 
 # Plain graph construction with no tensor-dependent Python control flow: AutoGraph would only spend
 # seconds rewriting it at every trace.
-@tf.autograph.experimental.do_not_convert
-def compute_signals(regions: tf.Tensor) -> tf.Tensor:
-    """uint8 region crops [B, 160, 160, 3] -> float32 [B, len(SIGNAL_NAMES)] in the contract's order.
 
-    Each row depends on its own crop alone (no batch statistics); a crop without skin gives a row of
+
+# Plain graph construction with no tensor-dependent Python control flow: AutoGraph would only spend
+# seconds rewriting it at every trace.
+@tf.autograph.experimental.do_not_convert
+def compute_signals(face: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """uint8 faces [B, 384, 384, 3] and masks [B, 384, 384] -> float32 [B, LABELS, len(SIGNAL_NAMES)].
+
+    Each row depends on its own face alone (no batch statistics); a label without skin gives a row of
     zeros. Each column's formula and source is in the docstring of the function computing it
-    (export.colour, export.texture). Raises TypeError for a non-uint8 input and ValueError for a shape
-    other than [B, 160, 160, 3].
+    (export.colour, export.texture). Raises TypeError for non-uint8 inputs and ValueError for shapes
+    other than the contract's.
     """
-    return _signals(_maps(regions))
+    return _signals(_maps(face, mask))
 
 
 @tf.autograph.experimental.do_not_convert
-def redness_peaks(regions: tf.Tensor, max_peaks: int) -> tf.Tensor:
-    """Fixed-filter papule detector: uint8 crops [B, 160, 160, 3] -> float32 [B, max_peaks, 3].
+def redness_peaks(face: tf.Tensor, mask: tf.Tensor, max_peaks: int) -> tf.Tensor:
+    """Fixed-filter papule detector: uint8 faces and masks -> float32 [B, max_peaks, 3].
 
-    Rows are (y, x, score), y and x relative to the crop, best first, zero rows past the last
+    Rows are (y, x, score), y and x relative to the face image, best first, zero rows past the last
     candidate. A candidate is a 3x3 local maximum, on skin, of the papule response: CIELAB a* smoothed
-    at sigma 1 px minus its skin-weighted Gaussian surround at sigma 8 px (both on the 80 px copy), a
-    difference-of-Gaussians band that answers red blobs ~1-6 mm across on a cheek crop, kept when above
-    4 a* units; score = 1 - exp(-(response - 4) / 4). Raises as `compute_signals`.
+    at sigma 1 px minus its skin-weighted Gaussian surround at sigma 4 px (both on the half-resolution
+    copy), a difference-of-Gaussians band that answers red blobs ~2-8 mm across, kept when above 4 a*
+    units; score = 1 - exp(-(response - 4) / 4). Raises as `compute_signals`.
     """
-    return _peaks(_maps(regions), max_peaks)
+    return _peaks(_maps(face, mask), max_peaks)
 
 
 @tf.autograph.experimental.do_not_convert
-def measure_regions(regions: tf.Tensor, max_peaks: int) -> tuple[tf.Tensor, tf.Tensor]:
-    """(`compute_signals`, `redness_peaks`) from one shared pass over the crops."""
-    maps = _maps(regions)
+def measure_faces(face: tf.Tensor, mask: tf.Tensor, max_peaks: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """(`compute_signals`, `redness_peaks`) from one shared pass over the faces."""
+    maps = _maps(face, mask)
     return _signals(maps), _peaks(maps, max_peaks)
-
-
-class SkinSignals(keras.layers.Layer):
-    """`compute_signals` as a weightless Keras layer."""
-
-    def call(self, regions: tf.Tensor) -> tf.Tensor:
-        return compute_signals(regions)
-
-    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
-        return (input_shape[0], len(contract.SIGNAL_NAMES))
-
-
-class RednessPeaks(keras.layers.Layer):
-    """`redness_peaks` as a weightless Keras layer: the acne head of model version 1."""
-
-    def __init__(self, max_peaks: int = contract.MAX_LESIONS, **kwargs: object) -> None:
-        super().__init__(**kwargs)
-        self.max_peaks = max_peaks
-
-    def call(self, regions: tf.Tensor) -> tf.Tensor:
-        return redness_peaks(regions, self.max_peaks)
-
-    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
-        return (input_shape[0], self.max_peaks, 3)
-
-    def get_config(self) -> dict[str, object]:
-        return {**super().get_config(), "max_peaks": self.max_peaks}

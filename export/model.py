@@ -1,12 +1,15 @@
 """The served model: one tf.Module whose serving signature follows serving/contract.py.
 
-The measured concerns are fixed filters (export/measures.py); the acne head is either the fixed
-redness-peak filter (version 1) or the detector learned from ACNE04 (export/acne/). Either head can be
-swapped without the orchestrator noticing, because the signature never changes.
+Inputs are the aligned face and its region mask; the measured concerns are fixed filters
+(export/measures.py) read per region under the mask, and the acne head runs over the whole face image
+with its candidates kept only on skin (mask label > 0). The head is either the fixed redness-peak filter
+or a detector learned from ACNE04 (export/acne/); either can be swapped without the orchestrator
+noticing, because the signature never changes.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +17,8 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from export.acne.network import build_detector, decode_peaks, heatmap_probabilities
-from export.measures import measure_regions
+from export.acne.network import OUTPUT_STRIDE, build_detector, decode_peaks, heatmap_probabilities
+from export.measures import measure_faces
 from serving import contract
 
 logger = logging.getLogger(__name__)
@@ -23,51 +26,74 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DetectorHead:
-    """Where the learned acne detector's weights are and how it is run on a region crop."""
+    """Where a learned acne detector's weights are and which network they belong to."""
 
     weights: Path
+    network: str = "plain"  # "plain": export.acne.network.build_detector; "lite": the EfficientNet one
     width: int = 24
     context: bool = False  # the stride-32 level of build_detector
-    # Crops are resized to this side before the detector (the scale it was trained for).
-    input_px: int = contract.REGION_SIZE_PX
     # Average with a mirrored pass: a little more accurate, twice the detector's time.
     flip_tta: bool = False
 
+    @classmethod
+    def from_dir(cls, folder: Path) -> DetectorHead:
+        """The head trained into `folder` (detector.weights.h5 and acne_calibration.json)."""
+        params = json.loads((folder / "acne_calibration.json").read_text())
+        return cls(
+            weights=folder / "detector.weights.h5",
+            network=str(params.get("network", "plain")),
+            width=int(params.get("width", 24)),
+            context=bool(params.get("context", False)),
+        )
+
+    def build(self) -> keras.Model:
+        """The served (batch-norm folded) network with its weights loaded."""
+        if self.network == "lite":
+            from export.acne.lite_detector import build_lite_detector
+
+            model = build_lite_detector(batch_norm=False)
+        else:
+            model = build_detector(width=self.width, context=self.context)
+        model.load_weights(str(self.weights))
+        return model
+
 
 def input_signature() -> list[tf.TensorSpec]:
-    spec = contract.INPUT
-    return [tf.TensorSpec(spec.shape, tf.as_dtype(spec.dtype), name=spec.name)]
+    return [tf.TensorSpec(spec.shape, tf.as_dtype(spec.dtype), name=spec.name) for spec in contract.INPUTS]
+
+
+def skin_cells(mask: tf.Tensor) -> tf.Tensor:
+    """1 for each heatmap cell [B, H/4, W/4, 1] holding any skin pixel of the mask [B, H, W], else 0."""
+    skin = tf.cast(mask > contract.NOT_SKIN, tf.float32)[..., None]
+    return tf.nn.max_pool2d(skin, ksize=OUTPUT_STRIDE, strides=OUTPUT_STRIDE, padding="VALID")
 
 
 class SkinModel(tf.Module):
-    """Region crops in, the contract's outputs out; every output row depends on its input row only."""
+    """Aligned faces and masks in, the contract's outputs out; every output row depends on its own face."""
 
     def __init__(self, head: DetectorHead | None = None) -> None:
         super().__init__(name="skin_model")
         self.head = head
-        self.detector: keras.Model | None = None
-        if head is not None:
-            self.detector = build_detector(width=head.width, context=head.context)
-            self.detector.load_weights(str(head.weights))
+        self.detector: keras.Model | None = head.build() if head is not None else None
         self.serve = tf.function(self._serve, input_signature=input_signature())
 
-    def _serve(self, regions: tf.Tensor) -> dict[str, tf.Tensor]:
-        signals, redness = measure_regions(regions, contract.MAX_LESIONS)
+    def _serve(self, face: tf.Tensor, mask: tf.Tensor) -> dict[str, tf.Tensor]:
+        signals, redness = measure_faces(face, mask, contract.MAX_LESIONS)
         if self.detector is None or self.head is None:
             peaks = redness
         else:
-            images = tf.cast(regions, tf.float32)
-            if self.head.input_px != contract.REGION_SIZE_PX:
-                size = (self.head.input_px, self.head.input_px)
-                images = tf.image.resize(images, size, method="bilinear")
-            heatmap = heatmap_probabilities(self.detector, images, flip_tta=self.head.flip_tta)
-            peaks = decode_peaks(heatmap, contract.MAX_LESIONS)
+            heatmap = heatmap_probabilities(
+                self.detector, tf.cast(face, tf.float32), flip_tta=self.head.flip_tta
+            )
+            peaks = decode_peaks(heatmap * skin_cells(mask), contract.MAX_LESIONS)
         return {
-            "signals": tf.ensure_shape(signals, [None, len(contract.SIGNAL_NAMES)]),
+            "signals": tf.ensure_shape(
+                signals, [None, len(contract.LABEL_NAMES), len(contract.SIGNAL_NAMES)]
+            ),
             "acne_peaks": tf.ensure_shape(peaks, [None, contract.MAX_LESIONS, 3]),
         }
 
     def describe(self) -> str:
         if self.head is None:
             return "fixed filters; acne head: redness peaks (difference of Gaussians on CIELAB a*)"
-        return f"fixed filters; acne head: ACNE04 detector ({self.head.weights.name})"
+        return f"fixed filters; acne head: ACNE04 detector ({self.head.network}, {self.head.weights.name})"

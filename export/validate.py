@@ -62,7 +62,7 @@ def check_signature(path: Path, report: ValidationReport) -> None:
         "method is predict",
         f"method_name {signature.method_name!r}, expected {contract.METHOD_NAME!r}",
     )
-    expected = {contract.INPUT.name: contract.INPUT}
+    expected = {spec.name: spec for spec in contract.INPUTS}
     for kind, infos, specs in (
         ("input", signature.inputs, expected),
         ("output", signature.outputs, {spec.name: spec for spec in contract.OUTPUTS}),
@@ -114,9 +114,10 @@ def check_assets(path: Path, version: int, report: ValidationReport) -> None:
 
 
 def edited_crops(crops: NDArray[np.uint8]) -> NDArray[np.uint8]:
-    """Four edits of every RGB crop [N, H, W, 3], each moving a kind of measurement the warmup's smooth
-    synthetic skin leaves still: small dark spots, a specular highlight, half the crop covered by a
-    colour no skin has, and dark lines. Sizes follow the crops' own; other inputs come back unedited."""
+    """Four edits of every RGB image [N, H, W, 3] (faces, each edit after its face's others), each moving
+    a kind of measurement the warmup's smooth synthetic skin leaves still: small dark spots, a specular
+    highlight, half the image covered by a colour no skin has, and dark lines. Sizes follow the images'
+    own; other inputs come back empty."""
     if crops.ndim != 4 or crops.shape[-1] != 3:
         return crops[:0]
     height, width = crops.shape[1:3]
@@ -152,12 +153,22 @@ def check_behaviour(path: Path, report: ValidationReport) -> None:
     batches = []
     for raw in tf.data.TFRecordDataset(str(records)):
         log = prediction_log_pb2.PredictionLog.FromString(raw.numpy())
-        batches.append(make_ndarray(log.predict_log.request.inputs[contract.INPUT.name]))
-    if not report.check(bool(batches), "warmup records readable", "no warmup records"):
+        inputs = log.predict_log.request.inputs
+        batches.append({name: make_ndarray(inputs[name]) for name in contract.INPUT_NAMES if name in inputs})
+    if not report.check(
+        bool(batches) and all(len(b) == len(contract.INPUT_NAMES) for b in batches),
+        "warmup records readable",
+        "no warmup records, or records without every input",
+    ):
         return
-    largest = max(batches, key=lambda b: b.shape[0])
-    inputs = np.concatenate([largest, edited_crops(largest)])
-    outputs = {k: v.numpy() for k, v in serve(**{contract.INPUT.name: tf.constant(inputs)}).items()}
+    largest = max(batches, key=lambda b: b["face"].shape[0])
+    edits = edited_crops(largest["face"])
+    per_face = len(edits) // max(1, len(largest["face"]))
+    inputs = {
+        "face": np.concatenate([largest["face"], edits]),
+        "mask": np.concatenate([largest["mask"], np.repeat(largest["mask"], per_face, axis=0)]),
+    }
+    outputs = {k: v.numpy() for k, v in serve(**{n: tf.constant(a) for n, a in inputs.items()}).items()}
     signals, peaks = outputs["signals"], outputs["acne_peaks"]
     report.check(
         bool(np.all(np.isfinite(signals)) and np.all(np.isfinite(peaks))),
@@ -167,13 +178,14 @@ def check_behaviour(path: Path, report: ValidationReport) -> None:
     report.check(
         bool(np.all((peaks >= 0.0) & (peaks <= 1.0))), "acne_peaks within [0, 1]", "acne_peaks outside [0, 1]"
     )
-    constant = constant_signals(signals)
+    faces = len(inputs["face"])
+    constant = constant_signals(signals.reshape(-1, signals.shape[-1]))
     report.check(
         not constant,
-        f"every signal varies across {len(inputs)} validation crops",
-        f"signals constant across {len(inputs)} validation crops: {', '.join(constant)}",
+        f"every signal varies across {faces} validation faces",
+        f"signals constant across {faces} validation faces: {', '.join(constant)}",
     )
-    single = {k: v.numpy() for k, v in serve(**{contract.INPUT.name: tf.constant(inputs[:1])}).items()}
+    single = {k: v.numpy() for k, v in serve(**{n: tf.constant(a[:1]) for n, a in inputs.items()}).items()}
     same = all(np.allclose(single[k][0], outputs[k][0], rtol=1e-4, atol=1e-3) for k in outputs)
     report.check(same, "rows independent of their batch", "a row's output changes with its batch")
 

@@ -12,6 +12,7 @@
     │   └── RateLimited             429 RATE_LIMITED (Retry-After)
     └── ModelError                  5xx: the model server is at fault
         ├── ModelUnavailable        503 MODEL_UNAVAILABLE (Retry-After)
+        │   └── VersionGone         503: the version asked for was unloaded (the router picks again)
         ├── ModelTimeout            504 MODEL_TIMEOUT
         └── ModelBadResponse        502 MODEL_BAD_RESPONSE
 
@@ -100,6 +101,12 @@ class ModelUnavailable(ModelError):
     status = 503
     code = "MODEL_UNAVAILABLE"
     default_message = "The model is not available right now; retry shortly."
+
+
+class VersionGone(ModelUnavailable):
+    """The model server no longer serves the version a request named; retried on another version."""
+
+    default_message = "The model version was unloaded; retry shortly."
 
 
 class ModelTimeout(ModelError):

@@ -1,4 +1,5 @@
-"""The request path as a pipeline: decode -> detect face -> crop regions -> predict -> post-score -> answer.
+"""The request path as a pipeline: decode -> face (detect, landmarks, pose, align, regions) -> predict ->
+post-score -> answer.
 
 Each stage is timed; the answer names the model version that produced it and is scored with that
 version's calibration. Raises Shine's errors only.
@@ -6,31 +7,28 @@ version's calibration. Raises Shine's errors only.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import os
-import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
+
 from orchestrator.decode.images import decode_image
-from orchestrator.errors import FaceTooSmall, NoFaceFound
-from orchestrator.face.detection import FaceDetector
-from orchestrator.face.quality import QualityMeter
-from orchestrator.face.regions import crop_regions, to_image_point
+from orchestrator.errors import FaceTooSmall, VersionGone
+from orchestrator.face.quality import measure_quality
+from orchestrator.face.views import FaceGeometry, Geometry
 from orchestrator.predict.client import PredictClient
+from orchestrator.predict.prediction import Prediction
+from orchestrator.predict.routing import VersionRouter
+from orchestrator.scoring.concerns import lesion_labels, usable_labels
 from orchestrator.scoring.recommendations import Recommender
 from orchestrator.scoring.scorer import ScorerRegistry
 from orchestrator.settings import Settings
 from serving import contract
 
 logger = logging.getLogger(__name__)
-
-# Concerns that need colour; a greyscale photo cannot show them.
-COLOUR_CONCERNS = ("redness",)
 
 
 class Timer:
@@ -54,80 +52,67 @@ class Pipeline:
     def __init__(
         self,
         settings: Settings,
-        detector: FaceDetector,
+        geometry: FaceGeometry,
         client: PredictClient,
+        router: VersionRouter,
         scorers: ScorerRegistry,
         recommender: Recommender,
-        quality: QualityMeter | None = None,
     ) -> None:
         self.settings = settings
-        self.detector = detector
+        self.geometry = geometry
         self.client = client
+        self.router = router
         self.scorers = scorers
         self.recommender = recommender
-        self.quality = quality or QualityMeter()
-        self._side_lock = threading.Lock()
-        self._side: tuple[int, ThreadPoolExecutor] | None = None
 
-    def _side_pool(self) -> ThreadPoolExecutor:
-        """Threads for work that overlaps the Predict wait, made in the process that uses them: the
-        pipeline is built in gunicorn's master and threads do not survive the fork into workers."""
-        with self._side_lock:
-            if self._side is None or self._side[0] != os.getpid():
-                self._side = (os.getpid(), ThreadPoolExecutor(4, thread_name_prefix="shine-side"))
-            return self._side[1]
-
-    def analyze(self, data: bytes, timer: Timer) -> dict[str, Any]:
-        """Analyse one photo. Raises InvalidImage, UnsupportedFormat, ImageTooLargePixels, NoFaceFound,
-        FaceTooSmall, ModelUnavailable, ModelTimeout, ModelBadResponse."""
+    def analyze(self, data: bytes, timer: Timer, view: str = "auto") -> dict[str, Any]:
+        """Analyse one photo; `view` is one of face.views.VIEW_REQUESTS. Raises InvalidImage,
+        UnsupportedFormat, ImageTooLargePixels, NoFaceFound, FaceTooSmall, ModelUnavailable,
+        ModelTimeout, ModelBadResponse."""
         settings = self.settings
         with timer.stage("decode"):
             image = decode_image(
                 data, max_pixels=settings.max_image_pixels, long_side_px=settings.decode_long_side_px
             )
-        with timer.stage("detect"):
-            faces = self.detector.detect(image.rgb)
-        if not faces:
-            raise NoFaceFound()
-        face = faces[0]
-        face_px = round(face.box.width / image.scale)
-        if face_px < settings.min_face_px:
+        with timer.stage("face"):
+            geometry = self.geometry.analyse(image.rgb, view)
+        face_px = round(geometry.face_width_px / image.scale)
+        if geometry.view != "closeup" and face_px < settings.min_face_px:
             raise FaceTooSmall(
                 f"The face is {face_px} px wide; Shine needs at least {settings.min_face_px} px. "
                 "Move closer or use a higher-resolution photo."
             )
-        with timer.stage("crop"):
-            crops = crop_regions(image.rgb, face.box)
-        # Photo quality needs only the pixels: measured while the model server works (OpenCV and the
-        # gRPC wait both release the GIL).
-        quality_future = self._side_pool().submit(self.quality.measure, image.rgb, face.box, face_px, [])
+        with timer.stage("quality"):
+            quality = measure_quality(geometry, face_px)
         with timer.stage("predict"):
-            prediction = self.client.predict(crops.batch)
-        measured = quality_future.result()
+            prediction = self._predict(geometry)
         with timer.stage("postscore"):
-            scored = self.scorers.for_version(prediction.version).score(prediction, crops.coverage)
+            mask = geometry.mask
+            usable = usable_labels(prediction.signals, mask.pixels, mask.visible)
+            peak_labels = lesion_labels(prediction.acne_peaks, mask.labels)
+            scored = self.scorers.for_version(prediction.version).score(
+                prediction, peak_labels, usable, colour=not image.grayscale
+            )
+            concerns = scored["concerns"]
+            self._place_lesions(concerns["acne"], geometry, image.scale)
             warnings = []
-            if len(faces) > 1:
+            if geometry.faces_detected > 1:
                 warnings.append("MULTIPLE_FACES")
             if image.grayscale:
                 warnings.append("GRAYSCALE_IMAGE")
-            if min(crops.coverage) < 1.0:
+            if "outside_photo" in mask.reasons.values():
                 warnings.append("FACE_PARTLY_OUTSIDE")
-            if sum(scored["usable_regions"].values()) < len(contract.REGION_NAMES):
-                warnings.append("REGIONS_SKIPPED")
-            quality = dataclasses.replace(measured, warnings=warnings + measured.warnings)
-            concerns = scored["concerns"]
-            if image.grayscale:
-                for name in COLOUR_CONCERNS:
-                    concerns[name].update(score=None, severity=None, raw=None)
-                scored["skin_tone"] = {"ita_deg": None, "category": None, "lab": None}
-            self._place_lesions(concerns["acne"], crops.boxes, image.scale)
+            if geometry.view != "closeup" and not all(usable[r] for r in contract.REGION_NAMES):
+                warnings.append("REGIONS_NOT_VISIBLE")
+            quality_dict = quality.as_dict()
+            quality_dict["warnings"] = warnings + quality.warnings
         return {
             "model": {"name": prediction.model_name, "version": prediction.version},
-            "faces_detected": len(faces),
+            "view": geometry.view,
+            "faces_detected": geometry.faces_detected,
             "face": {
-                "box": _box_dict(face.box, image.scale),
-                "confidence": face.confidence,
+                "box": _box_dict(geometry.box, image.scale),
+                "confidence": geometry.confidence,
             },
             "image": {
                 "format": image.format,
@@ -135,11 +120,8 @@ class Pipeline:
                 "height_px": image.height_px,
                 "exif_orientation": image.exif_orientation,
             },
-            "regions": {
-                name: _box_dict(box, image.scale)
-                for name, box in zip(contract.REGION_NAMES, crops.boxes, strict=True)
-            },
-            "quality": quality.as_dict(),
+            "regions": _regions(geometry, usable, image.scale),
+            "quality": quality_dict,
             "skin_tone": scored["skin_tone"],
             "skin_type": scored["skin_type"],
             "concerns": concerns,
@@ -147,14 +129,46 @@ class Pipeline:
             "recommendations": self.recommender.recommend(concerns, scored["skin_type"]),
         }
 
+    def _predict(self, geometry: Geometry) -> Prediction:
+        """Send the face to the version the router chooses; a version unloaded under the request is
+        forgotten and the request goes to the next choice, once."""
+        version = self.router.choose()
+        try:
+            return self.client.predict(geometry.face, geometry.mask.labels, version)
+        except VersionGone:
+            logger.warning("model version %d went away during a request; choosing again", version)
+            self.router.forget(version)
+            return self.client.predict(geometry.face, geometry.mask.labels, self.router.choose())
+
     @staticmethod
-    def _place_lesions(acne: dict[str, Any], boxes: tuple[Any, ...], scale: float) -> None:
-        """Add each lesion's position in original-photo pixels beside its crop-relative position."""
-        by_name = dict(zip(contract.REGION_NAMES, boxes, strict=True))
-        for lesion in acne.get("lesions", []):
-            x, y = to_image_point(by_name[lesion["region"]], lesion["y_rel"], lesion["x_rel"])
-            lesion["x"] = round(x / scale)
-            lesion["y"] = round(y / scale)
+    def _place_lesions(acne: dict[str, Any], geometry: Geometry, scale: float) -> None:
+        """Add each lesion's position in original-photo pixels beside its face-image position."""
+        lesions = acne.get("lesions", [])
+        if not lesions:
+            return
+        size = geometry.alignment.size
+        frame = np.array([[lesion["x_rel"] * size, lesion["y_rel"] * size] for lesion in lesions])
+        photo = geometry.alignment.to_photo(frame) / scale
+        for lesion, (x, y) in zip(lesions, photo, strict=True):
+            lesion["x"] = round(float(x))
+            lesion["y"] = round(float(y))
+
+
+def _regions(geometry: Geometry, usable: dict[str, bool], scale: float) -> dict[str, Any]:
+    """Each named region: whether it was read, why not, and its outline in original-photo pixels."""
+    regions: dict[str, Any] = {}
+    mask = geometry.mask
+    for name in contract.REGION_NAMES:
+        outline = mask.polygons.get(name)
+        polygon = None
+        if outline is not None and mask.visible.get(name, False):
+            points = geometry.alignment.to_photo(outline) / scale
+            polygon = [[round(float(x)), round(float(y))] for x, y in points]
+        reason = mask.reasons.get(name)
+        if reason is None and not usable[name]:
+            reason = "too_little_skin"
+        regions[name] = {"visible": bool(usable[name]), "reason": reason, "polygon": polygon}
+    return regions
 
 
 def _box_dict(box: Any, scale: float) -> dict[str, int]:

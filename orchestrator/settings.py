@@ -52,9 +52,11 @@ class Settings:
     # Large photos are decoded at reduced size down to this long side when the format allows it;
     # below 2016 so a 4032x3024 phone JPEG decodes at half size.
     decode_long_side_px: int = 2000
-    # Face detection runs on a copy with at most this long side.
-    detect_long_side_px: int = 640
     min_face_px: int = 80
+    # The scene classifier asked about photos without a confirmed face (built by `make`).
+    scene_model_path: Path = Path("build/models/scene_classifier.tflite")
+    # How long the chosen model version is trusted before the model server is asked again.
+    routing_refresh_s: float = 2.0
     # CORS: origins allowed to call the API from a browser; "*" allows any (the guest endpoint is public).
     cors_origins: tuple[str, ...] = ("*",)
     # Guest rate limit per client IP: sustained rate and burst.
@@ -91,7 +93,7 @@ class Settings:
             "max_upload_bytes": self.max_upload_bytes,
             "max_image_pixels": self.max_image_pixels,
             "decode_long_side_px": self.decode_long_side_px,
-            "detect_long_side_px": self.detect_long_side_px,
+            "routing_refresh_s": self.routing_refresh_s,
             "min_face_px": self.min_face_px,
             "rate_limit_per_minute": self.rate_limit_per_minute,
             "rate_limit_burst": self.rate_limit_burst,

@@ -24,6 +24,7 @@ INCLUDE = (
     "configs",
     "orchestrator",
     "serving",
+    "export",  # the Dockerfile's first stage builds the scene classifier with it
     "model_repo",
 )
 # Never shipped: caches, local state, anything that looks like a credential.

@@ -13,8 +13,13 @@ MODEL_NAME = "skin_analyzer"
 SIGNATURE_NAME = "serving_default"
 METHOD_NAME = "tensorflow/serving/predict"
 
-# One row of the input batch per face region, in this order. "left" and "right" are the subject's own
-# (the subject's left cheek appears on the right of an unmirrored photo).
+# Contract 2: one row of the batch per face. The face is sent aligned (upright, at a fixed scale, see
+# orchestrator/face/alignment.py) as a square image, with a mask of the same size that labels every
+# pixel: 0 = not skin (eyes, brows, lips, nostrils, hair, background, outside the photo), 1..7 = the
+# regions below in this order, 8 = other visible skin (jaw, temples, neck, or all of a close-up's
+# skin). No region is resized on its own, so none is stretched. "left" and "right" are the subject's
+# own (the subject's left cheek appears on the right of an unmirrored photo).
+CONTRACT_VERSION = 2
 REGION_NAMES: tuple[str, ...] = (
     "forehead",
     "left_cheek",
@@ -24,19 +29,24 @@ REGION_NAMES: tuple[str, ...] = (
     "left_under_eye",
     "right_under_eye",
 )
+OTHER_SKIN = "other_skin"
+# Mask labels 1..len(LABEL_NAMES); label 0 is "not skin".
+LABEL_NAMES: tuple[str, ...] = (*REGION_NAMES, OTHER_SKIN)
+NOT_SKIN = 0
 
-# Every region is resized to a square of this side before it is sent.
-REGION_SIZE_PX = 160
+# Side of the aligned face image and its mask, pixels.
+FACE_SIZE_PX = 384
 
-# The acne head reports at most this many lesion candidates per region crop.
-MAX_LESIONS = 32
+# The acne head reports at most this many lesion candidates per face (ACNE04's most severe photos
+# carry about 100 labelled lesions).
+MAX_LESIONS = 128
 
-# Columns of the "signals" output, one row per region crop. Each is a raw measurement of that crop
-# alone; post-scoring (per version, in assets.extra/) turns them into scores.
+# Columns of the "signals" output: one row per mask label, each a raw measurement of that label's
+# pixels alone; post-scoring (per version, in assets.extra/) turns them into scores.
 SIGNAL_NAMES: tuple[str, ...] = (
-    "lab_l",  # median CIELAB L* of skin pixels (D65), 0..100
-    "lab_a",  # median CIELAB a* of skin pixels
-    "lab_b",  # median CIELAB b* of skin pixels
+    "lab_l",  # median CIELAB L* (D65) of the label's well-lit skin (50th-90th percentile of L*), 0..100
+    "lab_a",  # same, a*
+    "lab_b",  # same, b*
     "ita_deg",  # individual typology angle from lab_l and lab_b, degrees
     "erythema",  # mean over skin of max(a*, median a*): the median a* plus red patches, a* units
     "pigment_spots",  # share of skin area darker than its surroundings (dark spots), 0..1
@@ -45,7 +55,7 @@ SIGNAL_NAMES: tuple[str, ...] = (
     "pores",  # density of small dark blobs, L* units
     "texture",  # fine-scale roughness of L*, L* units
     "specular",  # share of skin area that is a specular highlight (shine), 0..1
-    "skin_fraction",  # share of the crop that looks like skin, 0..1
+    "skin_fraction",  # share of the label's pixels the model reads as skin, 0..1
 )
 
 
@@ -58,14 +68,18 @@ class TensorSpec:
     shape: tuple[int | None, ...]
 
 
-# The crops of one face, RGB, uint8, batch dimension first. TF Serving's batching concatenates
-# requests along that dimension, so every output row must depend on its input row alone.
-INPUT = TensorSpec("regions", "uint8", (None, REGION_SIZE_PX, REGION_SIZE_PX, 3))
+# Faces, batch dimension first. TF Serving's batching concatenates requests along that dimension, so
+# every output row must depend on its own input row alone.
+INPUTS: tuple[TensorSpec, ...] = (
+    TensorSpec("face", "uint8", (None, FACE_SIZE_PX, FACE_SIZE_PX, 3)),  # RGB
+    TensorSpec("mask", "uint8", (None, FACE_SIZE_PX, FACE_SIZE_PX)),  # labels 0..len(LABEL_NAMES)
+)
+INPUT_NAMES: tuple[str, ...] = tuple(spec.name for spec in INPUTS)
 
 OUTPUTS: tuple[TensorSpec, ...] = (
-    TensorSpec("signals", "float32", (None, len(SIGNAL_NAMES))),
-    # Lesion candidates per crop as (y, x, score): y and x relative to the crop in [0, 1], score in
-    # [0, 1], sorted by score, zero rows where there are fewer candidates.
+    TensorSpec("signals", "float32", (None, len(LABEL_NAMES), len(SIGNAL_NAMES))),
+    # Lesion candidates on skin (mask label > 0) as (y, x, score): y and x relative to the face image
+    # in [0, 1], score in [0, 1], sorted by score, zero rows where there are fewer candidates.
     TensorSpec("acne_peaks", "float32", (None, MAX_LESIONS, 3)),
 )
 
@@ -84,6 +98,14 @@ MODEL_CARD_JSON = "model_card.json"
 def output_spec(name: str) -> TensorSpec:
     """Return the spec of the output called `name`; raises KeyError for a name the contract lacks."""
     for spec in OUTPUTS:
+        if spec.name == name:
+            return spec
+    raise KeyError(name)
+
+
+def input_spec(name: str) -> TensorSpec:
+    """Return the spec of the input called `name`; raises KeyError for a name the contract lacks."""
+    for spec in INPUTS:
         if spec.name == name:
             return spec
     raise KeyError(name)

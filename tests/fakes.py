@@ -19,7 +19,12 @@ from serving.wire import model_status_pb2, predict_pb2, services_pb2_grpc
 
 @dataclass
 class Script:
-    """What the fake does next. `fail_first` calls abort with `fail_code`, then it answers normally."""
+    """What the fake does next. `fail_first` calls abort with `fail_code`, then it answers normally.
+
+    `signature` replaces the served signature's input specs (name -> (dtype, shape)) for versions
+    whose signature should break the contract; `versions` lists the AVAILABLE versions (default: the
+    answering `version` only).
+    """
 
     version: int = 1
     fail_code: grpc.StatusCode | None = None
@@ -27,8 +32,23 @@ class Script:
     delay_s: float = 0.0
     signals_shape: tuple[int, ...] | None = None
     nan: bool = False
+    versions: tuple[int, ...] = ()
+    broken_signature: frozenset[int] = frozenset()
     calls: int = 0
+    asked_versions: list[int | None] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def available(self) -> tuple[int, ...]:
+        return self.versions or (self.version,)
+
+
+_DTYPES = contract.DATA_TYPE_ENUM
+
+
+def _tensor_info(info: object, dtype: str, shape: tuple[int | None, ...]) -> None:
+    info.dtype = _DTYPES[dtype]  # type: ignore[attr-defined]
+    for dim in shape:
+        info.tensor_shape.dim.add().size = -1 if dim is None else dim  # type: ignore[attr-defined]
 
 
 class _Prediction(services_pb2_grpc.PredictionServiceServicer):
@@ -40,19 +60,41 @@ class _Prediction(services_pb2_grpc.PredictionServiceServicer):
         with script.lock:
             script.calls += 1
             failing = script.fail_code is not None and script.calls <= script.fail_first
+            asked = request.model_spec.version.value if request.model_spec.HasField("version") else None
+            script.asked_versions.append(asked)
         if failing:
             context.abort(script.fail_code, "scripted failure")
+        if asked is not None and asked not in script.available():
+            context.abort(grpc.StatusCode.NOT_FOUND, f"version {asked} is not loaded")
         time.sleep(script.delay_s)
-        rows = make_ndarray(request.inputs[contract.INPUT.name]).shape[0]
-        signals = np.ones(script.signals_shape or (rows, len(contract.SIGNAL_NAMES)), np.float32)
+        rows = make_ndarray(request.inputs["face"]).shape[0]
+        labels = len(contract.LABEL_NAMES)
+        signals = np.ones(script.signals_shape or (rows, labels, len(contract.SIGNAL_NAMES)), np.float32)
         if script.nan:
-            signals[0, 0] = np.nan
+            signals.flat[0] = np.nan
         peaks = np.zeros((rows, contract.MAX_LESIONS, 3), np.float32)
         response = predict_pb2.PredictResponse()
         response.model_spec.name = request.model_spec.name
-        response.model_spec.version.value = script.version
+        response.model_spec.version.value = asked if asked is not None else script.version
         fill_tensor_proto(response.outputs["signals"], signals)
         fill_tensor_proto(response.outputs["acne_peaks"], peaks)
+        return response
+
+    def GetModelMetadata(self, request, context):  # noqa: N802 - gRPC signature
+        version = request.model_spec.version.value
+        if version not in self.script.available():
+            context.abort(grpc.StatusCode.NOT_FOUND, f"version {version} is not loaded")
+        signatures = predict_pb2.SignatureDefMap()
+        signature = signatures.signature_def[contract.SIGNATURE_NAME]
+        for spec in contract.INPUTS:
+            shape = spec.shape[:-1] if version in self.script.broken_signature else spec.shape
+            _tensor_info(signature.inputs[spec.name], spec.dtype, shape)
+        for spec in contract.OUTPUTS:
+            _tensor_info(signature.outputs[spec.name], spec.dtype, spec.shape)
+        response = predict_pb2.GetModelMetadataResponse()
+        response.model_spec.name = request.model_spec.name
+        response.model_spec.version.value = version
+        response.metadata["signature_def"].Pack(signatures)
         return response
 
 
@@ -63,10 +105,13 @@ class _Models(services_pb2_grpc.ModelServiceServicer):
     def GetModelStatus(self, request, context):  # noqa: N802 - gRPC signature
         if self.script.fail_code is not None and self.script.fail_first > 10**6:
             context.abort(self.script.fail_code, "scripted failure")
+        if request.model_spec.version_label:
+            context.abort(grpc.StatusCode.NOT_FOUND, "no such label")
         response = model_status_pb2.GetModelStatusResponse()
-        item = response.model_version_status.add()
-        item.version = self.script.version
-        item.state = model_status_pb2.ModelVersionStatus.AVAILABLE
+        for version in self.script.available():
+            item = response.model_version_status.add()
+            item.version = version
+            item.state = model_status_pb2.ModelVersionStatus.AVAILABLE
         return response
 
 

@@ -22,7 +22,7 @@ from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator.errors import ERROR_TABLE, HTTP_CODES
-from orchestrator.face.detection import Face, FaceDetector
+from orchestrator.face.views import FaceGeometry, Geometry
 from orchestrator.settings import Settings
 from orchestrator.web.app import create_app
 from orchestrator.web.ratelimit import RateLimiter
@@ -211,7 +211,7 @@ def test_a_worker_killed_holding_the_rate_limit_lock_does_not_wedge_the_service(
     [
         ({"fail_code": grpc.StatusCode.UNAVAILABLE, "fail_first": 100}, 503, "MODEL_UNAVAILABLE"),
         ({"delay_s": 3.0}, 504, "MODEL_TIMEOUT"),
-        ({"signals_shape": (7, 2)}, 502, "MODEL_BAD_RESPONSE"),
+        ({"signals_shape": (1, 7, 2)}, 502, "MODEL_BAD_RESPONSE"),
     ],
 )
 def test_model_faults(
@@ -225,18 +225,45 @@ def test_model_faults(
         assert "Retry-After" in response.headers
 
 
-def test_version_without_calibration_is_a_bad_response(client: FlaskClient, script: Script) -> None:
+def test_a_version_without_calibration_is_never_asked(client: FlaskClient, script: Script) -> None:
     script.version = 999
-    _error(_post(client, _photo()), 502, "MODEL_BAD_RESPONSE")
+    error = _error(_post(client, _photo()), 503, "MODEL_UNAVAILABLE")
+    assert "version 999" in error["message"]
+    assert script.calls == 0
+    health = client.get("/health")
+    assert health.status_code == 503
+    assert "version 999" in health.get_json()["reason"]
 
 
-class ExplodingDetector(FaceDetector):
-    def detect(self, rgb: np.ndarray) -> list[Face]:
+def test_a_version_breaking_the_contract_is_passed_over(client: FlaskClient, script: Script) -> None:
+    good = script.version
+    script.versions = (good, good + 1)
+    script.broken_signature = frozenset({good + 1})
+    response = _post(client, _photo())
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_json()["model"]["version"] == good
+    assert set(script.asked_versions) == {good}
+    health = client.get("/health").get_json()
+    assert health["status"] == "degraded"
+    assert "signature" in health["rejected"][str(good + 1)]
+
+
+def test_an_unknown_view_request_is_refused(client: FlaskClient) -> None:
+    response = client.post(
+        "/api/v2/analyze/guest",
+        data={"image": (io.BytesIO(_photo()), "p.jpg"), "view": "sideways"},
+        content_type="multipart/form-data",
+    )
+    assert "view" in _error(response, 400, "INVALID_REQUEST")["message"]
+
+
+class ExplodingGeometry(FaceGeometry):
+    def analyse(self, rgb: np.ndarray, request: str = "auto") -> Geometry:
         raise RuntimeError("secret internal detail at /srv/app/faces.py")
 
 
 def test_unexpected_failure_is_a_generic_500(address: str, caplog: pytest.LogCaptureFixture) -> None:
-    client = create_app(_settings(address), detector=ExplodingDetector()).test_client()
+    client = create_app(_settings(address), geometry=ExplodingGeometry()).test_client()
     error = _error(_post(client, _photo()), 500, "INTERNAL")
     assert "secret" not in error["message"]
     assert "secret internal detail" in caplog.text  # the traceback goes to the log only

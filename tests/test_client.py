@@ -10,14 +10,16 @@ import grpc
 import numpy as np
 import pytest
 
-from orchestrator.errors import ModelBadResponse, ModelTimeout, ModelUnavailable
+from orchestrator.errors import ModelBadResponse, ModelTimeout, ModelUnavailable, VersionGone
 from orchestrator.predict.client import PredictClient
 from orchestrator.settings import Settings
 from serving import contract
 from tests.conftest import free_port
 from tests.fakes import Script, fake_model_server
 
-CROPS = np.zeros((len(contract.REGION_NAMES), 160, 160, 3), np.uint8)
+SIZE = contract.FACE_SIZE_PX
+FACE = np.zeros((SIZE, SIZE, 3), np.uint8)
+MASK = np.zeros((SIZE, SIZE), np.uint8)
 
 
 def _client(address: str, **overrides: object) -> PredictClient:
@@ -29,17 +31,39 @@ def _client(address: str, **overrides: object) -> PredictClient:
 def test_answer_names_its_version_and_carries_the_servers_values() -> None:
     script = Script(version=4)
     with fake_model_server(script) as address:
-        prediction = _client(address).predict(CROPS)
+        prediction = _client(address).predict(FACE, MASK)
     assert prediction.version == 4
     # The client refuses any other shape, so the shapes are given; the values are what the fake sent.
     assert np.all(prediction.signals == 1.0)
     assert not np.any(prediction.acne_peaks)
 
 
+def test_a_version_asked_for_is_the_one_that_answers() -> None:
+    script = Script(version=4, versions=(3, 4))
+    with fake_model_server(script) as address:
+        prediction = _client(address).predict(FACE, MASK, version=3)
+    assert prediction.version == 3
+    assert script.asked_versions == [3]
+
+
+def test_a_version_that_went_away_is_version_gone() -> None:
+    with fake_model_server(Script(version=4)) as address, pytest.raises(VersionGone):
+        _client(address).predict(FACE, MASK, version=2)
+
+
+def test_signature_is_read_from_model_metadata() -> None:
+    with fake_model_server(Script(versions=(1, 2), broken_signature=frozenset({2}))) as address:
+        client = _client(address)
+        good, broken = client.signature(1), client.signature(2)
+    assert good["inputs"] == {spec.name: (spec.dtype, spec.shape) for spec in contract.INPUTS}
+    assert good["outputs"] == {spec.name: (spec.dtype, spec.shape) for spec in contract.OUTPUTS}
+    assert broken["inputs"]["face"] == ("uint8", contract.input_spec("face").shape[:-1])
+
+
 def test_unavailable_is_retried_within_the_deadline() -> None:
     script = Script(fail_code=grpc.StatusCode.UNAVAILABLE, fail_first=2)
     with fake_model_server(script) as address:
-        prediction = _client(address, predict_retries=2).predict(CROPS)
+        prediction = _client(address, predict_retries=2).predict(FACE, MASK)
     assert prediction.version == 1
     assert script.calls == 3
 
@@ -47,7 +71,7 @@ def test_unavailable_is_retried_within_the_deadline() -> None:
 def test_unavailable_past_the_retries_is_model_unavailable() -> None:
     script = Script(fail_code=grpc.StatusCode.UNAVAILABLE, fail_first=100)
     with fake_model_server(script) as address, pytest.raises(ModelUnavailable) as raised:
-        _client(address, predict_retries=2).predict(CROPS)
+        _client(address, predict_retries=2).predict(FACE, MASK)
     assert script.calls == 3
     assert raised.value.retry_after_s is not None
 
@@ -56,7 +80,7 @@ def test_unavailable_past_the_retries_is_model_unavailable() -> None:
 def test_other_errors_are_not_retried(code: grpc.StatusCode) -> None:
     script = Script(fail_code=code, fail_first=100)
     with fake_model_server(script) as address, pytest.raises(ModelBadResponse):
-        _client(address).predict(CROPS)
+        _client(address).predict(FACE, MASK)
     assert script.calls == 1
 
 
@@ -65,14 +89,14 @@ def test_slow_server_is_model_timeout_at_the_deadline() -> None:
     with fake_model_server(script) as address:
         started = time.monotonic()
         with pytest.raises(ModelTimeout):
-            _client(address, predict_timeout_s=0.3).predict(CROPS)
+            _client(address, predict_timeout_s=0.3).predict(FACE, MASK)
         assert time.monotonic() - started < 1.0
 
 
-@pytest.mark.parametrize("script", [Script(signals_shape=(7, 3)), Script(nan=True)])
+@pytest.mark.parametrize("script", [Script(signals_shape=(1, 7, 3)), Script(nan=True)])
 def test_answer_breaking_the_contract_is_model_bad_response(script: Script) -> None:
     with fake_model_server(script) as address, pytest.raises(ModelBadResponse):
-        _client(address).predict(CROPS)
+        _client(address).predict(FACE, MASK)
 
 
 def test_dead_server_opens_the_breaker_and_then_costs_microseconds() -> None:
@@ -85,10 +109,10 @@ def test_dead_server_opens_the_breaker_and_then_costs_microseconds() -> None:
     )
     for _ in range(2):
         with pytest.raises(ModelUnavailable):
-            client.predict(CROPS)
+            client.predict(FACE, MASK)
     started = time.perf_counter()
     with pytest.raises(ModelUnavailable) as raised:
-        client.predict(CROPS)
+        client.predict(FACE, MASK)
     assert time.perf_counter() - started < 0.01
     assert raised.value.retry_after_s and raised.value.retry_after_s > 1
 
@@ -102,10 +126,10 @@ def test_model_status_lists_versions() -> None:
 def test_channel_is_rebuilt_in_a_forked_process() -> None:
     with fake_model_server(Script()) as address:
         client = _client(address)
-        client.predict(CROPS)
+        client.predict(FACE, MASK)
         first = client._channel
         client._pid = -1  # what a fork looks like to the client: another process id
-        client.predict(CROPS)
+        client.predict(FACE, MASK)
         assert client._channel is not first
 
 
@@ -135,10 +159,10 @@ def test_a_half_open_trial_that_raises_anything_is_released() -> None:
         )
         client = PredictClient(settings, interceptors=(trial,))
         with pytest.raises(ModelUnavailable):
-            client.predict(CROPS)  # the one failure opens the circuit
+            client.predict(FACE, MASK)  # the one failure opens the circuit
         time.sleep(0.3)  # half-open: the next call is the one trial
         trial.armed = 1
         with pytest.raises(RuntimeError):
-            client.predict(CROPS)
+            client.predict(FACE, MASK)
         # The trial ended, so the circuit lets the next call through to the (now healthy) server.
-        assert client.predict(CROPS).version == 1
+        assert client.predict(FACE, MASK).version == 1

@@ -27,7 +27,10 @@ def test_every_published_version_follows_the_contract(version: int) -> None:
     assert "rows independent of their batch" in report.checks
     card = json.loads((BASE / str(version) / "assets.extra" / contract.MODEL_CARD_JSON).read_text())
     assert "research" in card["licence"].lower()
-    assert card["signature"]["input"]["shape"] == [None, contract.REGION_SIZE_PX, contract.REGION_SIZE_PX, 3]
+    assert card["signature"]["contract"] == contract.CONTRACT_VERSION
+    assert card["signature"]["inputs"] == [
+        {"name": spec.name, "dtype": spec.dtype, "shape": list(spec.shape)} for spec in contract.INPUTS
+    ]
 
 
 def _copy(tmp_path: Path, version: int) -> Path:
@@ -103,13 +106,19 @@ def test_only_ascii_digit_folders_are_versions(tmp_path: Path) -> None:
 class OneSignalModel(tf.Module):
     """A model that follows the contract's signature but measures nothing except one signal column."""
 
-    @tf.function(input_signature=[tf.TensorSpec(contract.INPUT.shape, tf.uint8, name=contract.INPUT.name)])
-    def serve(self, regions: tf.Tensor) -> dict[str, tf.Tensor]:
-        mean = tf.reduce_mean(tf.cast(regions, tf.float32), axis=[1, 2, 3])
+    @tf.function(
+        input_signature=[tf.TensorSpec(spec.shape, tf.uint8, name=spec.name) for spec in contract.INPUTS]
+    )
+    def serve(self, face: tf.Tensor, mask: tf.Tensor) -> dict[str, tf.Tensor]:
+        mean = tf.reduce_mean(tf.cast(face, tf.float32), axis=[1, 2, 3]) + 0.0 * tf.reduce_mean(
+            tf.cast(mask, tf.float32), axis=[1, 2]
+        )
+        labels = len(contract.LABEL_NAMES)
         columns = [mean] + [tf.zeros_like(mean)] * (len(contract.SIGNAL_NAMES) - 1)
+        signals = tf.tile(tf.stack(columns, axis=1)[:, None, :], [1, labels, 1])
         peaks_shape = contract.output_spec("acne_peaks").shape[1:]
         peaks = tf.zeros_like(mean)[:, None, None] + tf.zeros([1, *peaks_shape])
-        return {"signals": tf.stack(columns, axis=1), "acne_peaks": peaks}
+        return {"signals": signals, "acne_peaks": peaks}
 
 
 def test_a_version_whose_signals_do_not_all_vary_is_refused(tmp_path: Path) -> None:

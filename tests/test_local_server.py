@@ -21,6 +21,7 @@ pytest.importorskip("tensorflow")
 
 from orchestrator.errors import ModelBadResponse, ModelUnavailable
 from orchestrator.predict.client import PredictClient
+from orchestrator.predict.routing import VersionRouter
 from orchestrator.settings import Settings
 from serving import contract
 from serving.config import BatchingConfig
@@ -49,9 +50,19 @@ def _source_version() -> Path:
     return base / str(versions[-1])
 
 
-def _crops(seed: int = 0) -> np.ndarray:
+def _face(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """An aligned face's worth of input: a noisy skin-coloured image and a mask labelling its middle."""
     rng = np.random.default_rng(seed)
-    return rng.integers(60, 220, (len(contract.REGION_NAMES), 160, 160, 3), dtype=np.uint8)
+    size = contract.FACE_SIZE_PX
+    face = rng.integers(60, 220, (size, size, 3), dtype=np.uint8)
+    mask = np.zeros((size, size), np.uint8)
+    mask[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = rng.integers(1, 9, dtype=np.uint8)
+    return face, mask
+
+
+def _fill(request: predict_pb2.PredictRequest, face: np.ndarray, mask: np.ndarray) -> None:
+    fill_tensor_proto(request.inputs["face"], face[None] if face.ndim == 3 else face)
+    fill_tensor_proto(request.inputs["mask"], mask[None] if mask.ndim == 2 else mask)
 
 
 BATCHING = BatchingConfig(
@@ -108,19 +119,18 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
 
 def test_serves_the_contract(stack: Stack) -> None:
     # Read on the wire: the orchestrator's client would refuse a wrong answer before a test saw it.
-    crops = _crops()
     with grpc.insecure_channel(stack.address) as channel:
         stub = services_pb2_grpc.PredictionServiceStub(channel)
         request = predict_pb2.PredictRequest()
         request.model_spec.name = contract.MODEL_NAME
-        fill_tensor_proto(request.inputs[contract.INPUT.name], crops)
+        _fill(request, *_face())
         response = stub.Predict(request, timeout=30)
     assert response.model_spec.version.value == 1
     assert set(response.outputs) == set(contract.OUTPUT_NAMES)
     for spec in contract.OUTPUTS:
         array = make_ndarray(response.outputs[spec.name])
         assert array.dtype == np.dtype(spec.dtype), spec.name
-        assert array.shape == (len(crops), *spec.shape[1:]), spec.name
+        assert array.shape == (1, *spec.shape[1:]), spec.name
         assert np.all(np.isfinite(array)), spec.name
 
 
@@ -134,16 +144,19 @@ def test_metadata_describes_the_signature(stack: Stack) -> None:
     signatures = predict_pb2.SignatureDefMap()
     assert response.metadata["signature_def"].Unpack(signatures)
     signature = signatures.signature_def[contract.SIGNATURE_NAME]
-    assert list(signature.inputs) == [contract.INPUT.name]
+    assert set(signature.inputs) == set(contract.INPUT_NAMES)
     assert set(signature.outputs) == set(contract.OUTPUT_NAMES)
     assert response.model_spec.version.value == 1
+
+
+SIZE = contract.FACE_SIZE_PX
 
 
 @pytest.mark.parametrize(
     "array",
     [
-        np.zeros((7, 160, 160, 3), np.float32),  # wrong dtype
-        np.zeros((7, 80, 80, 3), np.uint8),  # wrong shape
+        np.zeros((1, SIZE, SIZE, 3), np.float32),  # wrong dtype
+        np.zeros((1, 80, 80, 3), np.uint8),  # wrong shape
     ],
 )
 def test_requests_breaking_the_signature_are_refused(stack: Stack, array: np.ndarray) -> None:
@@ -151,7 +164,7 @@ def test_requests_breaking_the_signature_are_refused(stack: Stack, array: np.nda
         stub = services_pb2_grpc.PredictionServiceStub(channel)
         request = predict_pb2.PredictRequest()
         request.model_spec.name = contract.MODEL_NAME
-        fill_tensor_proto(request.inputs[contract.INPUT.name], array)
+        _fill(request, array, np.zeros((1, *array.shape[1:3]), np.uint8))
         with pytest.raises(grpc.RpcError) as raised:
             stub.Predict(request, timeout=10)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -175,11 +188,11 @@ def test_concurrent_requests_are_batched(stack: Stack) -> None:
     results: list[int] = []
 
     def call(seed: int) -> None:
-        results.append(stack.client.predict(_crops(seed)).version)
+        results.append(stack.client.predict(*_face(seed)).version)
 
     loaded = stack.manager.model(contract.MODEL_NAME)._loaded[1]
     stats = loaded._scheduler.stats  # type: ignore[union-attr]
-    # Warmup has already run batches (one of them 14 rows), so only what these requests add counts.
+    # Warmup has already run batches (one of them 2 faces), so only what these requests add counts.
     tasks_before, batches_before = stats.tasks, stats.batches
     threads = [threading.Thread(target=call, args=(i,)) for i in range(16)]
     for thread in threads:
@@ -193,11 +206,11 @@ def test_concurrent_requests_are_batched(stack: Stack) -> None:
 
 
 def test_rows_do_not_depend_on_their_batch_neighbours(stack: Stack) -> None:
-    alone = stack.client.predict(_crops(1))
+    alone = stack.client.predict(*_face(1))
     results = {}
 
     def call(seed: int) -> None:
-        results[seed] = stack.client.predict(_crops(seed))
+        results[seed] = stack.client.predict(*_face(seed))
 
     threads = [threading.Thread(target=call, args=(seed,)) for seed in range(1, 9)]
     for thread in threads:
@@ -215,7 +228,7 @@ def test_hot_swap_under_load_drops_nothing_and_rollback_is_one_call(stack: Stack
     def hammer(seed: int) -> None:
         while not stop.is_set():
             try:
-                seen.add(stack.client.predict(_crops(seed)).version)
+                seen.add(stack.client.predict(*_face(seed)).version)
             except BaseException as exc:  # any failure at all is what this test is about
                 failures.append(exc)
 
@@ -249,12 +262,14 @@ def test_labels_follow_the_config(stack: Stack) -> None:
     stack.wait_for({1, 2})
     stack.ops.label("stable", 1)
     stack.ops.label("canary", 2)
-    stable = PredictClient(Settings(model_server_address=stack.address, model_version_label="stable"))
-    canary = PredictClient(Settings(model_server_address=stack.address, model_version_label="canary"))
-    assert stable.predict(_crops()).version == 1
-    assert canary.predict(_crops()).version == 2
-    assert stable.label_version("stable") == 1
-    assert stable.label_version("missing") is None
+    # The orchestrator's router resolves its configured label on the server and asks for that version.
+    stable = VersionRouter(stack.client, lambda version: "", label="stable")
+    canary = VersionRouter(stack.client, lambda version: "", label="canary")
+    assert stable.choose() == 1 and canary.choose() == 2
+    assert stack.client.predict(*_face(), version=stable.choose()).version == 1
+    assert stack.client.predict(*_face(), version=canary.choose()).version == 2
+    assert stack.client.label_version("stable") == 1
+    assert stack.client.label_version("missing") is None
     with pytest.raises(OpsError):
         stack.ops.label("stable", 9)  # not served: refused, config unchanged
     assert 'key: "stable" value: 1' in stack.config.read_text()
@@ -269,12 +284,12 @@ def test_broken_version_never_replaces_a_good_one(stack: Stack) -> None:
     while stack.ops.status().get(3) != "END" and time.monotonic() < deadline:
         time.sleep(0.1)
     assert stack.ops.status()[3] == "END"
-    assert stack.client.predict(_crops()).version == 1
+    assert stack.client.predict(*_face()).version == 1
 
 
 def test_wrong_signature_input_reaches_the_client_as_bad_response(stack: Stack) -> None:
     with pytest.raises(ModelBadResponse):
-        stack.client.predict(np.zeros((7, 80, 80, 3), np.uint8))
+        stack.client.predict(np.zeros((80, 80, 3), np.uint8), np.zeros((80, 80), np.uint8))
 
 
 def _status_becomes(stack: Stack, version: int, state: str, timeout_s: float = 30.0) -> bool:
@@ -296,7 +311,7 @@ def test_a_request_without_a_deadline_waits_a_bounded_time(tmp_path: Path) -> No
             stub = services_pb2_grpc.PredictionServiceStub(channel)
             request = predict_pb2.PredictRequest()
             request.model_spec.name = contract.MODEL_NAME
-            fill_tensor_proto(request.inputs[contract.INPUT.name], _crops())
+            _fill(request, *_face())
             with pytest.raises(grpc.RpcError) as raised:
                 stub.Predict(request)  # no deadline
         assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -316,7 +331,7 @@ def test_a_request_in_flight_neither_holds_up_a_reload_nor_an_unload_past_its_bo
             assert not pinning.is_alive(), "the reload waited for a request on the version it unloads"
             # The unload waits for that request, but only so long: then the version is dropped.
             assert _status_becomes(stack, 1, "END", timeout_s=30)
-        assert stack.client.predict(_crops()).version == 2
+        assert stack.client.predict(*_face()).version == 2
     finally:
         stack.close()
 

@@ -1,52 +1,56 @@
-"""Tests for export/measures (with export/colour, export/texture, export/filters): the fixed-filter skin
-signals, checked by planting changes in real portraits and re-cropping them.
+"""Tests for export/measures (with export/colour, export/texture, export/labels, export/filters): the
+fixed-filter skin signals per face region, checked by planting changes in real portraits.
 
-Every metamorphic test detects the face once on the untouched photo, plants a change in the PHOTO (not
-in the crop), cuts both photos with that same face box, and compares the signals region by region.
+Every metamorphic test runs the face stage once on the untouched photo, plants a change in the PHOTO
+inside one region's landmark outline, aligns both photos with that same alignment and reads both with
+that same mask, and compares the signals region by region.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Callable
 from pathlib import Path
 
 import cv2
-import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
-from PIL import Image
 
-from export.colour import ita_degrees, masked_median, skin_colour, srgb_to_lab
-from export.measures import (
-    RednessPeaks,
-    SkinSignals,
-    compute_signals,
-    measure_regions,
-    redness_peaks,
-)
-from orchestrator.face.detection import Box, FaceDetector
-from orchestrator.face.regions import crop_regions, region_box
+from orchestrator.decode.images import decode_image
+from orchestrator.face.detection import Box
+from orchestrator.face.views import FaceGeometry, Geometry
+from orchestrator.scoring.concerns import face_lab, usable_labels
+from orchestrator.scoring.scorer import ita_from_lab
 from serving import contract
+from tests.conftest import DATA
 
-FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
+tf = pytest.importorskip("tensorflow")
+
+from export.colour import ita_degrees, srgb_to_lab  # noqa: E402
+from export.labels import label_medians  # noqa: E402
+from export.measures import compute_signals, measure_faces, redness_peaks  # noqa: E402
+
+FACES = DATA / "faces"
 pytestmark = pytest.mark.skipif(not FACES.is_dir(), reason=f"portraits not found at {FACES}")
 
-REGION = {name: index for index, name in enumerate(contract.REGION_NAMES)}
+LABEL = {name: index for index, name in enumerate(contract.LABEL_NAMES)}
 SIGNAL = {name: index for index, name in enumerate(contract.SIGNAL_NAMES)}
 Image8 = NDArray[np.uint8]
-Measure = Callable[[Image8], tuple[NDArray[np.float32], NDArray[np.float32]]]
+Measure = Callable[[Image8, Image8], tuple[NDArray[np.float32], NDArray[np.float32]]]
 
 # A spread of skin tones as the photos render them (SOURCES.md): very light, light, medium,
 # medium-dark, dark, and the darkest rendering in the set.
 TONE_SPREAD = ("L000174", "B001284", "G000571", "E000288", "C000984", "M001137")
-# Foreheads that show skin: five congress portraits put hair or a hat in the forehead crop.
+# Foreheads that show skin (no fringe or hat across them).
 SKIN_FOREHEADS = ("L000174", "G000571", "E000288", "C000984", "M001137")
+# Portraits whose order of skin tone anyone can see, lightest first: a light-skinned woman, a woman
+# with medium-brown skin in bright light, a man with brown skin, a woman with dark skin.
+VISIBLE_ORDER = ("B001284", "W000187", "C000984", "S001185")
 # Skin tone of each congress portrait as SOURCES.md describes it (5 very light ... 1 dark); portraits
 # described only by ancestry are left out.
 DESCRIBED_TONE = {
@@ -59,34 +63,54 @@ DESCRIBED_TONE = {
 @pytest.fixture(scope="module")
 def measure() -> Measure:
     """The served pair of outputs as one traced graph (TensorFlow loads once per module)."""
-    spec = tf.TensorSpec([None, contract.REGION_SIZE_PX, contract.REGION_SIZE_PX, 3], tf.uint8)
+    size = contract.FACE_SIZE_PX
     graph = tf.function(
-        lambda regions: measure_regions(regions, contract.MAX_LESIONS), input_signature=[spec]
+        lambda face, mask: measure_faces(face, mask, contract.MAX_LESIONS),
+        input_signature=[
+            tf.TensorSpec([None, size, size, 3], tf.uint8),
+            tf.TensorSpec([None, size, size], tf.uint8),
+        ],
     )
 
-    def run(batch: Image8) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-        signals, peaks = graph(tf.constant(batch))
+    def run(faces: Image8, masks: Image8) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        signals, peaks = graph(tf.constant(faces), tf.constant(masks))
         return signals.numpy(), peaks.numpy()
 
     return run
 
 
 @functools.cache
-def _detector() -> FaceDetector:
-    return FaceDetector()
+def _geometry() -> FaceGeometry:
+    return FaceGeometry()
+
+
+def _photo(path: Path) -> Image8:
+    return decode_image(path.read_bytes(), max_pixels=64_000_000, long_side_px=2000).rgb
 
 
 @functools.cache
-def portrait(bioguide: str) -> tuple[Image8, Box]:
-    """A congress portrait (RGB) and its largest detected face box."""
-    rgb = np.asarray(Image.open(FACES / f"congress_{bioguide}.jpg").convert("RGB"))
-    faces = _detector().detect(rgb)
-    assert faces, f"no face found in congress_{bioguide}.jpg"
-    return rgb, faces[0].box
+def portrait(bioguide: str) -> tuple[Image8, Geometry]:
+    """A congress portrait (RGB) and its face stage."""
+    rgb = _photo(FACES / f"congress_{bioguide}.jpg")
+    return rgb, _geometry().analyse(rgb)
 
 
-def crops(rgb: Image8, face: Box) -> Image8:
-    return crop_regions(rgb, face).batch
+def read(
+    measure: Measure, rgb: Image8, geometry: Geometry
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Signals [labels, columns] and peaks of `rgb` aligned and masked as `geometry` says."""
+    face, _ = geometry.alignment.warp(rgb)
+    signals, peaks = measure(face[None], geometry.mask.labels[None])
+    return signals[0], peaks[0]
+
+
+def region_box(geometry: Geometry, region: str) -> Box:
+    """The middle of a region's outline, in photo pixels: where plants land inside the region."""
+    outline = geometry.alignment.to_photo(geometry.mask.polygons[region])
+    low, high = outline.min(axis=0), outline.max(axis=0)
+    inset = (high - low) * 0.2
+    low, high = low + inset, high - inset
+    return Box(float(low[0]), float(low[1]), float(high[0] - low[0]), float(high[1] - low[1]))
 
 
 def _blend(rgb: Image8, alpha: NDArray[np.float32], target: NDArray[np.float32]) -> Image8:
@@ -110,54 +134,57 @@ def _places(box: Box, relative: tuple[tuple[float, float], ...]) -> list[tuple[f
     return [(box.x + fx * box.width, box.y + fy * box.height) for fx, fy in relative]
 
 
-PAPULE_PLACES = ((0.3, 0.35), (0.65, 0.3), (0.45, 0.6), (0.72, 0.7), (0.3, 0.78))
-SPOT_PLACES = ((0.35, 0.3), (0.7, 0.4), (0.3, 0.7), (0.62, 0.75))
+PAPULE_PLACES = ((0.2, 0.25), (0.75, 0.2), (0.45, 0.55), (0.8, 0.8), (0.2, 0.8))
+SPOT_PLACES = ((0.25, 0.25), (0.75, 0.35), (0.25, 0.75), (0.7, 0.8))
 
 
-def plant_papules(rgb: Image8, face: Box, region: str) -> Image8:
-    """Five inflamed papules: discs ~5 px across (2-3 mm on these faces), the same skin with green
-    and blue cut by a third, which raises a* by 15-25 at the centre."""
-    box = region_box(face, region)
-    alpha = _soft_discs(rgb.shape, _places(box, PAPULE_PLACES), 0.04 * box.width, 0.85)
+def plant_papules(rgb: Image8, geometry: Geometry, region: str) -> Image8:
+    """Five inflamed papules ~3 mm across: the same skin with green and blue cut by a third, which
+    raises a* by 15-25 at the centre."""
+    box = region_box(geometry, region)
+    radius = 0.012 * geometry.face_width_px
+    alpha = _soft_discs(rgb.shape, _places(box, PAPULE_PLACES), radius, 0.9)
     return _blend(rgb, alpha, rgb.astype(np.float32) * np.array([1.0, 0.62, 0.66], np.float32))
 
 
-def plant_spots(rgb: Image8, face: Box, region: str) -> Image8:
-    """Four brown spots (lentigo-like): the same skin darker and browner, ~6 px across."""
-    box = region_box(face, region)
-    alpha = _soft_discs(rgb.shape, _places(box, SPOT_PLACES), 0.05 * box.width, 0.9)
+def plant_spots(rgb: Image8, geometry: Geometry, region: str) -> Image8:
+    """Four brown spots (lentigo-like, ~4 mm): the same skin darker and browner."""
+    box = region_box(geometry, region)
+    radius = 0.016 * geometry.face_width_px
+    alpha = _soft_discs(rgb.shape, _places(box, SPOT_PLACES), radius, 0.9)
     return _blend(rgb, alpha, rgb.astype(np.float32) * np.array([0.62, 0.55, 0.5], np.float32))
 
 
-def plant_shine(rgb: Image8, face: Box, region: str) -> Image8:
+def plant_shine(rgb: Image8, geometry: Geometry, region: str) -> Image8:
     """One soft near-white, low-saturation highlight in the middle of the region."""
-    box = region_box(face, region)
+    box = region_box(geometry, region)
     centre = [(box.x + box.width / 2, box.y + box.height / 2)]
-    alpha = _soft_discs(rgb.shape, centre, 0.08 * box.width, 0.9)
+    alpha = _soft_discs(rgb.shape, centre, 0.25 * min(box.width, box.height), 0.9)
     return _blend(rgb, alpha, np.array([250.0, 248.0, 244.0], np.float32))
 
 
-def plant_lines(rgb: Image8, face: Box, region: str) -> Image8:
+def plant_lines(rgb: Image8, geometry: Geometry, region: str) -> Image8:
     """Three thin, slightly curved dark lines across the region (antialiased, softened)."""
-    box = region_box(face, region)
+    box = region_box(geometry, region)
     ink = np.zeros(rgb.shape[:2], np.float32)
-    xs = np.linspace(box.x + 0.1 * box.width, box.x + 0.9 * box.width, 30)
-    for row, bend in ((0.25, 0.06), (0.5, -0.05), (0.75, 0.04)):
+    xs = np.linspace(box.x, box.x + box.width, 30)
+    thickness = max(1, round(0.006 * geometry.face_width_px))
+    for row, bend in ((0.2, 0.06), (0.5, -0.05), (0.8, 0.04)):
         ys = box.y + row * box.height + bend * box.height * ((xs - xs.mean()) / (np.ptp(xs) / 2)) ** 2
         points = np.stack([xs, ys], axis=1).round().astype(np.int32)
-        cv2.polylines(ink, [points], isClosed=False, color=1.0, thickness=1, lineType=cv2.LINE_AA)
+        cv2.polylines(ink, [points], isClosed=False, color=1.0, thickness=thickness, lineType=cv2.LINE_AA)
     soft = np.asarray(cv2.GaussianBlur(ink, (0, 0), 0.7), np.float32)
     return _blend(rgb, 0.6 * soft / soft.max(), rgb.astype(np.float32) * 0.55)
 
 
-def darken_under_eyes(rgb: Image8, face: Box) -> Image8:
-    """A soft dark ellipse under each eye, darkening its centre by 35%."""
+def darken_under_eyes(rgb: Image8, geometry: Geometry) -> Image8:
+    """A soft dark ellipse over each under-eye region, darkening its centre by 35%."""
     yy, xx = np.mgrid[: rgb.shape[0], : rgb.shape[1]].astype(np.float32)
     alpha = np.zeros(rgb.shape[:2], np.float32)
     for region in ("left_under_eye", "right_under_eye"):
-        box = region_box(face, region)
-        cx, cy = box.x + box.width / 2, box.y + box.height / 2
-        spread = ((xx - cx) / (0.45 * box.width)) ** 2 + ((yy - cy) / (0.9 * box.height)) ** 2
+        outline = geometry.alignment.to_photo(geometry.mask.polygons[region])
+        (cx, cy), (width, height) = outline.mean(axis=0), np.ptp(outline, axis=0)
+        spread = ((xx - cx) / (0.5 * width)) ** 2 + ((yy - cy) / (0.6 * height)) ** 2
         alpha = np.maximum(alpha, np.exp(-0.5 * spread))
     return np.clip(rgb * (1.0 - 0.35 * alpha[..., None]), 0, 255).round().astype(np.uint8)
 
@@ -170,94 +197,64 @@ def _column(signals: NDArray[np.float32], name: str) -> NDArray[np.float32]:
     return signals[:, SIGNAL[name]]
 
 
+def skin_labels(geometry: Geometry) -> list[int]:
+    """Rows of the labels that hold skin in this face's mask."""
+    return [LABEL[name] for name, count in geometry.mask.pixels.items() if count >= 150]
+
+
 # --- the contract ------------------------------------------------------------------------------------
 
 
 def test_outputs_follow_the_contract(measure: Measure) -> None:
-    rgb, face = portrait("C000984")
-    signals, peaks = measure(crops(rgb, face))
-    assert signals.shape == (len(contract.REGION_NAMES), len(contract.SIGNAL_NAMES))
-    assert peaks.shape == (len(contract.REGION_NAMES), contract.MAX_LESIONS, 3)
+    _rgb, geometry = portrait("C000984")
+    signals, peaks = measure(geometry.face[None], geometry.mask.labels[None])
+    assert signals.shape == (1, len(contract.LABEL_NAMES), len(contract.SIGNAL_NAMES))
+    assert peaks.shape == (1, contract.MAX_LESIONS, 3)
     assert signals.dtype == np.float32 and peaks.dtype == np.float32
     assert np.isfinite(signals).all() and np.isfinite(peaks).all()
     assert ((peaks >= 0.0) & (peaks <= 1.0)).all()
     scores = peaks[..., 2]
     assert (np.diff(scores, axis=1) <= 0).all(), "peaks are sorted by score"
     assert (peaks[scores == 0] == 0).all(), "rows past the last candidate are zeros"
-    shares = signals[:, [SIGNAL["pigment_spots"], SIGNAL["specular"], SIGNAL["skin_fraction"]]]
+    shares = signals[0][:, [SIGNAL["pigment_spots"], SIGNAL["specular"], SIGNAL["skin_fraction"]]]
     assert ((shares >= 0) & (shares <= 1)).all()
 
 
 def test_public_functions_match_the_shared_pass(measure: Measure) -> None:
-    batch = crops(*portrait("G000571"))
-    signals, peaks = measure(batch)
+    _, geometry = portrait("G000571")
+    face, mask = geometry.face[None], geometry.mask.labels[None]
+    signals, peaks = measure(face, mask)
     # Two graphs of the same ops: float rounding moves a histogram median by up to ~5e-4 a* units.
-    np.testing.assert_allclose(compute_signals(tf.constant(batch)).numpy(), signals, rtol=1e-5, atol=1e-3)
     np.testing.assert_allclose(
-        redness_peaks(tf.constant(batch), contract.MAX_LESIONS).numpy(), peaks, atol=1e-5
+        compute_signals(tf.constant(face), tf.constant(mask)).numpy(), signals, rtol=1e-5, atol=1e-3
     )
-    fewer = redness_peaks(tf.constant(batch), 3).numpy()
+    direct = redness_peaks(tf.constant(face), tf.constant(mask), contract.MAX_LESIONS).numpy()
+    np.testing.assert_allclose(direct, peaks, atol=1e-5)
+    fewer = redness_peaks(tf.constant(face), tf.constant(mask), 3).numpy()
     np.testing.assert_allclose(fewer, peaks[:, :3], atol=1e-5)
 
 
-class _Served(tf.Module):
-    """The serving signature the export writes: uint8 regions in, both measured outputs out."""
-
-    @tf.function(input_signature=[tf.TensorSpec(contract.INPUT.shape, tf.uint8, name=contract.INPUT.name)])
-    def serve(self, regions: tf.Tensor) -> dict[str, tf.Tensor]:
-        signals, peaks = measure_regions(regions, contract.MAX_LESIONS)
-        return {"signals": signals, "acne_peaks": peaks}
-
-
-def test_traces_and_serves_from_a_saved_model(tmp_path: Path, measure: Measure) -> None:
-    batch = crops(*portrait("L000174"))
-    signals, peaks = measure(batch)
-    module = _Served()
-    tf.saved_model.save(module, str(tmp_path / "1"), signatures={contract.SIGNATURE_NAME: module.serve})
-    served = tf.saved_model.load(str(tmp_path / "1")).signatures[contract.SIGNATURE_NAME]
-    outputs = served(**{contract.INPUT.name: tf.constant(batch)})
-    np.testing.assert_allclose(outputs["signals"].numpy(), signals, rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(outputs["acne_peaks"].numpy(), peaks, atol=1e-5)
-
-
-def test_keras_layers_give_the_same_outputs(measure: Measure) -> None:
-    batch = crops(*portrait("B001287"))
-    signals, peaks = measure(batch)
-    regions = keras.Input((contract.REGION_SIZE_PX, contract.REGION_SIZE_PX, 3), dtype="uint8")
-    model = keras.Model(regions, [SkinSignals()(regions), RednessPeaks()(regions)])
-    layer_signals, layer_peaks = model(batch)
-    np.testing.assert_allclose(np.asarray(layer_signals), signals, rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(np.asarray(layer_peaks), peaks, atol=1e-5)
-    assert RednessPeaks.from_config(RednessPeaks(max_peaks=7).get_config()).max_peaks == 7
-
-
 def test_rejects_other_dtypes_and_sizes() -> None:
-    batch = crops(*portrait("L000174"))
+    _, geometry = portrait("L000174")
+    face, mask = geometry.face[None], geometry.mask.labels[None]
     with pytest.raises(TypeError):
-        compute_signals(tf.constant(batch, tf.float32))
+        compute_signals(tf.constant(face, tf.float32), tf.constant(mask))
     with pytest.raises(ValueError):
-        compute_signals(tf.constant(batch[:, :128, :128]))
+        compute_signals(tf.constant(face[:, :128, :128]), tf.constant(mask[:, :128, :128]))
 
 
-def test_crop_outside_the_photo_reports_zeros(measure: Measure) -> None:
-    rgb, face = portrait("S001184")
-    # Cut the photo above the chin: crop_regions fills the chin crop with black, as for any region
-    # that falls outside a photo.
-    cut = np.ascontiguousarray(rgb[: face.y + int(0.9 * face.height)])
-    regions = crop_regions(cut, face)
-    assert regions.coverage[REGION["chin"]] == 0.0
-    signals, peaks = measure(regions.batch)
-    assert (signals[REGION["chin"]] == 0.0).all()
-    assert (peaks[REGION["chin"]] == 0.0).all()
-    assert (signals[REGION["forehead"], SIGNAL["skin_fraction"]]) > 0.5
-
-
-def test_backdrop_is_not_skin(measure: Measure) -> None:
-    rgb, face = portrait("B001270")
-    backdrop = cv2.resize(rgb[: face.y // 2, : face.x // 2], (contract.REGION_SIZE_PX,) * 2)
-    signals, _ = measure(np.stack([backdrop, crops(rgb, face)[REGION["left_cheek"]]]))
-    assert _column(signals, "skin_fraction")[0] < 0.02
-    assert _column(signals, "skin_fraction")[1] > 0.8
+def test_a_region_the_mask_leaves_out_reports_zeros(measure: Measure) -> None:
+    rgb, geometry = portrait("S001184")
+    # Cut the photo above the chin: the face stage marks the chin outside the photo.
+    cut = np.ascontiguousarray(
+        rgb[: round(float(geometry.alignment.to_photo(geometry.mask.polygons["chin"])[:, 1].min()))]
+    )
+    found = _geometry().analyse(cut)
+    assert not found.mask.visible["chin"]
+    assert found.mask.reasons["chin"] == "outside_photo"
+    signals, _ = measure(found.face[None], found.mask.labels[None])
+    assert (signals[0, LABEL["chin"]] == 0.0).all()
+    assert signals[0, LABEL["forehead"], SIGNAL["skin_fraction"]] > 0.5
 
 
 # --- formulas -----------------------------------------------------------------------------------------
@@ -282,18 +279,21 @@ def test_ita_follows_chardon() -> None:
     assert ita[3] == pytest.approx(90.0, abs=0.01), "b* = 0 gives +90 deg, not a division by zero"
 
 
-def test_histogram_median_matches_numpy() -> None:
-    batch = crops(*portrait("G000553"))
-    small = batch.reshape(7, 80, 2, 80, 2, 3).mean(axis=(2, 4))
-    lab = srgb_to_lab(tf.constant(small.transpose(3, 0, 1, 2).reshape(3, -1), tf.float32))
-    lab = tf.reshape(lab, [3, 7, 80, 80])
-    skin = skin_colour(lab).skin.numpy().reshape(7, -1)
-    planes = lab.numpy().reshape(3, 7, -1)
-    ours = masked_median(tf.constant(planes), tf.constant(skin)).numpy()
-    for row in range(7):
-        chosen = skin[row] > 0.5
-        reference = [np.median(planes[c, row][chosen]) for c in range(3)]
-        np.testing.assert_allclose(ours[row], reference, atol=0.15)
+def test_label_medians_match_numpy() -> None:
+    _, geometry = portrait("G000553")
+    half = geometry.face.reshape(192, 2, 192, 2, 3).mean(axis=(1, 3))
+    lab = srgb_to_lab(tf.constant(half.transpose(2, 0, 1).reshape(3, -1), tf.float32)).numpy()
+    planes = lab.reshape(3, 1, 192, 192)
+    labels = geometry.mask.labels[1::2, 1::2].astype(np.int32)[None]
+    keep = planes[0] > 30.0  # any condition: medians are over labelled pixels where it holds
+    ours = label_medians(tf.constant(planes), tf.constant(labels), tf.constant(keep)).numpy()[0]
+    for index, name in enumerate(contract.LABEL_NAMES, start=1):
+        chosen = (labels[0] == index) & keep[0]
+        if not chosen.any():
+            assert (ours[index - 1] == 0).all(), name
+            continue
+        reference = [np.median(planes[c, 0][chosen]) for c in range(3)]
+        np.testing.assert_allclose(ours[index - 1], reference, atol=0.15, err_msg=name)
 
 
 # --- metamorphic tests on real portraits ---------------------------------------------------------------
@@ -301,87 +301,119 @@ def test_histogram_median_matches_numpy() -> None:
 
 @pytest.mark.parametrize("bioguide", TONE_SPREAD)
 def test_darkening_lowers_and_brightening_raises_ita(measure: Measure, bioguide: str) -> None:
-    rgb, face = portrait(bioguide)
-    before = _column(measure(crops(rgb, face))[0], "ita_deg")
-    darker = _column(measure(crops(apply_gamma(rgb, 1.3), face))[0], "ita_deg")
-    brighter = _column(measure(crops(apply_gamma(rgb, 0.8), face))[0], "ita_deg")
+    rgb, geometry = portrait(bioguide)
+    rows = skin_labels(geometry)
+    before = _column(read(measure, rgb, geometry)[0], "ita_deg")[rows]
+    darker = _column(read(measure, apply_gamma(rgb, 1.3), geometry)[0], "ita_deg")[rows]
+    brighter = _column(read(measure, apply_gamma(rgb, 0.8), geometry)[0], "ita_deg")[rows]
     assert (darker < before - 2.0).all(), (before, darker)
     assert (brighter > before + 3.0).all(), (before, brighter)
 
 
 @pytest.mark.parametrize("bioguide", TONE_SPREAD)
 def test_papules_raise_redness_in_that_cheek_only(measure: Measure, bioguide: str) -> None:
-    rgb, face = portrait(bioguide)
-    signals, peaks = measure(crops(rgb, face))
-    planted_signals, planted_peaks = measure(crops(plant_papules(rgb, face, "left_cheek"), face))
-    cheek = REGION["left_cheek"]
+    rgb, geometry = portrait(bioguide)
+    signals, peaks = read(measure, rgb, geometry)
+    planted_signals, planted_peaks = read(measure, plant_papules(rgb, geometry, "left_cheek"), geometry)
+    cheek = LABEL["left_cheek"]
     assert _column(planted_signals, "erythema")[cheek] > _column(signals, "erythema")[cheek] + 0.02
-    count, planted_count = (peaks[cheek, :, 2] > 0).sum(), (planted_peaks[cheek, :, 2] > 0).sum()
-    assert planted_count >= count + 1
-    assert planted_peaks[cheek, :, 2].sum() > peaks[cheek, :, 2].sum() + 0.5
-    # At least one new peak sits on a planted papule (positions relative to the crop).
-    found = planted_peaks[cheek][planted_peaks[cheek, :, 2] > 0, :2]
-    papules = np.array(PAPULE_PLACES)[:, ::-1]  # (y, x)
+    # Peaks on the cheek: at least one new one sits on a planted papule.
+    size = contract.FACE_SIZE_PX
+    papules = geometry.alignment.to_frame(
+        np.array(_places(region_box(geometry, "left_cheek"), PAPULE_PLACES))
+    )
+    found = planted_peaks[planted_peaks[:, 2] > 0][:, 1::-1] * size  # (x, y) in the frame
     distances = np.linalg.norm(found[:, None] - papules[None], axis=-1)
-    assert (distances.min(axis=0) < 0.06).sum() >= 1
+    assert (distances.min(axis=0) < 6.0).sum() >= 2
+    assert (planted_peaks[:, 2] > 0).sum() >= (peaks[:, 2] > 0).sum()
     for other in ("right_cheek", "forehead"):
-        np.testing.assert_array_equal(planted_signals[REGION[other]], signals[REGION[other]])
-        np.testing.assert_array_equal(planted_peaks[REGION[other]], peaks[REGION[other]])
+        np.testing.assert_allclose(planted_signals[LABEL[other]], signals[LABEL[other]], atol=1e-4)
 
 
 @pytest.mark.parametrize("bioguide", TONE_SPREAD)
 def test_blur_lowers_texture_and_pores(measure: Measure, bioguide: str) -> None:
-    rgb, face = portrait(bioguide)
-    signals = measure(crops(rgb, face))[0]
-    blurred = measure(crops(np.asarray(cv2.GaussianBlur(rgb, (0, 0), 1.5), np.uint8), face))[0]
+    rgb, geometry = portrait(bioguide)
+    rows = skin_labels(geometry)
+    signals = read(measure, rgb, geometry)[0][rows]
+    sigma = 0.006 * geometry.face_width_px  # ~1.6 px in the aligned frame
+    blurred = read(measure, np.asarray(cv2.GaussianBlur(rgb, (0, 0), sigma), np.uint8), geometry)[0][rows]
     assert (_column(blurred, "texture") < 0.9 * _column(signals, "texture")).all()
     assert (_column(blurred, "pores") < _column(signals, "pores")).all()
 
 
 @pytest.mark.parametrize("bioguide", TONE_SPREAD)
-def test_shine_raises_specular_on_the_forehead_only(measure: Measure, bioguide: str) -> None:
-    rgb, face = portrait(bioguide)
-    signals = measure(crops(rgb, face))[0]
-    shiny = measure(crops(plant_shine(rgb, face, "forehead"), face))[0]
-    forehead = REGION["forehead"]
-    assert _column(shiny, "specular")[forehead] > _column(signals, "specular")[forehead] + 0.01
-    for cheek in ("left_cheek", "right_cheek"):
-        assert _column(shiny, "specular")[REGION[cheek]] == _column(signals, "specular")[REGION[cheek]]
+def test_shine_raises_specular_on_the_nose_only(measure: Measure, bioguide: str) -> None:
+    rgb, geometry = portrait(bioguide)
+    signals = read(measure, rgb, geometry)[0]
+    shiny = read(measure, plant_shine(rgb, geometry, "nose"), geometry)[0]
+    nose = LABEL["nose"]
+    assert _column(shiny, "specular")[nose] > _column(signals, "specular")[nose] + 0.01
+    for far in ("left_cheek", "right_cheek", "forehead", "chin"):
+        assert _column(shiny, "specular")[LABEL[far]] == pytest.approx(
+            _column(signals, "specular")[LABEL[far]]
+        )
 
 
 @pytest.mark.parametrize("bioguide", TONE_SPREAD)
 def test_brown_spots_raise_pigment_spots_in_that_cheek(measure: Measure, bioguide: str) -> None:
-    rgb, face = portrait(bioguide)
-    signals = measure(crops(rgb, face))[0]
-    spotted = measure(crops(plant_spots(rgb, face, "right_cheek"), face))[0]
-    cheek = REGION["right_cheek"]
+    rgb, geometry = portrait(bioguide)
+    signals = read(measure, rgb, geometry)[0]
+    spotted = read(measure, plant_spots(rgb, geometry, "right_cheek"), geometry)[0]
+    cheek = LABEL["right_cheek"]
     assert _column(spotted, "pigment_spots")[cheek] > _column(signals, "pigment_spots")[cheek] + 0.003
     assert _column(spotted, "pigment_unevenness")[cheek] > _column(signals, "pigment_unevenness")[cheek]
     for other in ("left_cheek", "forehead"):
-        np.testing.assert_array_equal(spotted[REGION[other]], signals[REGION[other]])
+        np.testing.assert_allclose(spotted[LABEL[other]], signals[LABEL[other]], atol=1e-4)
 
 
 @pytest.mark.parametrize("bioguide", SKIN_FOREHEADS)
 def test_thin_lines_raise_wrinkles_on_the_forehead(measure: Measure, bioguide: str) -> None:
-    rgb, face = portrait(bioguide)
-    signals = measure(crops(rgb, face))[0]
-    lined = measure(crops(plant_lines(rgb, face, "forehead"), face))[0]
-    forehead = REGION["forehead"]
+    rgb, geometry = portrait(bioguide)
+    signals = read(measure, rgb, geometry)[0]
+    lined = read(measure, plant_lines(rgb, geometry, "forehead"), geometry)[0]
+    forehead = LABEL["forehead"]
     assert _column(lined, "wrinkles")[forehead] > _column(signals, "wrinkles")[forehead] + 0.1
     for cheek in ("left_cheek", "right_cheek"):
-        assert _column(lined, "wrinkles")[REGION[cheek]] == _column(signals, "wrinkles")[REGION[cheek]]
+        assert _column(lined, "wrinkles")[LABEL[cheek]] == pytest.approx(
+            _column(signals, "wrinkles")[LABEL[cheek]]
+        )
 
 
 @pytest.mark.parametrize("bioguide", TONE_SPREAD)
 def test_dark_circles_lower_under_eye_lightness_against_the_cheeks(measure: Measure, bioguide: str) -> None:
-    rgb, face = portrait(bioguide)
-    lightness = _column(measure(crops(rgb, face))[0], "lab_l")
-    shadowed = _column(measure(crops(darken_under_eyes(rgb, face), face))[0], "lab_l")
+    rgb, geometry = portrait(bioguide)
+    lightness = _column(read(measure, rgb, geometry)[0], "lab_l")
+    shadowed = _column(read(measure, darken_under_eyes(rgb, geometry), geometry)[0], "lab_l")
     for side in ("left", "right"):
-        cheek, under_eye = REGION[f"{side}_cheek"], REGION[f"{side}_under_eye"]
+        cheek, under_eye = LABEL[f"{side}_cheek"], LABEL[f"{side}_under_eye"]
         gap_before = lightness[cheek] - lightness[under_eye]
         gap_after = shadowed[cheek] - shadowed[under_eye]
         assert gap_after > gap_before + 4.0, (side, gap_before, gap_after)
+
+
+# --- skin tone as a person sees it -----------------------------------------------------------------------
+
+
+def face_ita(measure: Measure, bioguide: str) -> float:
+    """The report's ITA for a portrait: the face's colour over its usable regions."""
+    rgb, geometry = portrait(bioguide)
+    signals = read(measure, rgb, geometry)[0]
+    usable = usable_labels(signals, geometry.mask.pixels, geometry.mask.visible)
+    lab_l, _, lab_b = face_lab(signals, usable)
+    return ita_from_lab(lab_l, lab_b)
+
+
+def test_a_light_face_is_not_read_darker_than_a_dark_one(measure: Measure) -> None:
+    light, dark = face_ita(measure, "B001284"), face_ita(measure, "C000984")
+    assert light > 28.0, light  # "intermediate" or lighter (del Bino & Bernerd 2013)
+    assert light >= dark + 10.0, (light, dark)
+
+
+def test_ita_orders_portraits_whose_order_anyone_can_see(measure: Measure) -> None:
+    angles = [face_ita(measure, bioguide) for bioguide in VISIBLE_ORDER]
+    assert all(a > b + 5.0 for a, b in itertools.pairwise(angles)), dict(
+        zip(VISIBLE_ORDER, angles, strict=True)
+    )
 
 
 def _rank(values: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -395,62 +427,68 @@ def _rank(values: NDArray[np.float64]) -> NDArray[np.float64]:
     return ranks
 
 
-def test_ita_orders_described_skin_tones(measure: Measure) -> None:
-    ita: dict[str, float] = {}
-    for path in sorted(FACES.glob("congress_*.jpg")):
-        bioguide = path.stem.removeprefix("congress_")
-        signals = measure(crops(*portrait(bioguide)))[0]
-        upper_face = [REGION["forehead"], REGION["left_cheek"], REGION["right_cheek"]]
-        ita[bioguide] = float(_column(signals, "ita_deg")[upper_face].mean())
-    assert len(ita) == 24
-    # The pairs SOURCES.md sets furthest apart.
-    assert min(ita["L000174"], ita["B001284"]) > max(ita["C000984"], ita["J000126"]) + 2.0
-    # The three darkest renderings fall in del Bino's "dark" class.
-    for bioguide in ("M001137", "S001185", "M001160"):
-        assert ita[bioguide] < -30.0
-    # Spearman rank correlation with the described tones, over the portraits SOURCES.md grades.
+def test_ita_follows_the_described_skin_tones(measure: Measure) -> None:
     described = sorted(DESCRIBED_TONE)
     tone = _rank(np.array([DESCRIBED_TONE[b] for b in described], np.float64))
-    angle = _rank(np.array([ita[b] for b in described], np.float64))
-    assert np.corrcoef(tone, angle)[0, 1] > 0.5
+    angle = _rank(np.array([face_ita(measure, b) for b in described], np.float64))
+    assert np.corrcoef(tone, angle)[0, 1] > 0.6
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_exif_rotated_copies_read_the_same_tone(measure: Measure, orientation: int) -> None:
+    upright = _photo(FACES / "sn_city_portrait.jpg")
+    rotated = _photo(DATA / "awkward" / "exif_orientation" / f"derived_face_exif_orient{orientation}.jpg")
+    angles = []
+    for rgb in (upright, rotated):
+        geometry = _geometry().analyse(rgb)
+        signals = read(measure, rgb, geometry)[0]
+        lab_l, _, lab_b = face_lab(
+            signals, usable_labels(signals, geometry.mask.pixels, geometry.mask.visible)
+        )
+        angles.append(ita_from_lab(lab_l, lab_b))
+    assert abs(angles[0] - angles[1]) < 0.5, angles
 
 
 # --- independence, determinism, no constants -------------------------------------------------------------
 
 
 @functools.cache
-def _crop_pool() -> Image8:
-    return np.concatenate([crops(*portrait(b)) for b in ("L000174", "C000984", "M001137")])
+def _pool() -> tuple[Image8, Image8]:
+    geometries = [portrait(b)[1] for b in ("L000174", "C000984", "M001137")]
+    return np.stack([g.face for g in geometries]), np.stack([g.mask.labels for g in geometries])
 
 
-@settings(max_examples=15, deadline=None)
-@given(st.lists(st.integers(0, 20), min_size=1, max_size=12))
-def test_each_row_depends_on_its_own_crop_only(measure: Measure, rows: list[int]) -> None:
-    pool = _crop_pool()
-    alone = [measure(pool[row : row + 1]) for row in rows]
-    together_signals, together_peaks = measure(pool[rows])
+@settings(max_examples=10, deadline=None)
+@given(st.lists(st.integers(0, 2), min_size=1, max_size=5))
+def test_each_row_depends_on_its_own_face_only(measure: Measure, rows: list[int]) -> None:
+    faces, masks = _pool()
+    alone = [measure(faces[row : row + 1], masks[row : row + 1]) for row in rows]
+    together_signals, together_peaks = measure(faces[rows], masks[rows])
     for position, (signals, peaks) in enumerate(alone):
         # Matrix-product blocking may change with the batch size, so the last bits may differ.
-        np.testing.assert_allclose(together_signals[position], signals[0], rtol=1e-5, atol=1e-4)
-        np.testing.assert_allclose(together_peaks[position], peaks[0], atol=1e-5)
+        np.testing.assert_allclose(together_signals[position], signals[0], rtol=1e-5, atol=1e-3)
+        np.testing.assert_allclose(together_peaks[position], peaks[0], atol=1e-4)
 
 
 def test_same_input_same_output_and_faces_differ(measure: Measure) -> None:
-    first = crops(*portrait("H001042"))
-    once, again = measure(first), measure(first.copy())
+    _, first = portrait("H001042")
+    once = measure(first.face[None], first.mask.labels[None])
+    again = measure(first.face[None].copy(), first.mask.labels[None].copy())
     np.testing.assert_array_equal(once[0], again[0])
     np.testing.assert_array_equal(once[1], again[1])
-    other = measure(crops(*portrait("S001185")))[0]
-    skin_rows = [REGION["forehead"], REGION["left_cheek"], REGION["right_cheek"], REGION["nose"]]
-    differing = np.abs(once[0][skin_rows] - other[skin_rows]) > 1e-3
+    _, second = portrait("S001185")
+    other = measure(second.face[None], second.mask.labels[None])[0][0]
+    rows = [LABEL["forehead"], LABEL["left_cheek"], LABEL["right_cheek"], LABEL["nose"]]
+    differing = np.abs(once[0][0][rows] - other[rows]) > 1e-3
     # Every column but the two shares that can sit at exactly 0 or 1 differs somewhere.
     varying = [SIGNAL[name] for name in contract.SIGNAL_NAMES if name not in ("specular", "skin_fraction")]
     assert differing[:, varying].any(axis=0).all()
 
 
 def test_no_signal_is_constant_across_portraits(measure: Measure) -> None:
-    batches = [crops(*portrait(b)) for b in TONE_SPREAD]
-    signals = np.concatenate([measure(batch)[0] for batch in batches])
+    signals = np.concatenate(
+        [read(measure, *portrait(b))[0][skin_labels(portrait(b)[1])] for b in TONE_SPREAD]
+    )
     spread = signals.std(axis=0)
     for name in contract.SIGNAL_NAMES:
         assert spread[SIGNAL[name]] > 0.0, name

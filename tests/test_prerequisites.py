@@ -18,7 +18,14 @@ import pytest
 from tests.conftest import ROOT
 
 # The test files that need TensorFlow (or tensorflow-serving-api, which imports it).
-NEEDS_TENSORFLOW = ("test_acne.py", "test_export.py", "test_local_server.py", "test_wire.py")
+NEEDS_TENSORFLOW = (
+    "test_acne.py",
+    "test_efficientnet.py",
+    "test_export.py",
+    "test_local_server.py",
+    "test_measures.py",
+    "test_wire.py",
+)
 
 # One test finds its data through conftest.data_dir, one through a skip marker of its own (as
 # tests/test_measures.py does).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,8 +26,9 @@ from serving.repository import versions_on_disk
 from tests.conftest import MODEL_REPO
 
 SIGNAL = {name: i for i, name in enumerate(contract.SIGNAL_NAMES)}
-REGION = {name: i for i, name in enumerate(contract.REGION_NAMES)}
-FULL = tuple(1.0 for _ in contract.REGION_NAMES)
+LABEL = {name: i for i, name in enumerate(contract.LABEL_NAMES)}
+ALL = dict.fromkeys(contract.LABEL_NAMES, True)
+NO_LESIONS: list[str | None] = [None] * contract.MAX_LESIONS
 
 
 @pytest.fixture(scope="module")
@@ -36,34 +38,52 @@ def scorer() -> PostScorer:
 
 
 def _prediction(**signals: float) -> Prediction:
-    """A typical face's signals (medians over the congress portraits), with some changed."""
+    """A typical face's signals, the same in every region, with some changed."""
     typical = {
-        "lab_l": 58.0,
+        "lab_l": 62.0,
         "lab_a": 18.7,
-        "lab_b": 23.7,
-        "ita_deg": 15.8,
+        "lab_b": 22.0,
+        "ita_deg": 28.6,
         "erythema": 19.6,
         "pigment_spots": 0.004,
-        "pigment_unevenness": 2.6,
-        "wrinkles": 0.29,
-        "pores": 0.17,
-        "texture": 0.46,
+        "pigment_unevenness": 2.0,
+        "wrinkles": 0.4,
+        "pores": 0.3,
+        "texture": 1.0,
         "specular": 0.01,
         "skin_fraction": 0.99,
     }
     typical.update(signals)
     row = np.array([typical[name] for name in contract.SIGNAL_NAMES], np.float32)
-    rows = len(contract.REGION_NAMES)
+    rows = len(contract.LABEL_NAMES)
     return Prediction(
-        contract.MODEL_NAME, 1, np.tile(row, (rows, 1)), np.zeros((rows, contract.MAX_LESIONS, 3), np.float32)
+        contract.MODEL_NAME, 1, np.tile(row, (rows, 1)), np.zeros((contract.MAX_LESIONS, 3), np.float32)
     )
 
 
-def _with_lesions(prediction: Prediction, per_region: int, score: float = 0.9) -> Prediction:
+def _with_lesions(
+    prediction: Prediction, per_region: int, score: float = 0.9
+) -> tuple[Prediction, list[str | None]]:
+    """Lesion candidates, `per_region` on each of the five skin regions, and the label under each."""
     peaks = prediction.acne_peaks.copy()
+    labels = list(NO_LESIONS)
+    row = 0
     for region in ("forehead", "left_cheek", "right_cheek", "nose", "chin"):
-        peaks[REGION[region], :per_region] = [0.5, 0.5, score]
-    return Prediction(prediction.model_name, prediction.version, prediction.signals, peaks)
+        for _ in range(per_region):
+            peaks[row] = [0.5, 0.5, score]
+            labels[row] = region
+            row += 1
+    return Prediction(prediction.model_name, prediction.version, prediction.signals, peaks), labels
+
+
+def _score(
+    scorer: PostScorer,
+    prediction: Prediction,
+    labels: list[str | None] = NO_LESIONS,
+    usable: dict[str, bool] = ALL,
+    colour: bool = True,
+) -> dict[str, Any]:
+    return scorer.score(prediction, labels, usable, colour=colour)
 
 
 @pytest.mark.parametrize(
@@ -79,62 +99,114 @@ def _with_lesions(prediction: Prediction, per_region: int, score: float = 0.9) -
 def test_more_of_a_concern_scores_lower(
     scorer: PostScorer, concern: str, signal: str, low: float, high: float
 ) -> None:
-    good = scorer.score(_prediction(**{signal: low}), FULL)["concerns"][concern]
-    bad = scorer.score(_prediction(**{signal: high}), FULL)["concerns"][concern]
+    good = _score(scorer, _prediction(**{signal: low}))["concerns"][concern]
+    bad = _score(scorer, _prediction(**{signal: high}))["concerns"][concern]
     assert 0 <= bad["score"] < good["score"] <= 100
     assert set(bad["regions"]) == set(CONCERN_REGIONS[concern])
     assert all(bad["regions"][r] <= good["regions"][r] for r in bad["regions"])
 
 
 def test_more_lesions_mean_lower_acne_score_and_worse_grade(scorer: PostScorer) -> None:
-    clear = scorer.score(_prediction(), FULL)["concerns"]["acne"]
-    some = scorer.score(_with_lesions(_prediction(), 2), FULL)["concerns"]["acne"]
-    many = scorer.score(_with_lesions(_prediction(), 12), FULL)["concerns"]["acne"]
-    assert clear["count"] == 0 and clear["severity"] == "none"
+    clear = _score(scorer, _prediction())["concerns"]["acne"]
+    some = _score(scorer, *_with_lesions(_prediction(), 2))["concerns"]["acne"]
+    many = _score(scorer, *_with_lesions(_prediction(), 12))["concerns"]["acne"]
+    assert clear["count"] == 0 and clear["severity"] == "mild"
     assert some["count"] == 10 and many["count"] == 60
     assert clear["score"] > some["score"] > many["score"]
-    assert sum(many["grade_probabilities"].values()) == pytest.approx(1.0, abs=0.01)
-    assert len(scorer.score(_with_lesions(_prediction(), 12), FULL)["concerns"]["acne"]["lesions"]) == 60
+    worst = max(many["grade_probabilities"], key=many["grade_probabilities"].__getitem__)
+    assert worst in ("severe", "very_severe")
+    assert many["regions"]["left_cheek"] == 12
+    assert len(many["lesions"]) == 60
+    assert {lesion["region"] for lesion in many["lesions"]} == {
+        "forehead",
+        "left_cheek",
+        "right_cheek",
+        "nose",
+        "chin",
+    }
+
+
+def test_one_lesion_is_mild_acne(scorer: PostScorer) -> None:
+    prediction, labels = _with_lesions(_prediction(), 0)
+    peaks = prediction.acne_peaks.copy()
+    peaks[0] = [0.5, 0.5, 0.9]
+    labels[0] = "left_cheek"
+    one = _score(scorer, Prediction(prediction.model_name, 1, prediction.signals, peaks), labels)
+    assert one["concerns"]["acne"]["count"] == 1
+    assert one["concerns"]["acne"]["severity"] == "mild"
 
 
 def test_weak_lesion_candidates_are_not_counted(scorer: PostScorer) -> None:
     faint = _with_lesions(_prediction(), 5, score=scorer.calibration.acne_threshold / 2)
-    assert scorer.score(faint, FULL)["concerns"]["acne"]["count"] == 0
+    assert _score(scorer, *faint)["concerns"]["acne"]["count"] == 0
+
+
+def test_lesions_on_skin_the_regions_do_not_name_still_count(scorer: PostScorer) -> None:
+    prediction, labels = _with_lesions(_prediction(), 2)
+    labels = ["other_skin" if label == "chin" else label for label in labels]
+    acne = _score(scorer, prediction, labels)["concerns"]["acne"]
+    assert acne["count"] == 10
+    assert acne["regions"]["other_skin"] == 2 and acne["regions"]["chin"] == 0
 
 
 def test_dark_circles_grow_with_darker_under_eyes(scorer: PostScorer) -> None:
     prediction = _prediction()
     darker = prediction.signals.copy()
     for region in ("left_under_eye", "right_under_eye"):
-        darker[REGION[region], SIGNAL["lab_l"]] -= 12
+        darker[LABEL[region], SIGNAL["lab_l"]] -= 12
     worse = Prediction(prediction.model_name, 1, darker, prediction.acne_peaks)
     assert (
-        scorer.score(worse, FULL)["concerns"]["dark_circles"]["score"]
-        < scorer.score(prediction, FULL)["concerns"]["dark_circles"]["score"]
+        _score(scorer, worse)["concerns"]["dark_circles"]["score"]
+        < _score(scorer, prediction)["concerns"]["dark_circles"]["score"]
     )
 
 
 def test_unusable_regions_are_left_out(scorer: PostScorer) -> None:
-    coverage = tuple(0.0 if name == "chin" else 1.0 for name in contract.REGION_NAMES)
-    report = scorer.score(_prediction(), coverage)
+    usable = {**ALL, "chin": False}
+    prediction, labels = _with_lesions(_prediction(), 2)
+    report = _score(scorer, prediction, labels, usable)
     assert report["concerns"]["redness"]["regions"]["chin"] is None
     assert report["concerns"]["acne"]["regions"]["chin"] is None
-    assert report["usable_regions"]["chin"] is False
-    no_skin = scorer.score(_prediction(skin_fraction=0.0), FULL)
-    assert all(no_skin["concerns"][c]["score"] is None for c in CONCERNS)
-    assert no_skin["skin_tone"]["ita_deg"] is None
+    assert report["concerns"]["acne"]["count"] == 8, "lesions on a region that cannot be read are not counted"
+    nothing = dict.fromkeys(contract.LABEL_NAMES, False)
+    blind = _score(scorer, _prediction(), usable=nothing)
+    assert all(blind["concerns"][c]["score"] is None for c in CONCERNS)
+    assert blind["skin_tone"]["ita_deg"] is None
+    assert blind["overall"]["score"] is None
 
 
-def test_skin_type_probabilities(scorer: PostScorer) -> None:
-    skin_type = scorer.score(_prediction(specular=0.3), FULL)["skin_type"]
-    assert skin_type["label"] == "oily"
-    assert sum(skin_type["probabilities"].values()) == pytest.approx(1.0, abs=0.01)
+def test_a_closeup_is_read_on_its_skin(scorer: PostScorer) -> None:
+    closeup = {**dict.fromkeys(contract.LABEL_NAMES, False), "other_skin": True}
+    report = _score(scorer, _prediction(), usable=closeup)
+    for concern in ("redness", "dark_spots", "wrinkles", "pores", "oiliness"):
+        assert report["concerns"][concern]["score"] is not None, concern
+        assert all(value is None for value in report["concerns"][concern]["regions"].values())
+    assert report["concerns"]["dark_circles"]["score"] is None
+    assert report["skin_tone"]["ita_deg"] is not None
+    assert report["skin_type"]["label"] is None
+
+
+def test_greyscale_leaves_colour_out_of_every_part(scorer: PostScorer) -> None:
+    report = _score(scorer, _prediction(erythema=30.0), colour=False)
+    redness = report["concerns"]["redness"]
+    assert redness["score"] is None and redness["severity"] is None and redness["raw"] is None
+    assert all(value is None for value in redness["regions"].values())
+    assert report["skin_tone"] == {"ita_deg": None, "category": None, "lab": None}
+    scores = [c["score"] for name, c in report["concerns"].items() if name != "redness"]
+    assert report["overall"]["score"] == pytest.approx(
+        np.mean([s for s in scores if s is not None]), abs=0.06
+    )
+
+
+def test_skin_type_follows_the_t_zone_and_the_cheeks(scorer: PostScorer) -> None:
+    assert _score(scorer, _prediction(specular=0.3))["skin_type"]["label"] == "oily"
+    assert _score(scorer, _prediction(specular=0.0))["skin_type"]["label"] in ("dry", "normal")
     signals = _prediction().signals.copy()
     signals[:, SIGNAL["specular"]] = 0.0
     for zone in ("forehead", "nose", "chin"):
-        signals[REGION[zone], SIGNAL["specular"]] = 0.3
+        signals[LABEL[zone], SIGNAL["specular"]] = 0.3
     combination = Prediction(contract.MODEL_NAME, 1, signals, _prediction().acne_peaks)
-    assert scorer.score(combination, FULL)["skin_type"]["label"] == "combination"
+    assert _score(scorer, combination)["skin_type"]["label"] == "combination"
 
 
 def test_ita_formula_and_categories() -> None:
@@ -155,7 +227,7 @@ def test_missing_calibration_is_a_bad_response() -> None:
 
 def test_raw_values_are_what_the_signals_say() -> None:
     prediction = _prediction(erythema=25.0)
-    raw = raw_concerns(prediction.signals, prediction.acne_peaks, FULL, 0.5)
+    raw = raw_concerns(prediction.signals, prediction.acne_peaks, NO_LESIONS, ALL, 0.5)
     assert raw.face["redness"] == pytest.approx(25.0 - 18.7, abs=1e-4)  # erythema minus the face's median a*
     assert raw.face["dark_circles"] == pytest.approx(0.0)
     assert raw.face["acne"] == 0.0

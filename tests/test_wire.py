@@ -30,8 +30,10 @@ def _request() -> predict_pb2.PredictRequest:
     request.model_spec.name = contract.MODEL_NAME
     request.model_spec.version.value = 7
     request.model_spec.signature_name = contract.SIGNATURE_NAME
-    crops = np.random.default_rng(0).integers(0, 256, (7, 160, 160, 3), dtype=np.uint8)
-    fill_tensor_proto(request.inputs[contract.INPUT.name], crops)
+    size = contract.FACE_SIZE_PX
+    rng = np.random.default_rng(0)
+    fill_tensor_proto(request.inputs["face"], rng.integers(0, 256, (1, size, size, 3), dtype=np.uint8))
+    fill_tensor_proto(request.inputs["mask"], rng.integers(0, 9, (1, size, size), dtype=np.uint8))
     request.output_filter.append("signals")
     return request
 
@@ -49,8 +51,9 @@ def test_predict_request_tensor_reads_the_same_with_tensorflow() -> None:
     tf = pytest.importorskip("tensorflow")
     ours = _request()
     theirs = official_predict.PredictRequest.FromString(ours.SerializeToString())
-    expected = make_ndarray(ours.inputs[contract.INPUT.name])
-    np.testing.assert_array_equal(tf.make_ndarray(theirs.inputs[contract.INPUT.name]), expected)
+    for name in contract.INPUT_NAMES:
+        expected = make_ndarray(ours.inputs[name])
+        np.testing.assert_array_equal(tf.make_ndarray(theirs.inputs[name]), expected)
 
 
 def test_predict_response_from_official_parses_in_subset() -> None:
@@ -73,10 +76,10 @@ def test_metadata_any_unpacks_into_subset() -> None:
     signature_map = get_model_metadata_pb2.SignatureDefMap()
     signature = signature_map.signature_def[contract.SIGNATURE_NAME]
     signature.method_name = contract.METHOD_NAME
-    info = signature.inputs[contract.INPUT.name]
+    info = signature.inputs["face"]
     info.name = "serving_default_regions:0"
     info.dtype = contract.DATA_TYPE_ENUM["uint8"]
-    for size in (-1, 160, 160, 3):
+    for size in (-1, 384, 384, 3):
         info.tensor_shape.dim.add().size = size
     response = get_model_metadata_pb2.GetModelMetadataResponse()
     response.model_spec.name = contract.MODEL_NAME
@@ -84,8 +87,8 @@ def test_metadata_any_unpacks_into_subset() -> None:
     ours = predict_pb2.GetModelMetadataResponse.FromString(response.SerializeToString())
     unpacked = predict_pb2.SignatureDefMap()
     assert ours.metadata["signature_def"].Unpack(unpacked)
-    got = unpacked.signature_def[contract.SIGNATURE_NAME].inputs[contract.INPUT.name]
-    assert [d.size for d in got.tensor_shape.dim] == [-1, 160, 160, 3]
+    got = unpacked.signature_def[contract.SIGNATURE_NAME].inputs["face"]
+    assert [d.size for d in got.tensor_shape.dim] == [-1, 384, 384, 3]
     assert got.dtype == contract.DATA_TYPE_ENUM["uint8"]
 
 

@@ -1,9 +1,12 @@
-"""Face regions: where each region sits in a face box, and cutting them into the model's input batch.
+"""Face regions as landmark polygons in the aligned frame, and the region-label mask the model reads.
 
-Region geometry is a fixed fraction of the frontal Haar box (top near the mid-forehead, bottom near
-the chin), set on the test portraits: the forehead sits low enough to miss most fringes, the cheeks
-stop above the mouth corners. The Haar box's bottom edge moves with the smile, so the chin crop can
-land on the lower lip or the top of the neck. "left" and "right" are the subject's own.
+Each region is a polygon through face-mesh landmarks (MediaPipe's 468-point topology), so it follows
+the face's own shape and keeps its aspect ratio. Eyes, brows, lips and nostrils are cut out of every
+region; hair and anything else that is not this face's skin is cut out by colour, against the face's
+own skin colour read from the mesh regions (so light and dark skin are judged alike). A region the
+head turns away from the camera, or one mostly outside the photo, is not visible: its pixels are left
+out and post-scoring reports it as unknown, never as healthy skin. "left" and "right" are the
+subject's own; the landmark lists below name the subject's right side first.
 """
 
 from __future__ import annotations
@@ -14,65 +17,335 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from orchestrator.face.detection import Box
+from orchestrator.face.alignment import _SHIFT, Alignment, _fixed
+from orchestrator.face.detection import Detection
 from serving import contract
 
-# (centre x, centre y, width, height) as fractions of the face box. The subject's left cheek is on
-# the image's right in an unmirrored photo, hence x > 0.5.
-REGION_LAYOUT: dict[str, tuple[float, float, float, float]] = {
-    "forehead": (0.50, 0.15, 0.46, 0.14),
-    "left_cheek": (0.75, 0.645, 0.19, 0.19),
-    "right_cheek": (0.25, 0.645, 0.19, 0.19),
-    "nose": (0.50, 0.585, 0.14, 0.19),
-    "chin": (0.50, 0.955, 0.24, 0.09),
-    "left_under_eye": (0.68, 0.515, 0.20, 0.08),
-    "right_under_eye": (0.32, 0.515, 0.20, 0.08),
-}
-assert tuple(REGION_LAYOUT) == contract.REGION_NAMES, "regions must follow the contract's order"
+# The face oval, clockwise in the image from the top of the forehead.
+FACE_OVAL = (
+    10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
+    152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109,
+)  # fmt: skip
+# Eye contours (lower lid then upper lid), brows, the outer lip line.
+RIGHT_EYE = (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246)
+LEFT_EYE = (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466)
+RIGHT_BROW = (70, 63, 105, 66, 107, 55, 65, 52, 53, 46)
+LEFT_BROW = (300, 293, 334, 296, 336, 285, 295, 282, 283, 276)
+LIPS = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185)
+# Where nostrils show in a frontal photo: between the alae and the columella, above the subnasale.
+NOSTRILS = ((64, 98, 97, 2, 94, 19), (294, 327, 326, 2, 94, 19))
+# Upper brow lines (outer to inner) and the glabella between them: the forehead's lower edge.
+RIGHT_BROW_TOP = (70, 63, 105, 66, 107)
+LEFT_BROW_TOP = (336, 296, 334, 293, 300)
+GLABELLA = 9
+# The oval's upper arc, subject's right temple to left temple: the forehead's upper edge before it is
+# raised towards the hairline.
+FOREHEAD_ARC = (21, 54, 103, 67, 109, 10, 338, 297, 332, 284, 251)
+
+REGION_POLYGONS: dict[str, tuple[int, ...]] = {
+    # From the lower lid (the eye's cut-out margin is the gap) down to the cheek's upper edge.
+    "right_under_eye": (133, 155, 154, 153, 145, 144, 163, 7, 33, 117, 118, 119, 120, 121),
+    "left_under_eye": (362, 382, 381, 380, 374, 373, 390, 249, 263, 346, 347, 348, 349, 350),
+    # From under the eye down to the mouth corner's level, between the nose side and the face outline.
+    "right_cheek": (121, 120, 119, 118, 117, 116, 123, 147, 213, 192, 214, 212, 216, 206, 203, 142, 100),
+    "left_cheek": (350, 349, 348, 347, 346, 345, 352, 376, 433, 416, 434, 432, 436, 426, 423, 371, 329),
+    # Bridge between the eyes down both sidewalls to the alae and round the tip.
+    "nose": (168, 417, 465, 412, 399, 437, 420, 429, 358, 294, 327, 326, 2, 97, 98, 64, 129, 209, 198, 217,
+             174, 188, 245, 193),
+    # Below the lower lip to the chin's outline, between the verticals of the mouth corners.
+    "chin": (202, 18, 422, 430, 394, 379, 378, 400, 377, 152, 148, 176, 149, 150, 169, 210),
+}  # fmt: skip
+
+# Margins, as shares of the frame: the forehead starts this far above the brows, and is raised above
+# the mesh's top arc by FOREHEAD_RAISE to reach the hairline (hair there is cut out by colour).
+BROW_MARGIN = 0.015
+FOREHEAD_RAISE = 0.06
+# Features are cut out with this margin around their outlines, as a share of the frame.
+FEATURE_MARGIN = 0.012
+# A side region is not visible when its area in the frame is below this share of its mirror
+# partner's: the head is turned and it is seen edge-on (or hidden behind the nose). Among the photos in
+# data/faces, a head turned by 24 degrees leaves its far cheek at 0.29 of the near one, by 34 degrees
+# at 0.20; ACNE04's three-quarter views (30-50 degrees) mostly fall below 0.25.
+MIN_SIDE_AREA_RATIO = 0.25
+# A region is not visible when less than this share of its polygon lies inside the photo.
+MIN_INSIDE_SHARE = 0.6
+# Skin by colour, against the median CIELAB of the face's own mesh regions. Hair and deep shadow are
+# far darker; blonde and grey hair, backgrounds and clothes are much less red or of another yellowness.
+# Redder is always allowed (papules, flushing), and so is paler where it is also brighter, inside the
+# face outline: a specular highlight, which the model measures as shine. On the portraits, blonde
+# fringes sit 14-16 a* units below the cheeks; foreheads 3-6 below them.
+SKIN_MAX_DARKER_L = 22.0
+SKIN_MAX_LESS_RED_A = 9.0
+SKIN_MAX_B_DIFFERENCE = 12.0
+HIGHLIGHT_MIN_BRIGHTER_L = 8.0
+# Other visible skin is looked for within this margin around the face outline (a share of the frame),
+# which reaches the ears and the jaw's underside, and below the jaw down the neck.
+OTHER_SKIN_MARGIN = 0.08
+# The jaw's corners (subject's right, left): the neck is looked for between them.
+JAW_RIGHT, JAW_LEFT = 172, 397
+SIDE_PAIRS = (("left_cheek", "right_cheek"), ("left_under_eye", "right_under_eye"))
+# Past this yaw the far side's cheek and under-eye face more than ~90 degrees away from the camera
+# (a cheek faces 40-50 degrees out from the face's front), whatever area the mesh still gives them.
+FAR_SIDE_HIDDEN_YAW_DEG = 45.0
 
 
 @dataclass(frozen=True)
-class RegionCrops:
-    """The model input for one face and where each crop came from."""
+class RegionMask:
+    """The model's mask for one face and what it says about each region."""
 
-    batch: NDArray[np.uint8]  # [len(REGION_NAMES), REGION_SIZE_PX, REGION_SIZE_PX, 3]
-    boxes: tuple[Box, ...]  # each region's box in image pixels, clipped to the image
-    coverage: tuple[float, ...]  # share of each intended region that lies inside the image
-
-
-def region_box(face: Box, name: str) -> Box:
-    """The unclipped box of one region of a face, in image pixels."""
-    cx, cy, fw, fh = REGION_LAYOUT[name]
-    width, height = fw * face.width, fh * face.height
-    x = face.x + cx * face.width - width / 2
-    y = face.y + cy * face.height - height / 2
-    return Box(round(x), round(y), max(1, round(width)), max(1, round(height)))
+    labels: NDArray[np.uint8]  # [size, size]: 0 not skin, 1..8 contract.LABEL_NAMES
+    polygons: dict[str, NDArray[np.float64]]  # region -> outline in the aligned frame [N, 2]
+    visible: dict[str, bool]  # region -> whether it can be read
+    pixels: dict[str, int]  # label name -> skin pixels carrying it
+    # region -> why it is not visible: "outside_photo", "turned_away" or "not_placed" (no landmarks)
+    reasons: dict[str, str]
 
 
-def crop_regions(rgb: NDArray[np.uint8], face: Box) -> RegionCrops:
-    """Cut every contract region of `face` from an RGB image and resize each to the model's size."""
-    size = contract.REGION_SIZE_PX
-    image_h, image_w = rgb.shape[:2]
-    batch = np.zeros((len(contract.REGION_NAMES), size, size, 3), dtype=np.uint8)
-    boxes: list[Box] = []
-    coverage: list[float] = []
-    for index, name in enumerate(contract.REGION_NAMES):
-        want = region_box(face, name)
-        x0, y0 = min(max(0, want.x), image_w), min(max(0, want.y), image_h)
-        x1 = min(image_w, want.x + want.width)
-        y1 = min(image_h, want.y + want.height)
-        clipped = Box(x0, y0, max(0, x1 - x0), max(0, y1 - y0))
-        boxes.append(clipped)
-        coverage.append(clipped.area / want.area)
-        if clipped.area == 0:
-            continue  # left black: the model reports no skin there and post-scoring skips it
-        patch = rgb[y0:y1, x0:x1]
-        shrinking = patch.shape[0] > size or patch.shape[1] > size
-        interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-        batch[index] = cv2.resize(patch, (size, size), interpolation=interpolation)
-    return RegionCrops(batch=batch, boxes=tuple(boxes), coverage=tuple(coverage))
+def _points(frame_points: NDArray[np.float64], indices: tuple[int, ...]) -> NDArray[np.float64]:
+    return frame_points[list(indices)]
 
 
-def to_image_point(box: Box, y_rel: float, x_rel: float) -> tuple[int, int]:
-    """Map a point given relative to a region crop back to (x, y) image pixels."""
-    return round(box.x + x_rel * box.width), round(box.y + y_rel * box.height)
+def region_outlines(frame_points: NDArray[np.float64], size: int) -> dict[str, NDArray[np.float64]]:
+    """Every region's polygon in the aligned frame, from landmarks already mapped into it [468, 2]."""
+    outlines = {name: _points(frame_points, indices) for name, indices in REGION_POLYGONS.items()}
+    brow_top = np.concatenate(
+        [
+            _points(frame_points, RIGHT_BROW_TOP),
+            frame_points[[GLABELLA]],
+            _points(frame_points, LEFT_BROW_TOP),
+        ]
+    )
+    brow_top = brow_top - np.array([0.0, BROW_MARGIN * size])
+    outlines["forehead"] = np.concatenate([brow_top, _raised_arc(frame_points, size)[::-1]])
+    return {name: outlines[name] for name in contract.REGION_NAMES}
+
+
+def _raised_arc(frame_points: NDArray[np.float64], size: int) -> NDArray[np.float64]:
+    """The oval's upper arc raised towards the hairline: moved away from the glabella (upwards, and
+    outwards at the temples) by FOREHEAD_RAISE of the frame."""
+    arc = _points(frame_points, FOREHEAD_ARC)
+    direction = arc - frame_points[[GLABELLA]]
+    direction /= np.maximum(np.linalg.norm(direction, axis=1, keepdims=True), 1e-6)
+    return np.asarray(arc + direction * FOREHEAD_RAISE * size, dtype=np.float64)
+
+
+def face_outline(frame_points: NDArray[np.float64], size: int) -> NDArray[np.float64]:
+    """The face's outline in the aligned frame: the mesh's oval with its upper arc raised to the
+    hairline. Every region is cut to it."""
+    outline = _points(frame_points, FACE_OVAL).copy()
+    raised = dict(zip(FOREHEAD_ARC, _raised_arc(frame_points, size), strict=True))
+    for position, index in enumerate(FACE_OVAL):
+        if index in raised:
+            outline[position] = raised[index]
+    return outline
+
+
+def _fill(canvas: NDArray[np.uint8], polygon: NDArray[np.float64], value: int) -> None:
+    cv2.fillPoly(canvas, [_fixed(polygon)], value, lineType=cv2.LINE_8, shift=_SHIFT)
+
+
+def feature_mask(frame_points: NDArray[np.float64], size: int) -> NDArray[np.bool_]:
+    """Eyes, brows, lips and nostrils with a margin: never skin."""
+    canvas = np.zeros((size, size), dtype=np.uint8)
+    outlines: tuple[tuple[int, ...], ...] = (RIGHT_EYE, LEFT_EYE, LIPS, *NOSTRILS)
+    for outline in outlines:
+        _fill(canvas, _points(frame_points, outline), 1)
+    for brow in (RIGHT_BROW, LEFT_BROW):
+        hull = cv2.convexHull(_points(frame_points, brow).astype(np.float32))[:, 0]
+        _fill(canvas, np.asarray(hull, dtype=np.float64), 1)
+    margin = max(1, round(FEATURE_MARGIN * size))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
+    return np.asarray(cv2.dilate(canvas, kernel), dtype=bool)
+
+
+def skin_by_colour(
+    lab: NDArray[np.float32], reference: NDArray[np.bool_], highlights_allowed: NDArray[np.bool_]
+) -> NDArray[np.bool_]:
+    """Pixels whose colour is this face's skin, judged against the median of the `reference` pixels:
+    not far darker (hair, deep shadow), not much less red and of similar yellowness (blonde or grey
+    hair, backgrounds, clothes), except brighter pale highlights where `highlights_allowed`."""
+    if reference.sum() < 50:
+        return np.ones(lab.shape[:2], dtype=bool)
+    median = np.median(lab[reference], axis=0)
+    d_l = lab[..., 0] - median[0]
+    d_a = lab[..., 1] - median[1]
+    d_b = lab[..., 2] - median[2]
+    chroma_ok = (d_a >= -SKIN_MAX_LESS_RED_A) & (np.abs(d_b) <= SKIN_MAX_B_DIFFERENCE)
+    highlight = highlights_allowed & (d_l >= HIGHLIGHT_MIN_BRIGHTER_L)
+    return np.asarray((d_l >= -SKIN_MAX_DARKER_L) & (chroma_ok | highlight), dtype=bool)
+
+
+def to_lab(rgb: NDArray[np.uint8]) -> NDArray[np.float32]:
+    """CIELAB (L* 0..100, a*, b*) of an sRGB image, D65, via OpenCV."""
+    return np.asarray(cv2.cvtColor(rgb.astype(np.float32) * (1.0 / 255.0), cv2.COLOR_RGB2LAB), np.float32)
+
+
+def build_mask(
+    face: NDArray[np.uint8],
+    inside: NDArray[np.bool_],
+    points: NDArray[np.float32],
+    alignment: Alignment,
+    yaw_deg: float = 0.0,
+) -> RegionMask:
+    """The label mask of an aligned face image from its mesh landmarks (photo pixels) and head yaw
+    (positive: turned towards the image's right, so the subject's left side faces away)."""
+    size = alignment.size
+    frame_points = alignment.to_frame(points)
+    outlines = region_outlines(frame_points, size)
+    features = feature_mask(frame_points, size)
+    usable = inside & ~features
+    polygons = {}
+    for name, outline in outlines.items():
+        canvas = np.zeros((size, size), dtype=np.uint8)
+        _fill(canvas, outline, 1)
+        polygons[name] = canvas.astype(bool)
+    oval = np.zeros((size, size), dtype=np.uint8)
+    _fill(oval, _points(frame_points, FACE_OVAL), 1)
+    within_outline = np.zeros((size, size), dtype=np.uint8)
+    _fill(within_outline, face_outline(frame_points, size), 1)
+    lab = to_lab(face)
+    reference = np.zeros((size, size), dtype=bool)
+    for name in ("left_cheek", "right_cheek", "nose", "chin"):
+        reference |= polygons[name]
+    skin = skin_by_colour(lab, reference & usable, oval.astype(bool)) & usable
+    visible, reasons = _visibility(polygons, inside, yaw_deg)
+    labels = np.zeros((size, size), dtype=np.uint8)
+    labels[skin & _near_face(oval, frame_points, size)] = contract.LABEL_NAMES.index(contract.OTHER_SKIN) + 1
+    within = within_outline.astype(bool)
+    for index, name in enumerate(contract.REGION_NAMES, start=1):
+        region = polygons[name] & skin & within
+        labels[region] = index if visible[name] else 0
+    return _mask_from(labels, visible, outlines, reasons)
+
+
+# Chai & Ngan's skin chroma box in YCrCb ("Face segmentation using skin-color map in videophone
+# applications", IEEE TCSVT 9(4), 1999): Cr 133-173, Cb 77-127. Without a mesh it gives the first
+# guess of the skin colour that skin_by_colour then refines.
+SKIN_CR = (133, 173)
+SKIN_CB = (77, 127)
+
+
+def chroma_skin(rgb: NDArray[np.uint8]) -> NDArray[np.bool_]:
+    """Pixels inside the Chai & Ngan skin chroma box."""
+    ycrcb = cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb)
+    cr, cb = ycrcb[..., 1], ycrcb[..., 2]
+    return np.asarray(
+        (cr >= SKIN_CR[0]) & (cr <= SKIN_CR[1]) & (cb >= SKIN_CB[0]) & (cb <= SKIN_CB[1]), dtype=bool
+    )
+
+
+def _mask_from(
+    labels: NDArray[np.uint8],
+    visible: dict[str, bool],
+    outlines: dict[str, NDArray[np.float64]],
+    reasons: dict[str, str],
+) -> RegionMask:
+    pixels = {name: int((labels == i).sum()) for i, name in enumerate(contract.LABEL_NAMES, start=1)}
+    return RegionMask(labels=labels, polygons=outlines, visible=visible, pixels=pixels, reasons=reasons)
+
+
+def close_up_mask(face: NDArray[np.uint8], inside: NDArray[np.bool_]) -> RegionMask:
+    """A skin close-up's mask: all of its skin is one region (other skin), no face regions."""
+    first_guess = chroma_skin(face) & inside
+    skin = (
+        skin_by_colour(to_lab(face), first_guess, np.zeros_like(inside)) & inside & (first_guess.sum() >= 50)
+    )
+    labels = np.where(skin, contract.LABEL_NAMES.index(contract.OTHER_SKIN) + 1, 0).astype(np.uint8)
+    not_placed = dict.fromkeys(contract.REGION_NAMES, "not_placed")
+    return _mask_from(labels, dict.fromkeys(contract.REGION_NAMES, False), {}, not_placed)
+
+
+# The visible cheek of a profile, placed from the detector's keypoints in the aligned frame: from a
+# quarter of the way from the eye down to the mouth to just below the mouth, and from midway between
+# the nose tip and the mouth across to most of the way to the visible ear.
+PROFILE_CHEEK_TOP = 0.25
+PROFILE_CHEEK_BOTTOM = 1.1
+PROFILE_CHEEK_TO_EAR = 0.8
+
+
+def keypoint_mask(
+    face: NDArray[np.uint8], inside: NDArray[np.bool_], detection: Detection, alignment: Alignment
+) -> RegionMask:
+    """A profile's mask: its visible cheek where the keypoints place one, the rest of its skin other
+    skin; every other region is not visible."""
+    size = alignment.size
+    points = alignment.to_frame(detection.keypoints)
+    names = ("right_eye", "left_eye", "nose_tip", "mouth", "right_ear", "left_ear")
+    kp = dict(zip(names, points, strict=True))
+    # The nose points away from the visible side: nose to the image's left shows the subject's left
+    # cheek, whose ear is the subject's left ear.
+    ears_x = (kp["right_ear"][0] + kp["left_ear"][0]) / 2.0
+    side = "left" if kp["nose_tip"][0] < ears_x else "right"
+    ear = kp[f"{side}_ear"]
+    eye = kp[f"{side}_eye"]
+    mouth, nose = kp["mouth"], kp["nose_tip"]
+    drop = mouth[1] - eye[1]
+    inner_x = (nose[0] + mouth[0]) / 2.0
+    outer_x = inner_x + PROFILE_CHEEK_TO_EAR * (ear[0] - inner_x)
+    top, bottom = eye[1] + PROFILE_CHEEK_TOP * drop, eye[1] + PROFILE_CHEEK_BOTTOM * drop
+    placed = drop > 0.05 * size and abs(outer_x - inner_x) > 0.05 * size
+    cheek_name = f"{side}_cheek"
+    outlines: dict[str, NDArray[np.float64]] = {}
+    region = np.zeros((size, size), dtype=np.uint8)
+    if placed:
+        outlines[cheek_name] = np.array(
+            [[inner_x, top], [outer_x, top], [outer_x, bottom], [inner_x, bottom]]
+        )
+        _fill(region, outlines[cheek_name], 1)
+    first_guess = chroma_skin(face) & inside
+    reference = (
+        first_guess & region.astype(bool)
+        if placed and (first_guess & region.astype(bool)).sum() >= 50
+        else first_guess
+    )
+    skin = skin_by_colour(to_lab(face), reference, np.zeros_like(inside)) & inside & (first_guess.sum() >= 50)
+    labels = np.where(skin, contract.LABEL_NAMES.index(contract.OTHER_SKIN) + 1, 0).astype(np.uint8)
+    visible = dict.fromkeys(contract.REGION_NAMES, False)
+    reasons = dict.fromkeys(contract.REGION_NAMES, "not_placed")
+    far = "right" if side == "left" else "left"
+    for name in (f"{far}_cheek", f"{far}_under_eye"):
+        reasons[name] = "turned_away"
+    if placed:
+        cheek = skin & region.astype(bool)
+        inside_share = float((region.astype(bool) & inside).sum()) / max(1.0, float(region.sum()))
+        if inside_share >= MIN_INSIDE_SHARE:
+            labels[cheek] = contract.REGION_NAMES.index(cheek_name) + 1
+            visible[cheek_name] = True
+            del reasons[cheek_name]
+        else:
+            reasons[cheek_name] = "outside_photo"
+    return _mask_from(labels, visible, outlines, reasons)
+
+
+def _near_face(oval: NDArray[np.uint8], frame_points: NDArray[np.float64], size: int) -> NDArray[np.bool_]:
+    """Where other visible skin may be: the face outline widened by OTHER_SKIN_MARGIN, and the neck
+    below the jaw (between the jaw's corners, down to the frame's edge)."""
+    margin = max(1, round(OTHER_SKIN_MARGIN * size))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
+    near = np.asarray(cv2.dilate(oval, kernel), dtype=np.uint8)
+    jaw = frame_points[[JAW_RIGHT, JAW_LEFT]]
+    neck = np.array([jaw[0], jaw[1], [jaw[1][0], size + 1.0], [jaw[0][0], size + 1.0]])
+    _fill(near, neck, 1)
+    return near.astype(bool)
+
+
+def _visibility(
+    polygons: dict[str, NDArray[np.bool_]], inside: NDArray[np.bool_], yaw_deg: float
+) -> tuple[dict[str, bool], dict[str, str]]:
+    """Which regions can be read, and why the others cannot."""
+    areas = {name: int(area.sum()) for name, area in polygons.items()}
+    reasons: dict[str, str] = {}
+    if abs(yaw_deg) >= FAR_SIDE_HIDDEN_YAW_DEG:
+        far = "left" if yaw_deg > 0 else "right"
+        reasons.update({f"{far}_cheek": "turned_away", f"{far}_under_eye": "turned_away"})
+    for left, right in SIDE_PAIRS:
+        if areas[left] < MIN_SIDE_AREA_RATIO * areas[right]:
+            reasons[left] = "turned_away"
+        if areas[right] < MIN_SIDE_AREA_RATIO * areas[left]:
+            reasons[right] = "turned_away"
+    for name, area in polygons.items():
+        if areas[name] == 0:
+            reasons.setdefault(name, "turned_away")
+        elif float((area & inside).sum()) / areas[name] < MIN_INSIDE_SHARE:
+            reasons[name] = "outside_photo"
+    return {name: name not in reasons for name in polygons}, reasons

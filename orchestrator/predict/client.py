@@ -26,13 +26,13 @@ from tenacity import (
     wait_exponential,
 )
 
-from orchestrator.errors import ModelBadResponse, ModelError, ModelTimeout, ModelUnavailable
+from orchestrator.errors import ModelBadResponse, ModelError, ModelTimeout, ModelUnavailable, VersionGone
 from orchestrator.predict.breaker import CircuitBreaker, CircuitOpen
 from orchestrator.predict.prediction import Prediction
 from orchestrator.settings import Settings
 from serving import contract
 from serving.tensors import fill_tensor_proto, make_ndarray
-from serving.wire import model_pb2, model_status_pb2, predict_pb2, services_pb2_grpc
+from serving.wire import model_status_pb2, predict_pb2, services_pb2_grpc, tensor_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -96,25 +96,55 @@ class PredictClient:
             self._channel = self._predict = self._models = None
             self._pid = None
 
-    def _model_spec(self, spec: model_pb2.ModelSpec) -> None:
-        spec.name = self.settings.model_name
-        if self.settings.model_version_label:
-            spec.version_label = self.settings.model_version_label
+    def predict(
+        self, face: NDArray[np.uint8], mask: NDArray[np.uint8], version: int | None = None
+    ) -> Prediction:
+        """Send one aligned face and its region mask to `version` (the server's choice when None).
 
-    def predict(self, regions: NDArray[np.uint8]) -> Prediction:
-        """Send one face's region crops; raises ModelUnavailable, ModelTimeout, ModelBadResponse."""
+        Raises ModelUnavailable, ModelTimeout, ModelBadResponse, and VersionGone when the asked-for
+        version is no longer loaded.
+        """
         request = predict_pb2.PredictRequest()
-        self._model_spec(request.model_spec)
+        request.model_spec.name = self.settings.model_name
+        if version is not None:
+            request.model_spec.version.value = version
         request.model_spec.signature_name = contract.SIGNATURE_NAME
-        fill_tensor_proto(request.inputs[contract.INPUT.name], regions)
+        fill_tensor_proto(request.inputs["face"], face[None])
+        fill_tensor_proto(request.inputs["mask"], mask[None])
         predict_stub, _ = self._stubs()
-        response = self._call(predict_stub.Predict, request, self.settings.predict_timeout_s)
-        return _read_prediction(response, rows=regions.shape[0])
+        response = self._call(
+            predict_stub.Predict, request, self.settings.predict_timeout_s, gone_is_error=version is not None
+        )
+        return _read_prediction(response)
+
+    def signature(self, version: int) -> dict[str, dict[str, tuple[str, tuple[int | None, ...]]]]:
+        """The serving signature of one version as {"inputs"|"outputs": {name: (dtype, shape)}}, from
+        GetModelMetadata; raises ModelUnavailable, ModelTimeout, ModelBadResponse, VersionGone."""
+        request = predict_pb2.GetModelMetadataRequest()
+        request.model_spec.name = self.settings.model_name
+        request.model_spec.version.value = version
+        request.metadata_field.append("signature_def")
+        predict_stub, _ = self._stubs()
+        response = self._call(
+            predict_stub.GetModelMetadata, request, self.settings.status_timeout_s, gone_is_error=True
+        )
+        signatures = predict_pb2.SignatureDefMap()
+        if "signature_def" not in response.metadata or not response.metadata["signature_def"].Unpack(
+            signatures
+        ):
+            raise ModelBadResponse("The model server sent no signature for the version.")
+        if contract.SIGNATURE_NAME not in signatures.signature_def:
+            return {"inputs": {}, "outputs": {}}
+        signature = signatures.signature_def[contract.SIGNATURE_NAME]
+        return {
+            "inputs": {name: _tensor_info(info) for name, info in signature.inputs.items()},
+            "outputs": {name: _tensor_info(info) for name, info in signature.outputs.items()},
+        }
 
     def model_status(self) -> list[VersionState]:
         """Versions and states of the configured model; raises ModelUnavailable or ModelTimeout."""
         request = model_status_pb2.GetModelStatusRequest()
-        self._model_spec(request.model_spec)
+        request.model_spec.name = self.settings.model_name
         _, model_stub = self._stubs()
         response = self._call(model_stub.GetModelStatus, request, self.settings.status_timeout_s)
         return [_version_state(item) for item in response.model_version_status]
@@ -139,10 +169,12 @@ class PredictClient:
         request: object,
         timeout_s: float,
         absent_ok: bool = False,
+        gone_is_error: bool = False,
     ) -> Any:
         """Run one RPC inside `timeout_s` all told, retrying UNAVAILABLE; translates every failure.
 
-        With `absent_ok`, an answer that the asked-for thing does not exist returns None.
+        With `absent_ok`, an answer that the asked-for thing does not exist returns None; with
+        `gone_is_error`, NOT_FOUND raises VersionGone (an asked-for version was unloaded).
         """
         deadline = time.monotonic() + timeout_s
 
@@ -173,6 +205,9 @@ class PredictClient:
             if absent_ok and exc.code() in _ABSENT_CODES:
                 self.breaker.record_neutral()
                 return None
+            if gone_is_error and exc.code() == grpc.StatusCode.NOT_FOUND:
+                self.breaker.record_neutral()
+                raise VersionGone() from exc
             error = _translate(exc)
             if isinstance(error, ModelUnavailable | ModelTimeout):
                 self.breaker.record_failure()
@@ -209,8 +244,15 @@ def _version_state(item: model_status_pb2.ModelVersionStatus) -> VersionState:
     )
 
 
-def _read_prediction(response: predict_pb2.PredictResponse, rows: int) -> Prediction:
-    """Check a PredictResponse against the contract; raises ModelBadResponse."""
+def _tensor_info(info: tensor_pb2.TensorInfo) -> tuple[str, tuple[int | None, ...]]:
+    """(NumPy dtype name, shape with None for free dimensions) of a signature's TensorInfo."""
+    names = {value: name for name, value in contract.DATA_TYPE_ENUM.items()}
+    shape = tuple(None if dim.size < 0 else int(dim.size) for dim in info.tensor_shape.dim)
+    return names.get(int(info.dtype), f"enum {int(info.dtype)}"), shape
+
+
+def _read_prediction(response: predict_pb2.PredictResponse, rows: int = 1) -> Prediction:
+    """Check a PredictResponse for one face against the contract; raises ModelBadResponse."""
     arrays = {}
     for spec in contract.OUTPUTS:
         if spec.name not in response.outputs:
@@ -241,6 +283,6 @@ def _read_prediction(response: predict_pb2.PredictResponse, rows: int) -> Predic
     return Prediction(
         model_name=response.model_spec.name,
         version=int(response.model_spec.version.value),
-        signals=arrays["signals"],
-        acne_peaks=arrays["acne_peaks"],
+        signals=arrays["signals"][0],
+        acne_peaks=arrays["acne_peaks"][0],
     )

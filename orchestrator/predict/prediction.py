@@ -14,5 +14,5 @@ class Prediction:
 
     model_name: str
     version: int
-    signals: NDArray[np.float32]  # [regions, len(SIGNAL_NAMES)]
-    acne_peaks: NDArray[np.float32]  # [regions, MAX_LESIONS, 3]
+    signals: NDArray[np.float32]  # [len(LABEL_NAMES), len(SIGNAL_NAMES)]
+    acne_peaks: NDArray[np.float32]  # [MAX_LESIONS, 3] (y, x relative to the face image, score)

@@ -35,7 +35,9 @@ from serving import contract
 
 logger = logging.getLogger(__name__)
 
-CALIBRATION_FORMAT = 2
+CALIBRATION_FORMAT = 3
+# Concerns that need colour; a greyscale photo cannot show them.
+COLOUR_CONCERNS = ("redness",)
 # Score bands for severity: a score at or above the bound earns the label.
 SEVERITY_BANDS: tuple[tuple[float, str], ...] = ((75, "none"), (50, "mild"), (25, "moderate"), (0, "severe"))
 # ACNE04's grades (Wu et al., ICCV 2019, after Hayashi's lesion-count bands).
@@ -62,7 +64,7 @@ class Calibration:
 
     version: int
     acne_threshold: float
-    acne_grade_model: Any  # sklearn classifier: [[log1p(lesion count)]] -> ACNE04 grade 0..3
+    acne_grade_model: Any  # sklearn classifier: [[log1p(lesion count over all skin)]] -> ACNE04 grade 0..3
     face: Any  # QuantileTransformer over face-level raw values, columns MEASURED
     regions: Any  # QuantileTransformer over per-region raw values, columns REGION_COLUMNS
     zones: Any  # QuantileTransformer over shine of the T-zone and the cheeks, columns ZONES
@@ -121,6 +123,10 @@ def ita_from_lab(lab_l: float, lab_b: float) -> float:
     return math.degrees(math.atan2(lab_l - 50.0, lab_b))
 
 
+class CalibrationProblem(Exception):
+    """Why a version's calibration cannot be used, in words safe to show a client."""
+
+
 class QuantileTable:
     """A fitted uniform QuantileTransformer read for one row at a time.
 
@@ -175,22 +181,33 @@ class PostScorer:
         self._regions = QuantileTable(calibration.regions)
         self._zones = QuantileTable(calibration.zones)
 
-    def score(self, prediction: Prediction, coverage: tuple[float, ...]) -> dict[str, Any]:
-        """The concerns, skin tone, skin type and overall parts of a report."""
+    def score(
+        self,
+        prediction: Prediction,
+        peak_labels: list[str | None],
+        usable: dict[str, bool],
+        colour: bool = True,
+    ) -> dict[str, Any]:
+        """The concerns, skin tone, skin type and overall parts of a report. `peak_labels` names the
+        mask label under each lesion candidate, `usable` which labels can be read; with `colour`
+        False (a greyscale photo) the colour concerns and the skin tone are unknown, and the overall
+        score leaves them out."""
         cal = self.calibration
-        raw = raw_concerns(prediction.signals, prediction.acne_peaks, coverage, cal.acne_threshold)
+        raw = raw_concerns(prediction.signals, prediction.acne_peaks, peak_labels, usable, cal.acne_threshold)
         face = dict(zip(MEASURED, self._face.percentiles(raw.face_row()), strict=True))
         regions = dict(zip(REGION_COLUMNS, self._regions.percentiles(raw.region_row()), strict=True))
         concerns: dict[str, Any] = {"acne": self._acne(raw.face["acne"], raw.regions["acne"])}
         for concern in MEASURED:
-            score = _score(face[concern])
+            known = colour or concern not in COLOUR_CONCERNS
+            score = _score(face[concern]) if known else None
             concerns[concern] = {
                 "score": score,
                 "severity": None if score is None else severity(score),
                 "regions": {
-                    region: _score(regions[(concern, region)]) for region in CONCERN_REGIONS[concern]
+                    region: _score(regions[(concern, region)]) if known else None
+                    for region in CONCERN_REGIONS[concern]
                 },
-                "raw": _round(raw.face[concern], 4),
+                "raw": _round(raw.face[concern], 4) if known else None,
             }
         concerns["acne"]["lesions"] = [
             {"region": region, "y_rel": round(y, 4), "x_rel": round(x, 4), "confidence": round(s, 3)}
@@ -198,12 +215,12 @@ class PostScorer:
         ]
         scored = [c["score"] for c in concerns.values() if c["score"] is not None]
         overall = float(np.mean(scored)) if scored else None
+        no_tone = {"ita_deg": None, "category": None, "lab": None}
         return {
             "concerns": {name: concerns[name] for name in CONCERNS},
             "overall": {"score": _round(overall) if overall is not None else None},
-            "skin_tone": self._skin_tone(prediction, raw.usable),
+            "skin_tone": self._skin_tone(prediction, raw.usable) if colour else no_tone,
             "skin_type": self._skin_type(prediction, raw.usable),
-            "usable_regions": raw.usable,
         }
 
     def _acne(self, count: float, regions: dict[str, float]) -> dict[str, Any]:
@@ -217,7 +234,7 @@ class PostScorer:
         grade = classes[int(np.argmax(probabilities))]
         return {
             "score": _round(score),
-            "severity": "none" if count == 0 else ACNE_GRADES[grade],
+            "severity": ACNE_GRADES[grade],
             "regions": region_counts,
             "count": int(count),
             "grade_probabilities": {
@@ -271,6 +288,15 @@ class ScorerRegistry:
         self._lock = threading.Lock()
         self._scorers: dict[int, PostScorer] = {}
 
+    def problem(self, version: int) -> str:
+        """Why `version` cannot be scored ("" when it can), in words safe to show a client (no paths):
+        the router asks before sending the version any request."""
+        try:
+            self.for_version(version)
+        except ModelBadResponse as exc:
+            return str(exc.__cause__) if isinstance(exc.__cause__, CalibrationProblem) else exc.message
+        return ""
+
     def for_version(self, version: int) -> PostScorer:
         """The scorer of `version`; raises ModelBadResponse when its calibration cannot be read."""
         with self._lock:
@@ -278,14 +304,19 @@ class ScorerRegistry:
         if scorer is not None:
             return scorer
         path = self.base / str(version) / "assets.extra" / contract.CALIBRATION_FILE
+        answer = "The model version that answered has no usable calibration."
+        if not path.is_file():
+            logger.error("version %d has no calibration at %s", version, path)
+            raise ModelBadResponse(answer) from CalibrationProblem("its calibration is missing")
         try:
             calibration = load_calibration(path)
         except (OSError, ValueError, KeyError) as exc:
             logger.error("no usable calibration for version %d: %s", version, exc)
-            raise ModelBadResponse("The model version that answered has no usable calibration.") from exc
+            raise ModelBadResponse(answer) from CalibrationProblem("its calibration cannot be read")
         if calibration.version != version:
             logger.error("calibration in version %d says version %d", version, calibration.version)
-            raise ModelBadResponse("The model version that answered has no usable calibration.")
+            mismatch = CalibrationProblem(f"its calibration is for version {calibration.version}")
+            raise ModelBadResponse(answer) from mismatch
         scorer = PostScorer(calibration)
         with self._lock:
             self._scorers.setdefault(version, scorer)

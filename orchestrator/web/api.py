@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from orchestrator.errors import ImageFileTooLarge, InvalidRequest, ModelError
+from orchestrator.face.views import VIEW_REQUESTS
 from orchestrator.pipeline import Timer
 from orchestrator.web import metrics
 from orchestrator.web.ratelimit import client_ip
@@ -25,25 +26,30 @@ def services() -> Services:
     return services
 
 
+def _unavailable(body: dict[str, Any]) -> tuple[Response, int]:
+    response = jsonify({"status": "unavailable", **body})
+    response.headers["Retry-After"] = "1"
+    return response, 503
+
+
 @api.get("/health")
 def health() -> tuple[Response, int]:
+    """200 only when a version this service can use (AVAILABLE, the contract's signature, a usable
+    calibration) is served, "degraded" when other versions were refused; 503 with the reason otherwise."""
     shine = services()
     name = shine.settings.model_name
     try:
-        versions = shine.client.model_status()
+        versions = shine.router.versions(refresh=True)
+        chosen = shine.router.choose()
     except ModelError as exc:
-        response = jsonify({"status": "unavailable", "model": name, "version": None, "state": exc.code})
-        response.headers["Retry-After"] = "1"
-        return response, 503
-    available = [v for v in versions if v.state == "AVAILABLE"]
-    if not available:
-        state = versions[-1].state if versions else "UNKNOWN"
-        version = versions[-1].version if versions else None
-        response = jsonify({"status": "unavailable", "model": name, "version": version, "state": state})
-        response.headers["Retry-After"] = "1"
-        return response, 503
-    serving = max(available, key=lambda v: v.version)
-    return jsonify({"status": "ok", "model": name, "version": serving.version, "state": serving.state}), 200
+        body: dict[str, Any] = {"model": name, "version": None, "state": exc.code, "reason": exc.message}
+        return _unavailable(body)
+    rejected = {str(v.version): v.reason for v in versions if v.state == "AVAILABLE" and not v.usable}
+    state = next((v.state for v in versions if v.version == chosen), "AVAILABLE")
+    body = {"status": "degraded" if rejected else "ok", "model": name, "version": chosen, "state": state}
+    if rejected:
+        body["rejected"] = rejected
+    return jsonify(body), 200
 
 
 @api.post("/api/v2/analyze/guest")
@@ -63,11 +69,14 @@ def analyze_guest() -> Response:
         raise ImageFileTooLarge(f"The upload is larger than {settings.max_upload_bytes // (1024 * 1024)} MB.")
     if not data:
         raise InvalidRequest("The field 'image' is empty.")
+    view = request.form.get("view", "auto")
+    if view not in VIEW_REQUESTS:
+        raise InvalidRequest(f"The field 'view' must be one of {', '.join(VIEW_REQUESTS)}.")
     timing_ms: dict[str, float] = g.timing_ms
     report: dict[str, Any] = {"request_id": g.request_id}
     timer = Timer()
     try:
-        report.update(shine.pipeline.analyze(data, timer))
+        report.update(shine.pipeline.analyze(data, timer, view))
     finally:
         timing_ms.update(timer.stages)
         for stage, ms in timer.stages.items():
@@ -81,7 +90,7 @@ def analyze_guest() -> Response:
 @api.get("/api/v2/models")
 def models() -> Response:
     shine = services()
-    versions = shine.client.model_status()
+    versions = shine.router.versions(refresh=True)
     labels = {}
     for label in KNOWN_LABELS:
         version = shine.client.label_version(label)
@@ -95,8 +104,9 @@ def models() -> Response:
                 {
                     "version": v.version,
                     "state": v.state,
+                    "usable": v.usable,
                     "labels": sorted(k for k, n in labels.items() if n == v.version),
-                    **({"error": v.error} if v.error else {}),
+                    **({"reason": v.reason} if v.reason else {}),
                 }
                 for v in versions
             ],

@@ -19,9 +19,11 @@ from werkzeug.exceptions import HTTPException
 
 from orchestrator.decode.formats import configure_decoders
 from orchestrator.errors import HTTP_CODES, ImageFileTooLarge, ShineError
-from orchestrator.face.detection import FaceDetector
+from orchestrator.face.scene import SceneCheck
+from orchestrator.face.views import FaceGeometry
 from orchestrator.pipeline import Pipeline
 from orchestrator.predict.client import PredictClient
+from orchestrator.predict.routing import VersionRouter
 from orchestrator.scoring.recommendations import Recommender
 from orchestrator.scoring.scorer import ScorerRegistry
 from orchestrator.settings import Settings
@@ -52,6 +54,7 @@ class Services:
     settings: Settings
     pipeline: Pipeline
     client: PredictClient
+    router: VersionRouter
     limiter: RateLimiter
     openapi: dict[str, Any]
 
@@ -59,21 +62,27 @@ class Services:
 def create_app(
     settings: Settings | None = None,
     *,
-    detector: FaceDetector | None = None,
+    geometry: FaceGeometry | None = None,
     client: PredictClient | None = None,
     scorers: ScorerRegistry | None = None,
     limiter: RateLimiter | None = None,
 ) -> Flask:
-    """Build the orchestrator app; raises SettingsError or OSError on a bad configuration."""
+    """Build the orchestrator app; raises SettingsError, OSError, FaceModelError or SceneModelError on
+    a bad configuration (the face models and the scene classifier load here, before any fork)."""
     settings = settings or Settings.from_env()
     logging.getLogger().setLevel(settings.log_level)
     configure_decoders(settings.max_image_pixels)
     client = client or PredictClient(settings)
+    scorers = scorers or ScorerRegistry(settings.model_repo_dir, settings.model_name)
+    router = VersionRouter(
+        client, scorers.problem, label=settings.model_version_label, refresh_s=settings.routing_refresh_s
+    )
     pipeline = Pipeline(
         settings,
-        detector or FaceDetector(detect_long_side_px=settings.detect_long_side_px),
+        geometry or FaceGeometry(scene=SceneCheck(settings.scene_model_path)),
         client,
-        scorers or ScorerRegistry(settings.model_repo_dir, settings.model_name),
+        router,
+        scorers,
         Recommender.from_file(settings.recommendations_file),
     )
     app = Flask(__name__)
@@ -83,6 +92,7 @@ def create_app(
         settings=settings,
         pipeline=pipeline,
         client=client,
+        router=router,
         limiter=limiter or RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
         openapi=build_openapi(),
     )

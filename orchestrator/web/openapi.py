@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from orchestrator.errors import ERROR_TABLE, HTTP_CODES
+from orchestrator.face.views import VIEW_REQUESTS, VIEWS
 from orchestrator.scoring.concerns import CONCERN_REGIONS, CONCERNS
 from orchestrator.scoring.scorer import ACNE_GRADES, ITA_CATEGORIES, SEVERITY_BANDS, SKIN_TYPES
 from serving import contract
@@ -24,6 +25,22 @@ def _box() -> dict[str, Any]:
         "type": "object",
         "required": ["x", "y", "width", "height"],
         "properties": {k: {"type": "integer"} for k in ("x", "y", "width", "height")},
+    }
+
+
+def _region() -> dict[str, Any]:
+    """A named region: read or not (and why not), and its outline in photo pixels when visible."""
+    return {
+        "type": "object",
+        "required": ["visible", "reason", "polygon"],
+        "properties": {
+            "visible": {"type": "boolean"},
+            "reason": {"enum": ["outside_photo", "turned_away", "not_placed", "too_little_skin", None]},
+            "polygon": {
+                "type": ["array", "null"],
+                "items": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2},
+            },
+        },
     }
 
 
@@ -51,7 +68,7 @@ def _concern(name: str) -> dict[str, Any]:
                 "type": "object",
                 "required": ["region", "x", "y", "confidence"],
                 "properties": {
-                    "region": {"enum": list(contract.REGION_NAMES)},
+                    "region": {"enum": list(contract.LABEL_NAMES)},
                     "x": {"type": "integer"},
                     "y": {"type": "integer"},
                     "x_rel": {"type": "number"},
@@ -71,7 +88,9 @@ def _report() -> dict[str, Any]:
         "required": [
             "request_id",
             "model",
+            "view",
             "faces_detected",
+            "regions",
             "face",
             "quality",
             "skin_tone",
@@ -88,22 +107,36 @@ def _report() -> dict[str, Any]:
                 "required": ["name", "version"],
                 "properties": {"name": {"type": "string"}, "version": {"type": "integer"}},
             },
-            "faces_detected": {"type": "integer", "minimum": 1},
+            "view": {"enum": list(VIEWS)},
+            "faces_detected": {"type": "integer", "minimum": 0},
             "face": {
                 "type": "object",
                 "required": ["box", "confidence"],
                 "properties": {"box": _box(), "confidence": {"type": "number", "minimum": 0, "maximum": 1}},
             },
             "image": {"type": "object"},
-            "regions": {"type": "object", "properties": {r: _box() for r in contract.REGION_NAMES}},
+            "regions": {
+                "type": "object",
+                "required": list(contract.REGION_NAMES),
+                "properties": {r: _region() for r in contract.REGION_NAMES},
+                "additionalProperties": False,
+            },
             "quality": {
                 "type": "object",
-                "required": ["face_size_px", "blur", "exposure", "warnings"],
+                "required": ["face_size_px", "blur", "exposure", "pose", "warnings"],
                 "properties": {
                     "face_size_px": {"type": "integer"},
                     "blur": {"type": "object"},
                     "exposure": {"type": "object"},
                     "tilt_deg": NUMBER_OR_NULL,
+                    "pose": {
+                        "type": ["object", "null"],
+                        "description": "head pose from the landmarks, degrees: yaw > 0 turned towards "
+                        "the image's right, pitch > 0 chin raised, roll > 0 leaning clockwise; null "
+                        "without a mesh",
+                        "required": ["yaw_deg", "pitch_deg", "roll_deg"],
+                        "properties": {k: {"type": "number"} for k in ("yaw_deg", "pitch_deg", "roll_deg")},
+                    },
                     "warnings": {"type": "array", "items": {"type": "string"}},
                 },
             },
@@ -175,10 +208,12 @@ def build_openapi() -> dict[str, Any]:
         "type": "object",
         "required": ["status", "model", "version", "state"],
         "properties": {
-            "status": {"enum": ["ok", "unavailable"]},
+            "status": {"enum": ["ok", "degraded", "unavailable"]},
             "model": {"type": "string"},
             "version": {"type": ["integer", "null"]},
             "state": {"type": "string"},
+            "reason": {"type": "string"},
+            "rejected": {"type": "object", "additionalProperties": {"type": "string"}},
         },
     }
     models = {
@@ -202,7 +237,8 @@ def build_openapi() -> dict[str, Any]:
         "paths": {
             "/health": {
                 "get": {
-                    "summary": "200 only when the model server answers and a version is AVAILABLE",
+                    "summary": "200 only when a version this service can use is AVAILABLE (degraded when "
+                    "others were refused); 503 with the reason otherwise",
                     "responses": {
                         "200": {"description": "serving", "content": json_of("Health")},
                         "503": {"description": "not serving", "content": json_of("Health")},
@@ -219,7 +255,15 @@ def build_openapi() -> dict[str, Any]:
                                 "schema": {
                                     "type": "object",
                                     "required": ["image"],
-                                    "properties": {"image": {"type": "string", "format": "binary"}},
+                                    "properties": {
+                                        "image": {"type": "string", "format": "binary"},
+                                        "view": {
+                                            "enum": list(VIEW_REQUESTS),
+                                            "description": "auto (default): any view found; face: only "
+                                            "a face (frontal, three-quarter or profile); closeup: read "
+                                            "the photo as a skin close-up",
+                                        },
+                                    },
                                 }
                             }
                         },

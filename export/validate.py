@@ -2,7 +2,7 @@
 
 Checks the signature (names, dtypes, shapes), the files every version carries in assets.extra/, and
 the model's behaviour: it runs, its outputs are finite and in range, each row depends on its own crop
-only (server-side batching merges faces), and it is not constant.
+only (server-side batching merges faces), and every signal column varies across the validation crops.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
+from numpy.typing import NDArray
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
@@ -112,8 +113,41 @@ def check_assets(path: Path, version: int, report: ValidationReport) -> None:
         )
 
 
+def edited_crops(crops: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """Four edits of every RGB image [N, H, W, 3] (faces, each edit after its face's others), each moving
+    a kind of measurement the warmup's smooth synthetic skin leaves still: small dark spots, a specular
+    highlight, half the image covered by a colour no skin has, and dark lines. Sizes follow the images'
+    own; other inputs come back empty."""
+    if crops.ndim != 4 or crops.shape[-1] != 3:
+        return crops[:0]
+    height, width = crops.shape[1:3]
+    yy, xx = np.mgrid[0:height, 0:width]
+    cell_y, cell_x = max(2, height // 8), max(2, width // 8)
+    radius = max(1, min(height, width) // 30)
+    spots = (yy % cell_y - cell_y // 2) ** 2 + (xx % cell_x - cell_x // 2) ** 2 <= radius**2
+    highlight = (yy - height // 3) ** 2 + (xx - width // 3) ** 2 <= (min(height, width) // 8) ** 2
+    lines = yy % max(3, height // 10) < max(1, height // 80)
+    edited = []
+    for crop in crops.astype(np.float32):
+        spotted, shiny, covered, lined = (crop.copy() for _ in range(4))
+        spotted[spots] *= 0.55
+        shiny[highlight] = 250.0
+        covered[:, width // 2 :] = (40.0, 90.0, 200.0)
+        lined[lines] *= 0.6
+        edited += [spotted, shiny, covered, lined]
+    return np.clip(np.stack(edited), 0, 255).astype(np.uint8)
+
+
+def constant_signals(signals: NDArray[np.float32]) -> list[str]:
+    """The contract's signal columns that take (to float precision) one value over all rows."""
+    spread = np.ptp(signals, axis=0)
+    scale = 1.0 + np.abs(signals).max(axis=0)
+    return [name for name, s, k in zip(contract.SIGNAL_NAMES, spread, scale, strict=True) if not s > 1e-6 * k]
+
+
 def check_behaviour(path: Path, report: ValidationReport) -> None:
-    """Run the warmup requests: finite outputs in range, row independence, not constant."""
+    """Run the warmup requests and edits of them: finite outputs in range, row independence, and every
+    signal column varies (a column that never moves is a head that measures nothing)."""
     serve = tf.saved_model.load(str(path)).signatures[contract.SIGNATURE_NAME]
     records = path / "assets.extra" / contract.WARMUP_FILE
     batches = []
@@ -127,8 +161,14 @@ def check_behaviour(path: Path, report: ValidationReport) -> None:
         "no warmup records, or records without every input",
     ):
         return
-    largest = max(batches, key=lambda b: next(iter(b.values())).shape[0])
-    outputs = {k: v.numpy() for k, v in serve(**{n: tf.constant(a) for n, a in largest.items()}).items()}
+    largest = max(batches, key=lambda b: b["face"].shape[0])
+    edits = edited_crops(largest["face"])
+    per_face = len(edits) // max(1, len(largest["face"]))
+    inputs = {
+        "face": np.concatenate([largest["face"], edits]),
+        "mask": np.concatenate([largest["mask"], np.repeat(largest["mask"], per_face, axis=0)]),
+    }
+    outputs = {k: v.numpy() for k, v in serve(**{n: tf.constant(a) for n, a in inputs.items()}).items()}
     signals, peaks = outputs["signals"], outputs["acne_peaks"]
     report.check(
         bool(np.all(np.isfinite(signals)) and np.all(np.isfinite(peaks))),
@@ -138,12 +178,14 @@ def check_behaviour(path: Path, report: ValidationReport) -> None:
     report.check(
         bool(np.all((peaks >= 0.0) & (peaks <= 1.0))), "acne_peaks within [0, 1]", "acne_peaks outside [0, 1]"
     )
+    faces = len(inputs["face"])
+    constant = constant_signals(signals.reshape(-1, signals.shape[-1]))
     report.check(
-        float(np.ptp(signals, axis=0).max()) > 0.0,
-        "signals vary between crops",
-        "signals are constant across different crops",
+        not constant,
+        f"every signal varies across {faces} validation faces",
+        f"signals constant across {faces} validation faces: {', '.join(constant)}",
     )
-    single = {k: v.numpy() for k, v in serve(**{n: tf.constant(a[:1]) for n, a in largest.items()}).items()}
+    single = {k: v.numpy() for k, v in serve(**{n: tf.constant(a[:1]) for n, a in inputs.items()}).items()}
     same = all(np.allclose(single[k][0], outputs[k][0], rtol=1e-4, atol=1e-3) for k in outputs)
     report.check(same, "rows independent of their batch", "a row's output changes with its batch")
 

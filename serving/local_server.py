@@ -44,7 +44,13 @@ from serving.config import (
     parse_model_config,
 )
 from serving.repository import versions_on_disk
-from serving.servables import AVAILABLE, ServedModel, ServingError
+from serving.servables import (
+    AVAILABLE,
+    DEFAULT_DRAIN_TIMEOUT_S,
+    DEFAULT_REQUEST_TIMEOUT_S,
+    ServedModel,
+    ServingError,
+)
 from serving.tensors import fill_tensor_proto, make_ndarray
 
 logger = logging.getLogger(__name__)
@@ -60,7 +66,11 @@ class ModelManager:
         batching: BatchingConfig | None,
         file_system_poll_wait_s: float = 1.0,
         config_poll_wait_s: float = 0.0,
+        request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+        drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S,
     ) -> None:
+        self.request_timeout_s = request_timeout_s
+        self.drain_timeout_s = drain_timeout_s
         self.config_path = config_path
         self.mounts = dict(mounts)
         self.batching = batching
@@ -81,8 +91,11 @@ class ModelManager:
         self._stop.set()
         self._thread.join()
         with self._reconcile_lock:
-            for model in list(self._models.values()):
+            models = list(self._models.values())
+            for model in models:
                 model.unload_all()
+        for model in models:
+            model.wait_unloaded(self.drain_timeout_s + 1.0)
 
     def model(self, name: str) -> ServedModel:
         with self._lock:
@@ -118,7 +131,9 @@ class ModelManager:
                 base_path = map_base_path(entry.base_path, self.mounts)
                 model = current.get(entry.name)
                 if model is None or model.base_path != base_path:
-                    model = ServedModel(entry, base_path, self.batching)
+                    model = ServedModel(
+                        entry, base_path, self.batching, self.request_timeout_s, self.drain_timeout_s
+                    )
                 else:
                     model.entry = entry
                 fresh[entry.name] = model
@@ -139,24 +154,34 @@ class ModelManager:
         self.apply(entries)
 
     def _poll(self) -> None:
-        try:
-            self._read_config_file()
-        except (OSError, ConfigError, ServingError) as exc:
-            logger.error("cannot use %s: %s", self.config_path, exc)
+        """Read the config, then reconcile every model with the disk, until stopped.
+
+        Nothing may end this loop but stop(): a thread that died here would never load another version,
+        so every failure is logged and the next poll tries again.
+        """
+        self._poll_config("cannot use")
         waited = 0.0
         while not self._stop.wait(self.file_system_poll_wait_s):
             waited += self.file_system_poll_wait_s
             if self.config_poll_wait_s > 0 and waited >= self.config_poll_wait_s:
                 waited = 0.0
-                try:
-                    self._read_config_file()
-                except (OSError, ConfigError, ServingError) as exc:
-                    logger.error("keeping the previous config: %s", exc)
+                self._poll_config("keeping the previous config")
             with self._reconcile_lock:
                 with self._lock:
                     models = list(self._models.values())
                 for model in models:
-                    model.reconcile()
+                    try:
+                        model.reconcile()
+                    except Exception:
+                        logger.exception("polling %s failed; trying again next poll", model.base_path)
+
+    def _poll_config(self, consequence: str) -> None:
+        try:
+            self._read_config_file()
+        except (OSError, ConfigError, ServingError) as exc:
+            logger.error("%s %s: %s", consequence, self.config_path, exc)
+        except Exception:
+            logger.exception("%s %s", consequence, self.config_path)
 
 
 def _abort(context: grpc.ServicerContext, error: ServingError) -> None:

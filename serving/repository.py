@@ -15,7 +15,8 @@ def versions_on_disk(base_path: Path) -> list[int]:
     return sorted(
         int(child.name)
         for child in base_path.iterdir()
-        if child.name.isdigit() and (child / "saved_model.pb").is_file()
+        # ASCII digits only, as TF Serving reads them: str.isdigit() also takes "²", which int() refuses.
+        if child.name.isascii() and child.name.isdigit() and (child / "saved_model.pb").is_file()
     )
 
 

@@ -3,13 +3,16 @@
 Mirrors TF Serving's servable lifecycle: integer version folders under base_path (anything else is
 ignored, which is what makes staging-then-rename publishing atomic), the version policy of
 models.config, labels, and availability-preserving swaps: a new version is AVAILABLE before an old one
-starts UNLOADING, and a version unloads only once its in-flight requests have finished.
+starts UNLOADING, and a version unloads once its in-flight requests have finished. Every wait is
+bounded: a request waits for its batch at most until its deadline or `request_timeout_s`, and an
+unloading version waits for its requests at most `drain_timeout_s`, off the reload path.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +36,13 @@ logger = logging.getLogger(__name__)
 START, LOADING, AVAILABLE, UNLOADING, END = 10, 20, 30, 40, 50
 # TF Serving replays at most this many warmup records per version.
 MAX_WARMUP_RECORDS = 1000
+# The longest a request waits for its batch, whatever deadline it names (or none): far above the
+# orchestrator's few seconds, but a request can never wait for ever.
+DEFAULT_REQUEST_TIMEOUT_S = 30.0
+# The longest an unloading version waits for its requests to finish before it is dropped anyway.
+DEFAULT_DRAIN_TIMEOUT_S = 60.0
+# The longest one warmup record may take (the first calls build kernels, so allow for a slow start).
+WARMUP_TIMEOUT_S = 120.0
 
 
 class ServingError(Exception):
@@ -55,10 +65,18 @@ class VersionStatus:
 class LoadedVersion:
     """One SavedModel version in memory, with its batch scheduler and in-flight request count."""
 
-    def __init__(self, name: str, version: int, path: Path, batching: BatchingConfig | None) -> None:
+    def __init__(
+        self,
+        name: str,
+        version: int,
+        path: Path,
+        batching: BatchingConfig | None,
+        request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+    ) -> None:
         self.name = name
         self.version = version
         self.path = path
+        self.request_timeout_s = request_timeout_s
         self._model = tf.saved_model.load(str(path))
         if contract.SIGNATURE_NAME not in self._model.signatures:
             raise ValueError(f"{path} has no signature {contract.SIGNATURE_NAME!r}")
@@ -106,7 +124,14 @@ class LoadedVersion:
     def predict(
         self, inputs: Mapping[str, NDArray[np.generic]], timeout_s: float | None
     ) -> dict[str, NDArray[np.generic]]:
-        """Run one request, through the batch scheduler when batching is on; raises ServingError."""
+        """Run one request, through the batch scheduler when batching is on, waiting at most until its
+        deadline (`timeout_s`, None for none) or `request_timeout_s`; raises ServingError."""
+        wait_s = self.request_timeout_s if timeout_s is None else min(timeout_s, self.request_timeout_s)
+        return self._predict(inputs, wait_s)
+
+    def _predict(
+        self, inputs: Mapping[str, NDArray[np.generic]], wait_s: float
+    ) -> dict[str, NDArray[np.generic]]:
         self.validate(inputs)
         if self._scheduler is None:
             return self._run(inputs)
@@ -117,7 +142,7 @@ class LoadedVersion:
         except (QueueFull, SchedulerClosed) as exc:
             raise ServingError(grpc.StatusCode.UNAVAILABLE, str(exc)) from exc
         try:
-            return future.result(timeout=timeout_s)
+            return future.result(timeout=wait_s)
         except TimeoutError as exc:
             raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded") from exc
 
@@ -131,7 +156,7 @@ class LoadedVersion:
             log = prediction_log_pb2.PredictionLog.FromString(raw.numpy())
             request = log.predict_log.request
             inputs = {key: tf.make_ndarray(proto) for key, proto in request.inputs.items()}
-            self.predict(inputs, timeout_s=None)
+            self._predict(inputs, WARMUP_TIMEOUT_S)
             count += 1
         return count
 
@@ -145,10 +170,18 @@ class LoadedVersion:
             self._in_flight -= 1
             self._idle.notify_all()
 
-    def unload(self) -> None:
-        """Wait for in-flight requests, then stop batching and drop the model."""
+    def unload(self, drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S) -> None:
+        """Wait up to `drain_timeout_s` for in-flight requests, then stop batching and drop the model."""
         with self._idle:
-            self._idle.wait_for(lambda: self._in_flight == 0)
+            drained = self._idle.wait_for(lambda: self._in_flight == 0, timeout=drain_timeout_s)
+            if not drained:
+                logger.warning(
+                    "%s version %d: %d requests still running after %g s; unloading anyway",
+                    self.name,
+                    self.version,
+                    self._in_flight,
+                    drain_timeout_s,
+                )
         if self._scheduler is not None:
             self._scheduler.close()
         del self._fn
@@ -163,14 +196,24 @@ def _read_signature_defs(path: Path) -> dict[str, meta_graph_pb2.SignatureDef]:
 class ServedModel:
     """All versions of one model of models.config."""
 
-    def __init__(self, entry: ModelEntry, base_path: Path, batching: BatchingConfig | None) -> None:
+    def __init__(
+        self,
+        entry: ModelEntry,
+        base_path: Path,
+        batching: BatchingConfig | None,
+        request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+        drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S,
+    ) -> None:
         self.entry = entry
         self.base_path = base_path
         self.batching = batching
+        self.request_timeout_s = request_timeout_s
+        self.drain_timeout_s = drain_timeout_s
         self._lock = threading.Lock()
         self._loaded: dict[int, LoadedVersion] = {}
         self._status: dict[int, VersionStatus] = {}
         self._failed: set[int] = set()
+        self._unloading: list[threading.Thread] = []
 
     def statuses(self) -> list[VersionStatus]:
         with self._lock:
@@ -198,7 +241,7 @@ class ServedModel:
         self._set(version, LOADING)
         path = self.base_path / str(version)
         try:
-            loaded = LoadedVersion(self.entry.name, version, path, self.batching)
+            loaded = LoadedVersion(self.entry.name, version, path, self.batching, self.request_timeout_s)
             warmed = loaded.warm_up()
         except Exception as exc:  # a broken version must not take the server down
             logger.exception("loading %s version %d failed", self.entry.name, version)
@@ -211,20 +254,53 @@ class ServedModel:
         logger.info("%s version %d AVAILABLE (%d warmup records)", self.entry.name, version, warmed)
 
     def _unload(self, version: int) -> None:
+        """Stop routing to `version` now; its requests finish, and the model is dropped, in the background.
+
+        Callers hold the reload lock: waiting for a slow request here would hold up the next version's
+        load and every HandleReloadConfigRequest.
+        """
         with self._lock:
             loaded = self._loaded.pop(version)
             self._status[version] = VersionStatus(version, UNLOADING)
-        loaded.unload()
-        self._set(version, END)
-        logger.info("%s version %d unloaded", self.entry.name, version)
+            self._unloading = [thread for thread in self._unloading if thread.is_alive()]
+            thread = threading.Thread(
+                target=self._finish_unload,
+                args=(loaded,),
+                name=f"unload-{self.entry.name}-v{version}",
+                daemon=True,  # bounded by drain_timeout_s; stop() waits for it
+            )
+            self._unloading.append(thread)
+        thread.start()
+
+    def _finish_unload(self, loaded: LoadedVersion) -> None:
+        try:
+            loaded.unload(self.drain_timeout_s)
+        except Exception:
+            logger.exception("unloading %s version %d failed", self.entry.name, loaded.version)
+        with self._lock:
+            # The version may be loading or loaded again meanwhile (a rollback undone): that state stands.
+            status = self._status.get(loaded.version)
+            if status is not None and status.state == UNLOADING:
+                self._status[loaded.version] = VersionStatus(loaded.version, END)
+        logger.info("%s version %d unloaded", self.entry.name, loaded.version)
 
     def _set(self, version: int, state: int, error_code: int = 0, error_message: str = "") -> None:
         with self._lock:
             self._status[version] = VersionStatus(version, state, error_code, error_message)
 
     def unload_all(self) -> None:
+        """Stop routing to every version; they finish unloading in the background (`wait_unloaded`)."""
         for version in self.available_versions():
             self._unload(version)
+
+    def wait_unloaded(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for versions being unloaded; False if some are still unloading."""
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            threads = list(self._unloading)
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in threads)
 
     @contextmanager
     def resolve(self, version: int | None, label: str | None) -> Iterator[LoadedVersion]:

@@ -7,6 +7,9 @@ calibration of the version the fake claims to be.
 from __future__ import annotations
 
 import io
+import os
+import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,14 +19,16 @@ import numpy as np
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator.errors import ERROR_TABLE, HTTP_CODES
 from orchestrator.face.views import FaceGeometry, Geometry
 from orchestrator.settings import Settings
 from orchestrator.web.app import create_app
+from orchestrator.web.ratelimit import RateLimiter
 from serving import contract
 from serving.repository import versions_on_disk
-from tests.conftest import MODEL_REPO, data_dir, free_port
+from tests.conftest import MODEL_REPO, StallingClock, data_dir, free_port, hold_lock_in_a_process
 from tests.fakes import Script, fake_model_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -164,6 +169,41 @@ def test_rate_limited_with_retry_after(address: str) -> None:
     response = _post(client, photo)
     _error(response, 429, "RATE_LIMITED")
     assert int(response.headers["Retry-After"]) >= 1
+
+
+def _lock_timeouts(client: FlaskClient, outcome: str) -> float:
+    """shine_rate_limit_lock_timeouts_total{outcome=...} as /metrics shows it."""
+    text = client.get("/metrics").get_data(as_text=True)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "shine_rate_limit_lock_timeouts_total" and sample.labels["outcome"] == outcome:
+                return sample.value
+    return 0.0
+
+
+def test_a_worker_killed_holding_the_rate_limit_lock_does_not_wedge_the_service() -> None:
+    clock = StallingClock()
+    limiter = RateLimiter(per_minute=60, burst=2, clock=clock)
+    # A worker killed (out of memory, gunicorn's timeout) while it holds the lock.
+    worker = hold_lock_in_a_process(limiter, clock)
+    os.kill(worker, signal.SIGKILL)
+    os.waitpid(worker, 0)
+    # No model server is needed: a photo without a face is answered before Predict.
+    client = create_app(_settings(f"127.0.0.1:{free_port()}"), limiter=limiter).test_client()
+    released_before = _lock_timeouts(client, "released")
+    photo = (data_dir("nonfaces") / "skimage_page.png").read_bytes()
+    statuses: list[int] = []
+
+    def ask() -> None:
+        statuses.append(_post(client, photo).status_code)
+
+    asking = threading.Thread(target=ask, daemon=True)
+    asking.start()
+    asking.join(timeout=30)
+    assert statuses == [422], "a guest request blocked on the dead worker's lock"
+    # The lock is usable again, so limiting resumes: the burst of 2 is spent by the second request.
+    assert [_post(client, photo).status_code for _ in range(2)] == [422, 429]
+    assert _lock_timeouts(client, "released") == released_before + 1
 
 
 @pytest.mark.parametrize(

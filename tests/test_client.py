@@ -4,6 +4,7 @@ and the contract check on answers. Callers only ever see Shine's errors."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import grpc
 import numpy as np
@@ -27,13 +28,14 @@ def _client(address: str, **overrides: object) -> PredictClient:
     return PredictClient(Settings(**values))  # type: ignore[arg-type]
 
 
-def test_answer_names_its_version_and_follows_the_contract() -> None:
+def test_answer_names_its_version_and_carries_the_servers_values() -> None:
     script = Script(version=4)
     with fake_model_server(script) as address:
         prediction = _client(address).predict(FACE, MASK)
     assert prediction.version == 4
-    assert prediction.signals.shape == (len(contract.LABEL_NAMES), len(contract.SIGNAL_NAMES))
-    assert prediction.acne_peaks.shape == (contract.MAX_LESIONS, 3)
+    # The client refuses any other shape, so the shapes are given; the values are what the fake sent.
+    assert np.all(prediction.signals == 1.0)
+    assert not np.any(prediction.acne_peaks)
 
 
 def test_a_version_asked_for_is_the_one_that_answers() -> None:
@@ -129,3 +131,38 @@ def test_channel_is_rebuilt_in_a_forked_process() -> None:
         client._pid = -1  # what a fork looks like to the client: another process id
         client.predict(FACE, MASK)
         assert client._channel is not first
+
+
+class FailingTrial(grpc.UnaryUnaryClientInterceptor):
+    """Raises a plain Python exception (not a gRPC error) on the calls it is armed for: a bug in the
+    call path, say, or a channel closed under the call."""
+
+    def __init__(self) -> None:
+        self.armed = 0
+
+    def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        if self.armed:
+            self.armed -= 1
+            raise RuntimeError("not a gRPC error")
+        return continuation(client_call_details, request)
+
+
+def test_a_half_open_trial_that_raises_anything_is_released() -> None:
+    script = Script(fail_code=grpc.StatusCode.UNAVAILABLE, fail_first=1)
+    trial = FailingTrial()
+    with fake_model_server(script) as address:
+        settings = Settings(
+            model_server_address=address,
+            predict_retries=0,
+            breaker_failures=1,
+            breaker_open_s=0.2,
+        )
+        client = PredictClient(settings, interceptors=(trial,))
+        with pytest.raises(ModelUnavailable):
+            client.predict(FACE, MASK)  # the one failure opens the circuit
+        time.sleep(0.3)  # half-open: the next call is the one trial
+        trial.armed = 1
+        with pytest.raises(RuntimeError):
+            client.predict(FACE, MASK)
+        # The trial ended, so the circuit lets the next call through to the (now healthy) server.
+        assert client.predict(FACE, MASK).version == 1

@@ -9,7 +9,11 @@ from __future__ import annotations
 import http.client
 import itertools
 import json
+import os
 import random
+import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -240,8 +244,82 @@ def test_huge_body_is_refused_without_being_read(stack: dict[str, Any]) -> None:
     connection.close()
 
 
+def _held_files(pids: list[int], folder: Path) -> set[str]:
+    """Files under `folder` that the processes hold open, named or not: a spooled upload is an unnamed
+    temporary file, which no directory listing shows but /proc does, as "<folder>/#123 (deleted)"."""
+    held = set()
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue  # closed meanwhile
+            # gunicorn's worker heartbeat files are unnamed temporary files in the same folder.
+            if target.startswith(f"{folder}/") and "/wgunicorn-" not in target:
+                held.add(f"{pid}: {target}")
+    return {entry for entry in held if "/shine-metrics-" not in entry}
+
+
+def _leftovers(folder: Path, pids: list[int]) -> set[str]:
+    """What is left of uploads under `folder`: files on disk, and files the processes still hold open."""
+    named = {str(p) for p in folder.rglob("*") if p.is_file() and "/shine-metrics-" not in str(p)}
+    return named | _held_files(pids, folder)
+
+
+def test_the_leftover_check_sees_an_unnamed_temporary_file(tmp_path: Path) -> None:
+    with tempfile.TemporaryFile(dir=tmp_path) as spooled:
+        spooled.write(b"an upload")
+        assert list(tmp_path.iterdir()) == []  # invisible to a directory listing
+        assert _leftovers(tmp_path, [os.getpid()]) != set()
+    assert _leftovers(tmp_path, [os.getpid()]) == set()
+
+
 def test_uploads_leave_nothing_on_disk(stack: dict[str, Any]) -> None:
     big = (data_dir("awkward", "very_large") / "derived_face_upscaled_6000x9000.jpg").read_bytes()
-    assert _post(stack["url"], big).status_code == 200  # 2 MB: spooled past memory while parsing
-    leftovers = [p for p in Path(stack["tmp"]).rglob("*") if p.is_file() and "metrics" not in str(p)]
-    assert leftovers == []
+    orchestrator: OrchestratorProcess = stack["orchestrator"]
+    folder = Path(stack["tmp"])
+    boundary = "shine-upload-boundary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="big.jpg"\r\n'
+        "Content-Type: image/jpeg\r\n\r\n"
+    ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    half = len(big) // 2  # 1 MB: past the 500 KB werkzeug keeps in memory
+    resume = threading.Event()
+
+    def body() -> Iterator[bytes]:
+        yield head + big[:half]
+        resume.wait(60)
+        yield big[half:] + tail
+
+    answers: list[requests.Response] = []
+
+    def send() -> None:
+        answers.append(
+            requests.post(
+                stack["url"] + "/api/v2/analyze/guest",
+                data=body(),
+                headers={
+                    "Content-Type": f"multipart/form-data; boundary={boundary}",
+                    "X-Forwarded-For": next(_addresses),
+                },
+                timeout=120,
+            )
+        )
+
+    sending = threading.Thread(target=send)
+    sending.start()
+    try:
+        # Half sent, the upload is spooled to a file in TMPDIR, and that file has no name.
+        deadline = time.monotonic() + 30
+        spooled = _held_files(orchestrator.pids(), folder)
+        while not spooled and time.monotonic() < deadline:
+            time.sleep(0.05)
+            spooled = _held_files(orchestrator.pids(), folder)
+        assert spooled, "the half-sent upload was not spooled under TMPDIR: this check would see nothing"
+        assert all(entry.endswith("(deleted)") for entry in spooled), spooled
+    finally:
+        resume.set()
+        sending.join(timeout=120)
+    assert [answer.status_code for answer in answers] == [200]
+    assert _leftovers(folder, orchestrator.pids()) == set()

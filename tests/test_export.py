@@ -10,6 +10,8 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
+import tensorflow as tf
+
 from export.publish import PublishError, next_version, publish_version
 from export.validate import InvalidVersion, validate_version
 from serving import contract
@@ -91,3 +93,42 @@ def test_staging_folders_are_invisible(tmp_path: Path) -> None:
     (tmp_path / "_staging-3-1" / "saved_model.pb").write_bytes(b"x")
     (tmp_path / "4").mkdir()  # no saved_model.pb yet
     assert versions_on_disk(tmp_path) == []
+
+
+def test_only_ascii_digit_folders_are_versions(tmp_path: Path) -> None:
+    # str.isdigit() accepts both; TF Serving reads neither as a version, and int("²") raises.
+    for name in ("\u00b2", "\u0663", "2"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "saved_model.pb").write_bytes(b"x")
+    assert versions_on_disk(tmp_path) == [2]
+
+
+class OneSignalModel(tf.Module):
+    """A model that follows the contract's signature but measures nothing except one signal column."""
+
+    @tf.function(
+        input_signature=[tf.TensorSpec(spec.shape, tf.uint8, name=spec.name) for spec in contract.INPUTS]
+    )
+    def serve(self, face: tf.Tensor, mask: tf.Tensor) -> dict[str, tf.Tensor]:
+        mean = tf.reduce_mean(tf.cast(face, tf.float32), axis=[1, 2, 3]) + 0.0 * tf.reduce_mean(
+            tf.cast(mask, tf.float32), axis=[1, 2]
+        )
+        labels = len(contract.LABEL_NAMES)
+        columns = [mean] + [tf.zeros_like(mean)] * (len(contract.SIGNAL_NAMES) - 1)
+        signals = tf.tile(tf.stack(columns, axis=1)[:, None, :], [1, labels, 1])
+        peaks_shape = contract.output_spec("acne_peaks").shape[1:]
+        peaks = tf.zeros_like(mean)[:, None, None] + tf.zeros([1, *peaks_shape])
+        return {"signals": signals, "acne_peaks": peaks}
+
+
+def test_a_version_whose_signals_do_not_all_vary_is_refused(tmp_path: Path) -> None:
+    version = versions_on_disk(BASE)[-1]
+    path = tmp_path / str(version)
+    model = OneSignalModel()
+    tf.saved_model.save(model, str(path), signatures={contract.SIGNATURE_NAME: model.serve})
+    shutil.copytree(BASE / str(version) / "assets.extra", path / "assets.extra")
+    with pytest.raises(InvalidVersion) as refused:
+        validate_version(path, version)
+    for name in contract.SIGNAL_NAMES[1:]:
+        assert name in str(refused.value)
+    assert contract.SIGNAL_NAMES[0] not in str(refused.value)

@@ -21,7 +21,7 @@ from orchestrator.settings import Settings
 from orchestrator.web.app import create_app
 from serving import contract
 from serving.repository import versions_on_disk
-from tests.conftest import DATA, MODEL_REPO
+from tests.conftest import MODEL_REPO, data_dir
 from tests.fakes import Script, fake_model_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,9 +57,7 @@ def client(app: Flask) -> FlaskClient:
 
 @pytest.fixture(scope="module")
 def seeds() -> list[bytes]:
-    if not DATA.exists():
-        pytest.skip(f"test data not found at {DATA}")
-    return [(DATA / name).read_bytes() for name in SEEDS]
+    return [(data_dir(*Path(name).parent.parts) / Path(name).name).read_bytes() for name in SEEDS]
 
 
 def _check(response: Any) -> None:

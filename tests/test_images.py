@@ -22,7 +22,7 @@ from PIL import Image, ImageCms, ImageOps
 from orchestrator.decode import colours, formats
 from orchestrator.decode.images import DecodedImage, decode_image
 from orchestrator.errors import ImageTooLargePixels, InvalidImage, ShineError, UnsupportedFormat
-from tests.conftest import DATA, ROOT, data_dir
+from tests.conftest import DATA, ROOT, data_dir, missing
 
 MAX_PIXELS = 64_000_000  # the settings default
 LONG_SIDE_PX = 2048  # the settings default
@@ -90,11 +90,12 @@ AWKWARD: dict[str, tuple[str, int, int, float] | type[ShineError]] = {
 
 
 def read(relative: str) -> bytes:
-    """The bytes of a file under ../shared/data; skips the test, saying why, when it is absent."""
+    """The bytes of a file under ../shared/data; skips the test, saying why, when it is absent (fails
+    under CI=true)."""
     path = DATA / relative
     if not path.is_file():
-        data_dir()  # skips with the reason when the whole folder is missing
-        pytest.skip(f"test photo {relative} not found under {DATA}")
+        data_dir()  # names the whole folder when that is what is missing
+        missing(f"test photo {relative} not found under {DATA}")
     return path.read_bytes()
 
 
@@ -559,6 +560,15 @@ def test_jpeg_with_hundreds_of_scan_markers_is_refused() -> None:
     bloated = baseline[:2] + b"\xff\xfe\x00\x04\xff\xda" * 200 + baseline[2:]
     with pytest.raises(InvalidImage):
         decode_image(bloated, max_pixels=MAX_PIXELS, long_side_px=LONG_SIDE_PX)
+
+
+@pytest.mark.parametrize("relative", ["faces/skimage_astronaut.png", "faces/congress_B001270.jpg"])
+def test_a_fault_in_shines_own_decode_code_is_raised_not_reported_as_a_corrupt_upload(relative: str) -> None:
+    # No setting allows a long side of 0, so this is a caller's bug in Shine's own code (a division by
+    # it), not a broken file: it must surface as itself (a logged 500 the fuzz tests see), never as
+    # InvalidImage.
+    with pytest.raises(ZeroDivisionError):
+        decode_image(read(relative), max_pixels=MAX_PIXELS, long_side_px=0)
 
 
 def test_decoding_logs_nothing_about_the_photo(caplog: pytest.LogCaptureFixture) -> None:

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -18,16 +19,17 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from orchestrator.errors import ModelBadResponse
+from orchestrator.errors import ModelBadResponse, ModelUnavailable
 from orchestrator.predict.client import PredictClient
+from orchestrator.predict.routing import VersionRouter
 from orchestrator.settings import Settings
 from serving import contract
 from serving.config import BatchingConfig
 from serving.local_server import ModelManager, build_server
 from serving.ops import ModelServerOps, OpsError
 from serving.repository import versions_on_disk
-from serving.tensors import fill_tensor_proto
-from serving.wire import predict_pb2, services_pb2_grpc
+from serving.tensors import fill_tensor_proto, make_ndarray
+from serving.wire import model_status_pb2, predict_pb2, services_pb2_grpc
 from tests.conftest import MODEL_REPO
 
 CONFIG = """model_config_list {
@@ -48,27 +50,38 @@ def _source_version() -> Path:
     return base / str(versions[-1])
 
 
-def _crops(seed: int = 0) -> np.ndarray:
+def _face(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """An aligned face's worth of input: a noisy skin-coloured image and a mask labelling its middle."""
     rng = np.random.default_rng(seed)
-    return rng.integers(60, 220, (len(contract.REGION_NAMES), 160, 160, 3), dtype=np.uint8)
+    size = contract.FACE_SIZE_PX
+    face = rng.integers(60, 220, (size, size, 3), dtype=np.uint8)
+    mask = np.zeros((size, size), np.uint8)
+    mask[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = rng.integers(1, 9, dtype=np.uint8)
+    return face, mask
+
+
+def _fill(request: predict_pb2.PredictRequest, face: np.ndarray, mask: np.ndarray) -> None:
+    fill_tensor_proto(request.inputs["face"], face[None] if face.ndim == 3 else face)
+    fill_tensor_proto(request.inputs["mask"], mask[None] if mask.ndim == 2 else mask)
+
+
+BATCHING = BatchingConfig(
+    max_batch_size=56, batch_timeout_micros=5000, num_batch_threads=2, max_enqueued_batches=64
+)
 
 
 class Stack:
     """An in-process local model server over a temporary model_repo."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, batching: BatchingConfig = BATCHING, **options: Any) -> None:
         self.repo = root / "repo"
         self.base = self.repo / contract.MODEL_NAME
         self.base.mkdir(parents=True)
         shutil.copytree(_source_version(), self.base / "1")
         self.config = root / "models.config"
         self.config.write_text(CONFIG)
-        batching = BatchingConfig(
-            max_batch_size=56, batch_timeout_micros=5000, num_batch_threads=2, max_enqueued_batches=64
-        )
-        self.manager = ModelManager(
-            self.config, {"/models": self.repo}, batching, file_system_poll_wait_s=0.2, config_poll_wait_s=0.0
-        )
+        options = {"file_system_poll_wait_s": 0.2, "config_poll_wait_s": 0.0, **options}
+        self.manager = ModelManager(self.config, {"/models": self.repo}, batching, **options)
         self.server, port = build_server(self.manager, 0)
         self.address = f"127.0.0.1:{port}"
         self.server.start()
@@ -105,11 +118,20 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
 
 
 def test_serves_the_contract(stack: Stack) -> None:
-    prediction = stack.client.predict(_crops())
-    assert prediction.version == 1
-    assert prediction.signals.shape == (7, len(contract.SIGNAL_NAMES))
-    assert prediction.acne_peaks.shape == (7, contract.MAX_LESIONS, 3)
-    assert np.all(np.isfinite(prediction.signals))
+    # Read on the wire: the orchestrator's client would refuse a wrong answer before a test saw it.
+    with grpc.insecure_channel(stack.address) as channel:
+        stub = services_pb2_grpc.PredictionServiceStub(channel)
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = contract.MODEL_NAME
+        _fill(request, *_face())
+        response = stub.Predict(request, timeout=30)
+    assert response.model_spec.version.value == 1
+    assert set(response.outputs) == set(contract.OUTPUT_NAMES)
+    for spec in contract.OUTPUTS:
+        array = make_ndarray(response.outputs[spec.name])
+        assert array.dtype == np.dtype(spec.dtype), spec.name
+        assert array.shape == (1, *spec.shape[1:]), spec.name
+        assert np.all(np.isfinite(array)), spec.name
 
 
 def test_metadata_describes_the_signature(stack: Stack) -> None:
@@ -122,16 +144,19 @@ def test_metadata_describes_the_signature(stack: Stack) -> None:
     signatures = predict_pb2.SignatureDefMap()
     assert response.metadata["signature_def"].Unpack(signatures)
     signature = signatures.signature_def[contract.SIGNATURE_NAME]
-    assert list(signature.inputs) == [contract.INPUT.name]
+    assert set(signature.inputs) == set(contract.INPUT_NAMES)
     assert set(signature.outputs) == set(contract.OUTPUT_NAMES)
     assert response.model_spec.version.value == 1
+
+
+SIZE = contract.FACE_SIZE_PX
 
 
 @pytest.mark.parametrize(
     "array",
     [
-        np.zeros((7, 160, 160, 3), np.float32),  # wrong dtype
-        np.zeros((7, 80, 80, 3), np.uint8),  # wrong shape
+        np.zeros((1, SIZE, SIZE, 3), np.float32),  # wrong dtype
+        np.zeros((1, 80, 80, 3), np.uint8),  # wrong shape
     ],
 )
 def test_requests_breaking_the_signature_are_refused(stack: Stack, array: np.ndarray) -> None:
@@ -139,43 +164,53 @@ def test_requests_breaking_the_signature_are_refused(stack: Stack, array: np.nda
         stub = services_pb2_grpc.PredictionServiceStub(channel)
         request = predict_pb2.PredictRequest()
         request.model_spec.name = contract.MODEL_NAME
-        fill_tensor_proto(request.inputs[contract.INPUT.name], array)
+        _fill(request, array, np.zeros((1, *array.shape[1:3]), np.uint8))
         with pytest.raises(grpc.RpcError) as raised:
             stub.Predict(request, timeout=10)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_unknown_model_is_not_found(stack: Stack) -> None:
+    with grpc.insecure_channel(stack.address) as channel:
+        stub = services_pb2_grpc.ModelServiceStub(channel)
+        request = model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = "nope"
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.GetModelStatus(request, timeout=10)
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    # The orchestrator reads "no such model loaded" as the model being unavailable (a 503), not a bug.
     client = PredictClient(Settings(model_server_address=stack.address, model_name="nope"))
-    with pytest.raises(Exception) as raised:
+    with pytest.raises(ModelUnavailable):
         client.model_status()
-    assert raised.value.__class__.__name__ == "ModelUnavailable"
 
 
 def test_concurrent_requests_are_batched(stack: Stack) -> None:
     results: list[int] = []
 
     def call(seed: int) -> None:
-        results.append(stack.client.predict(_crops(seed)).version)
+        results.append(stack.client.predict(*_face(seed)).version)
 
+    loaded = stack.manager.model(contract.MODEL_NAME)._loaded[1]
+    stats = loaded._scheduler.stats  # type: ignore[union-attr]
+    # Warmup has already run batches (one of them 2 faces), so only what these requests add counts.
+    tasks_before, batches_before = stats.tasks, stats.batches
     threads = [threading.Thread(target=call, args=(i,)) for i in range(16)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     assert results == [1] * 16
-    loaded = stack.manager.model(contract.MODEL_NAME)._loaded[1]
-    stats = loaded._scheduler.stats  # type: ignore[union-attr]
-    assert stats.tasks >= 16
-    assert stats.largest_batch_rows > 7, "no two requests were ever merged"
+    tasks, batches = stats.tasks - tasks_before, stats.batches - batches_before
+    assert tasks == 16
+    assert batches < tasks, f"{tasks} requests ran as {batches} batches: none was merged with another"
 
 
 def test_rows_do_not_depend_on_their_batch_neighbours(stack: Stack) -> None:
-    alone = stack.client.predict(_crops(1))
+    alone = stack.client.predict(*_face(1))
     results = {}
 
     def call(seed: int) -> None:
-        results[seed] = stack.client.predict(_crops(seed))
+        results[seed] = stack.client.predict(*_face(seed))
 
     threads = [threading.Thread(target=call, args=(seed,)) for seed in range(1, 9)]
     for thread in threads:
@@ -193,7 +228,7 @@ def test_hot_swap_under_load_drops_nothing_and_rollback_is_one_call(stack: Stack
     def hammer(seed: int) -> None:
         while not stop.is_set():
             try:
-                seen.add(stack.client.predict(_crops(seed)).version)
+                seen.add(stack.client.predict(*_face(seed)).version)
             except BaseException as exc:  # any failure at all is what this test is about
                 failures.append(exc)
 
@@ -206,6 +241,7 @@ def test_hot_swap_under_load_drops_nothing_and_rollback_is_one_call(stack: Stack
         deadline = time.monotonic() + 30
         while 2 not in seen and time.monotonic() < deadline:
             time.sleep(0.1)
+        assert 2 in seen, "version 2 was published and loaded but never answered"
         assert stack.ops.rollback() == 1
         time.sleep(0.2)  # answers already on their way back from version 2 land first
         seen.clear()
@@ -226,12 +262,14 @@ def test_labels_follow_the_config(stack: Stack) -> None:
     stack.wait_for({1, 2})
     stack.ops.label("stable", 1)
     stack.ops.label("canary", 2)
-    stable = PredictClient(Settings(model_server_address=stack.address, model_version_label="stable"))
-    canary = PredictClient(Settings(model_server_address=stack.address, model_version_label="canary"))
-    assert stable.predict(_crops()).version == 1
-    assert canary.predict(_crops()).version == 2
-    assert stable.label_version("stable") == 1
-    assert stable.label_version("missing") is None
+    # The orchestrator's router resolves its configured label on the server and asks for that version.
+    stable = VersionRouter(stack.client, lambda version: "", label="stable")
+    canary = VersionRouter(stack.client, lambda version: "", label="canary")
+    assert stable.choose() == 1 and canary.choose() == 2
+    assert stack.client.predict(*_face(), version=stable.choose()).version == 1
+    assert stack.client.predict(*_face(), version=canary.choose()).version == 2
+    assert stack.client.label_version("stable") == 1
+    assert stack.client.label_version("missing") is None
     with pytest.raises(OpsError):
         stack.ops.label("stable", 9)  # not served: refused, config unchanged
     assert 'key: "stable" value: 1' in stack.config.read_text()
@@ -246,9 +284,68 @@ def test_broken_version_never_replaces_a_good_one(stack: Stack) -> None:
     while stack.ops.status().get(3) != "END" and time.monotonic() < deadline:
         time.sleep(0.1)
     assert stack.ops.status()[3] == "END"
-    assert stack.client.predict(_crops()).version == 1
+    assert stack.client.predict(*_face()).version == 1
 
 
 def test_wrong_signature_input_reaches_the_client_as_bad_response(stack: Stack) -> None:
     with pytest.raises(ModelBadResponse):
-        stack.client.predict(np.zeros((7, 80, 80, 3), np.uint8))
+        stack.client.predict(np.zeros((80, 80, 3), np.uint8), np.zeros((80, 80), np.uint8))
+
+
+def _status_becomes(stack: Stack, version: int, state: str, timeout_s: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if stack.ops.status().get(version) == state:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_request_without_a_deadline_waits_a_bounded_time(tmp_path: Path) -> None:
+    # A lone request waits out the whole 1.5 s batch window; the server's own bound for requests
+    # that name no deadline is shorter, so it answers DEADLINE_EXCEEDED at that bound instead.
+    slow_batches = BatchingConfig(max_batch_size=56, batch_timeout_micros=1_500_000, num_batch_threads=1)
+    stack = Stack(tmp_path, slow_batches, request_timeout_s=0.2)
+    try:
+        with grpc.insecure_channel(stack.address) as channel:
+            stub = services_pb2_grpc.PredictionServiceStub(channel)
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = contract.MODEL_NAME
+            _fill(request, *_face())
+            with pytest.raises(grpc.RpcError) as raised:
+                stub.Predict(request)  # no deadline
+        assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    finally:
+        stack.close()
+
+
+def test_a_request_in_flight_neither_holds_up_a_reload_nor_an_unload_past_its_bound(tmp_path: Path) -> None:
+    stack = Stack(tmp_path, drain_timeout_s=1.0)
+    try:
+        stack.publish(2)
+        stack.wait_for({1, 2})
+        with stack.manager.model(contract.MODEL_NAME).resolve(1, None):  # a request stuck on version 1
+            pinning = threading.Thread(target=stack.ops.pin, args=(2,), daemon=True)
+            pinning.start()
+            pinning.join(timeout=30)
+            assert not pinning.is_alive(), "the reload waited for a request on the version it unloads"
+            # The unload waits for that request, but only so long: then the version is dropped.
+            assert _status_becomes(stack, 1, "END", timeout_s=30)
+        assert stack.client.predict(*_face()).version == 2
+    finally:
+        stack.close()
+
+
+def test_the_poller_survives_a_failure_and_still_finds_new_versions(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    stack = Stack(tmp_path, config_poll_wait_s=0.2)
+    try:
+        stack.config.write_bytes(b"model_config_list { \xff\xfe }")  # not UTF-8: a hand edit gone wrong
+        time.sleep(1.0)  # several polls read it
+        stack.config.write_text(CONFIG)
+        stack.publish(2)
+        stack.wait_for({1, 2}, timeout_s=30)
+        assert "UnicodeDecodeError" in caplog.text, "the failure was not logged"
+    finally:
+        stack.close()

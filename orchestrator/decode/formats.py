@@ -5,11 +5,13 @@ Opening reads headers only; no pixel data is decoded here, so the pixel budget c
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import logging
 import struct
 import zlib
+from collections.abc import Iterator
 
 import pillow_heif
 from PIL import Image, UnidentifiedImageError
@@ -26,7 +28,10 @@ ACCEPTED_FORMATS: tuple[str, ...] = ("JPEG", "MPO", "PNG", "WEBP", "AVIF", "HEIF
 _OPENERS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "AVIF", "HEIF", "GIF", "BMP", "TIFF")
 
 # Exceptions Pillow and its plugins raise on malformed input. Decoders of untrusted bytes fail in many
-# ways; each of these means "this file is broken", never "Shine is broken".
+# ways (Pillow's TIFF reader raises TypeError for missing dimensions, pillow-heif RuntimeError for
+# libheif's "other" errors), so inside a call into them each of these means "this file is broken".
+# Caught around those calls only (`reading`), never around Shine's own code: a bug there must surface
+# as itself, a logged 500 INTERNAL that the fuzz tests see, not as a corrupt upload.
 DECODER_ERRORS: tuple[type[BaseException], ...] = (
     OSError,  # includes UnidentifiedImageError and "image file is truncated"
     SyntaxError,
@@ -69,6 +74,16 @@ def configure_decoders(max_pixels: int) -> None:
     """
     _register_heif_opener()
     Image.MAX_IMAGE_PIXELS = max_pixels
+
+
+@contextlib.contextmanager
+def reading(format_name: str) -> Iterator[None]:
+    """Wrap a call into the image libraries that reads the file's bytes: what they raise on malformed
+    input becomes InvalidImage. Raises InvalidImage."""
+    try:
+        yield
+    except DECODER_ERRORS as exc:
+        raise InvalidImage(f"The {format_name} data is truncated or corrupt.") from exc
 
 
 def open_image(data: bytes, *, max_pixels: int) -> Image.Image:

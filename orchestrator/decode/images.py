@@ -15,7 +15,6 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from orchestrator.decode import colours, formats
-from orchestrator.errors import InvalidImage
 
 logger = logging.getLogger(__name__)
 
@@ -49,19 +48,19 @@ def decode_image(data: bytes, *, max_pixels: int, long_side_px: int) -> DecodedI
     with image:
         image_format = str(image.format)
         stored_width, stored_height = image.size
-        try:
-            reduction = _reduce_on_decode(image, long_side_px)
-            orientation = _declared_orientation(image)
+        reduction = _reduce_on_decode(image, long_side_px)
+        orientation = _declared_orientation(image)
+        # Only the calls that read the file are guarded; after load() the pixels are in memory, and what
+        # fails from here on is Shine's own code, which must fail as itself.
+        with formats.reading(image_format):
             image.load()
-            # Some loaders turn the picture upright themselves and drop the tag (HEIF always, Pillow's TIFF
-            # loader too); applying the orientation again would turn it twice.
-            upright = image_format == "HEIF" or _exif_orientation(image) != orientation
-            reduced, factor = _box_reduce(image, long_side_px)
-            reduction *= factor
-            flat = colours.flatten(reduced)
-            pixels: NDArray[np.uint8] = np.asarray(flat.image, dtype=np.uint8)
-        except formats.DECODER_ERRORS as exc:
-            raise InvalidImage(f"The {image_format} data is truncated or corrupt.") from exc
+        # Some loaders turn the picture upright themselves and drop the tag (HEIF always, Pillow's TIFF
+        # loader too); applying the orientation again would turn it twice.
+        upright = image_format == "HEIF" or _exif_orientation(image) != orientation
+        reduced, factor = _box_reduce(image, long_side_px)
+        reduction *= factor
+        flat = colours.flatten(reduced)
+        pixels: NDArray[np.uint8] = np.asarray(flat.image, dtype=np.uint8)
     if image_format not in ("JPEG", "MPO") or max(pixels.shape[:2]) > 2 * long_side_px:
         # A JPEG's DCT reduction already lands within 2x of the target; anything else is resized.
         pixels = _shrink(pixels, long_side_px)
@@ -98,7 +97,8 @@ def _reduce_on_decode(image: Image.Image, long_side_px: int) -> int:
         for reduction in _JPEG_REDUCTIONS:
             if -(-long_side // reduction) >= long_side_px:
                 # Pillow picks min(width // w, height // h) as the DCT scale, so ask for floor sizes.
-                result = image.draft(None, (max(1, width // reduction), max(1, height // reduction)))
+                with formats.reading(str(image.format)):
+                    result = image.draft(None, (max(1, width // reduction), max(1, height // reduction)))
                 if result is None:
                     return 1
                 return max(1, round(width / result[1][2]))
@@ -106,7 +106,8 @@ def _reduce_on_decode(image: Image.Image, long_side_px: int) -> int:
     if image.format == "HEIF":
         # pillow-heif decodes an embedded thumbnail instead when one is at least this large.
         target = max(1, width * long_side_px // long_side), max(1, height * long_side_px // long_side)
-        image.draft(None, target)
+        with formats.reading("HEIF"):
+            image.draft(None, target)
     return 1
 
 

@@ -147,27 +147,30 @@ def _srgb() -> ImageCms.ImageCmsProfile:
 
 def _build(icc_profile: bytes, mode: str) -> Conversion | None:
     """lcms's transform, replaced by None when it changes nothing or by MatrixShaper when that matches it."""
+    probe = _probe(mode) if mode != "CMYK" else None
+    # Only the calls into lcms, which parses the untrusted profile, are guarded: a fault in Shine's own
+    # code below must surface, not quietly drop the photo's profile.
     try:
         source = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
         # Relative colorimetric keeps in-gamut colours (all skin tones) exact; perceptual may shift them.
         transform = ImageCms.buildTransform(
             source, _srgb(), mode, "RGB", renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC
         )
-        if mode == "CMYK":
+        if probe is None:
             return transform
-        probe = _probe(mode)
-        reference = np.asarray(transform.apply(Image.fromarray(probe)), dtype=np.int16)
-        identity = probe if mode == "RGB" else np.repeat(probe[:, :, np.newaxis], 3, axis=2)
-        if np.abs(reference - identity.astype(np.int16)).max() <= _IDENTITY_TOLERANCE:
-            return None  # an sRGB profile: converting would cost time and change nothing
-        if mode == "RGB":
-            fast = _matrix_shaper(icc_profile, source)
-            if fast is not None and np.abs(fast.apply(probe) - reference).max() <= _FAST_PATH_TOLERANCE:
-                return fast
+        converted = transform.apply(Image.fromarray(probe))
     except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
         # A broken or mismatched profile (say, a CMYK profile on an RGB image) must not lose a good photo.
         logger.debug("ignoring an unusable ICC profile")
         return None
+    reference = np.asarray(converted, dtype=np.int16)
+    identity = probe if mode == "RGB" else np.repeat(probe[:, :, np.newaxis], 3, axis=2)
+    if np.abs(reference - identity.astype(np.int16)).max() <= _IDENTITY_TOLERANCE:
+        return None  # an sRGB profile: converting would cost time and change nothing
+    if mode == "RGB":
+        fast = _matrix_shaper(icc_profile, source)
+        if fast is not None and np.abs(fast.apply(probe) - reference).max() <= _FAST_PATH_TOLERANCE:
+            return fast
     return transform
 
 

@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,8 +56,12 @@ class VersionState:
 class PredictClient:
     """Calls the model server with deadlines, retries of UNAVAILABLE and a circuit breaker."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, interceptors: Sequence[grpc.UnaryUnaryClientInterceptor] = ()
+    ) -> None:
+        """`interceptors` wrap every call (tracing; tests inject faults with them)."""
         self.settings = settings
+        self._interceptors = tuple(interceptors)
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_open_s)
         self._lock = threading.Lock()
         self._pid: int | None = None
@@ -78,8 +83,9 @@ class PredictClient:
                         ("grpc.max_reconnect_backoff_ms", 1000),
                     ],
                 )
-                self._predict = services_pb2_grpc.PredictionServiceStub(self._channel)
-                self._models = services_pb2_grpc.ModelServiceStub(self._channel)
+                channel = grpc.intercept_channel(self._channel, *self._interceptors)
+                self._predict = services_pb2_grpc.PredictionServiceStub(channel)
+                self._models = services_pb2_grpc.ModelServiceStub(channel)
                 self._pid = os.getpid()
             return self._predict, self._models
 
@@ -170,10 +176,6 @@ class PredictClient:
         With `absent_ok`, an answer that the asked-for thing does not exist returns None; with
         `gone_is_error`, NOT_FOUND raises VersionGone (an asked-for version was unloaded).
         """
-        try:
-            self.breaker.before_call()
-        except CircuitOpen as exc:
-            raise ModelUnavailable(retry_after_s=max(1.0, exc.retry_after_s)) from exc
         deadline = time.monotonic() + timeout_s
 
         def remaining() -> float:
@@ -193,6 +195,11 @@ class PredictClient:
             reraise=True,
         )
         try:
+            self.breaker.before_call()
+        except CircuitOpen as exc:
+            raise ModelUnavailable(retry_after_s=max(1.0, exc.retry_after_s)) from exc
+        # From here on every way out settles the breaker, so a half-open trial always ends.
+        try:
             result = retrying(lambda: method(request, timeout=max(0.001, remaining())))
         except grpc.RpcError as exc:
             if absent_ok and exc.code() in _ABSENT_CODES:
@@ -207,6 +214,12 @@ class PredictClient:
             else:
                 self.breaker.record_neutral()
             raise error from exc
+        except BaseException:
+            # Anything else (a bug on this side, a closed channel, an interrupt) says nothing about the
+            # server's health, but it must still end a half-open trial: left running, it would refuse
+            # every later call until the process restarts.
+            self.breaker.record_neutral()
+            raise
         self.breaker.record_success()
         return result
 

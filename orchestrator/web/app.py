@@ -65,6 +65,7 @@ def create_app(
     geometry: FaceGeometry | None = None,
     client: PredictClient | None = None,
     scorers: ScorerRegistry | None = None,
+    limiter: RateLimiter | None = None,
 ) -> Flask:
     """Build the orchestrator app; raises SettingsError, OSError, FaceModelError or SceneModelError on
     a bad configuration (the face models and the scene classifier load here, before any fork)."""
@@ -92,7 +93,7 @@ def create_app(
         pipeline=pipeline,
         client=client,
         router=router,
-        limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
+        limiter=limiter or RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
         openapi=build_openapi(),
     )
     CORS(

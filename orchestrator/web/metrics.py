@@ -29,6 +29,12 @@ STAGES = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
 ANSWERED_BY = Counter("shine_model_version_answers_total", "Analyses by model version", ["version"])
+RATE_LIMIT_LOCK_TIMEOUTS = Counter(
+    "shine_rate_limit_lock_timeouts_total",
+    "Guest requests that waited out the rate limiter's lock: released from a dead holder, or let "
+    "through unlimited (failed open)",
+    ["outcome"],
+)
 
 
 def render(multiprocess_dir: str) -> tuple[bytes, str]:

@@ -1,5 +1,5 @@
 """Tests for export/acne: VOC parsing, heatmap targets, the detector's shapes, peak decoding, matching,
-metrics and grade bands. Data-dependent tests skip when ../shared/data is absent."""
+metrics and grade bands. Data-dependent tests skip when ../shared/data is absent (fail under CI=true)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
+pytest.importorskip("tensorflow")
+
 import tensorflow as tf
 
 from export.acne.dataset import (
@@ -31,9 +34,19 @@ from export.acne.metrics import (
     match_peaks,
 )
 from export.acne.network import build_detector, decode_peaks, focal_loss, fold_batch_norm
+from tests.conftest import DATA, data_dir, missing
 
-ACNE04 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "acne04"
-needs_data = pytest.mark.skipif(not (ACNE04 / "index.csv").exists(), reason=f"ACNE04 not found at {ACNE04}")
+ACNE04 = DATA / "acne04"
+
+
+@pytest.fixture
+def acne04() -> Path:
+    if not (data_dir("acne04") / "index.csv").is_file():
+        missing(f"ACNE04 index not found at {ACNE04 / 'index.csv'}")
+    return ACNE04
+
+
+needs_data = pytest.mark.usefixtures("acne04")
 
 
 def _index_rows(split: str) -> list[dict[str, str]]:

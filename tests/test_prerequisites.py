@@ -20,6 +20,7 @@ from tests.conftest import ROOT
 # The test files that need TensorFlow (or tensorflow-serving-api, which imports it).
 NEEDS_TENSORFLOW = (
     "test_acne.py",
+    "test_acne_aligned.py",
     "test_efficientnet.py",
     "test_export.py",
     "test_local_server.py",

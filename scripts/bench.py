@@ -1,9 +1,14 @@
-"""Benchmark the running stack against the targets: latency, concurrency, memory, hot swap.
+"""Benchmark: Shine side by side with the monolith it replaces, and the model server alone.
 
-Starts the model server and the orchestrator (gunicorn) over a temporary copy of model_repo/, sends
-real photos from ../shared/data (a 12 MP JPEG is made by upscaling one, in a temp folder), and prints a
-table that it also writes to --out (Markdown) and beside it as JSON. Timings on a shared machine vary:
-this reports what it measured, it asserts nothing.
+One run, one machine, the same photos, one system after the other: Shine (the local model server and
+the orchestrator under gunicorn, over a temporary copy of model_repo/), the naive baseline
+(scripts/monolith.py: TensorFlow inside every gunicorn worker, the original deployment's settings scaled
+to 2 cores) and the model server alone (the same aligned face sent straight over gRPC). For each:
+latency one request at a time and at concurrency 20 (what a client sees), throughput, errors and the
+PSS of the whole stack, each the median of 3 repetitions with min and max; then Shine's per-stage CPU,
+its face stage in process, the model's time and hot swap under load. Prints a Markdown report and
+writes it to --out (JSON beside it). Timings on a shared machine vary: this reports what it measured,
+it asserts nothing.
 
     python scripts/bench.py --out reports/benchmark.md
 """
@@ -15,18 +20,16 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import requests
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -36,118 +39,27 @@ from orchestrator.face.alignment import align_face  # noqa: E402
 from orchestrator.face.detection import FaceDetector  # noqa: E402
 from orchestrator.face.landmarks import FaceMesh  # noqa: E402
 from orchestrator.face.views import FaceGeometry  # noqa: E402
-from orchestrator.predict.client import PredictClient  # noqa: E402
-from orchestrator.settings import Settings  # noqa: E402
-from scripts.stack import ModelServerProcess, OrchestratorProcess, pss_kb, wait_http  # noqa: E402
+from scripts import monolith  # noqa: E402
+from scripts.load import (  # noqa: E402
+    DATA,
+    MemorySampler,
+    cpu_seconds,
+    http_call,
+    make_inputs,
+    percentile,
+    post,
+    predict_call,
+    run_load,
+    sequential,
+    stage_cpu_seconds,
+    summarise,
+)
+from scripts.stack import ModelServerProcess, OrchestratorProcess, free_port, terminate, wait_http  # noqa: E402
 from serving import contract  # noqa: E402
 from serving.ops import ModelServerOps  # noqa: E402
 from serving.repository import versions_on_disk  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data"
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.array(values), q)) if values else float("nan")
-
-
-def make_inputs(folder: Path) -> dict[str, Path]:
-    """A ~1 MP selfie (as shipped) and a 12 MP phone-sized JPEG upscaled from a real portrait."""
-    selfie = DATA / "faces" / "sn_city_portrait.jpg"
-    large = folder / "portrait_12mp.jpg"
-    with Image.open(DATA / "faces" / "sn_woman_portrait.jpg") as image:
-        image.convert("RGB").resize((2832, 4248), Image.Resampling.LANCZOS).save(large, quality=92)
-    return {"1 MP selfie (1200x794 JPEG)": selfie, "12 MP JPEG (2832x4248)": large}
-
-
-def post(url: str, photo: bytes) -> tuple[int, dict[str, Any], float]:
-    started = time.perf_counter()
-    response = requests.post(url + "/api/v2/analyze/guest", files={"image": ("p.jpg", photo)}, timeout=120)
-    elapsed_ms = (time.perf_counter() - started) * 1000.0
-    body = response.json() if response.headers.get("Content-Type", "").startswith("application/json") else {}
-    return response.status_code, body, elapsed_ms
-
-
-def sequential(url: str, photo: bytes, runs: int) -> dict[str, float]:
-    for _ in range(3):
-        post(url, photo)
-    server: list[float] = []
-    wall: list[float] = []
-    stages: dict[str, list[float]] = {}
-    for _ in range(runs):
-        status, body, elapsed = post(url, photo)
-        assert status == 200, body
-        server.append(body["timing_ms"]["total"])
-        wall.append(elapsed)
-        for stage, ms in body["timing_ms"].items():
-            stages.setdefault(stage, []).append(ms)
-    result = {
-        "server_p50_ms": percentile(server, 50),
-        "server_p90_ms": percentile(server, 90),
-        "wall_p50_ms": percentile(wall, 50),
-    }
-    result.update({f"{k}_p50_ms": percentile(v, 50) for k, v in stages.items() if k != "total"})
-    return result
-
-
-class MemorySampler:
-    """Samples PSS of process groups every 0.25 s while running."""
-
-    def __init__(self, groups: dict[str, Callable[[], list[int]]]) -> None:
-        self.groups = groups
-        self.peak_mb = dict.fromkeys(groups, 0.0)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.25):
-            for name, pids in self.groups.items():
-                try:
-                    total = sum(pss_kb(pid) for pid in pids()) / 1024
-                except (OSError, ValueError):
-                    continue
-                self.peak_mb[name] = max(self.peak_mb[name], total)
-
-    def __enter__(self) -> MemorySampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time the processes have used so far (utime and stime of /proc/PID/stat)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / ticks
-
-
-def concurrent_load(url: str, photo: bytes, concurrency: int, requests_total: int) -> dict[str, float]:
-    latencies: list[float] = []
-    statuses: list[int] = []
-    lock = threading.Lock()
-
-    def one(_: int) -> None:
-        status, _body, elapsed = post(url, photo)
-        with lock:
-            statuses.append(status)
-            latencies.append(elapsed)
-
-    started = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(one, range(requests_total)))
-    duration = time.perf_counter() - started
-    return {
-        "requests": float(requests_total),
-        "errors": float(sum(1 for s in statuses if s != 200)),
-        "p50_ms": percentile(latencies, 50),
-        "p99_ms": percentile(latencies, 99),
-        "throughput_rps": requests_total / duration,
-    }
+REPETITIONS = 3
 
 
 def detection_stage(photo: bytes, runs: int) -> dict[str, float]:
@@ -172,40 +84,6 @@ def detection_stage(photo: bytes, runs: int) -> dict[str, float]:
     }
 
 
-def model_server_alone(
-    address: str, face: np.ndarray, mask: np.ndarray, concurrency: int, seconds: float
-) -> dict[str, float]:
-    """Faces per second the model server sustains on the same face, called directly over gRPC."""
-    client = PredictClient(Settings(model_server_address=address, predict_timeout_s=30.0))
-    client.predict(face, mask)
-    done = 0
-    lock = threading.Lock()
-    deadline = time.monotonic() + seconds
-
-    def worker() -> None:
-        nonlocal done
-        while time.monotonic() < deadline:
-            client.predict(face, mask)
-            with lock:
-                done += 1
-
-    started = time.perf_counter()
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    sequential_ms = []
-    for _ in range(20):
-        t0 = time.perf_counter()
-        client.predict(face, mask)
-        sequential_ms.append((time.perf_counter() - t0) * 1000)
-    return {
-        "faces_per_s": done / (time.perf_counter() - started),
-        "predict_p50_ms_one_face": percentile(sequential_ms, 50),
-    }
-
-
 def model_time_in_process(version_dir: Path, face: np.ndarray, mask: np.ndarray) -> float:
     """p50 milliseconds of the SavedModel alone on one face (aligned image and mask), in this process,
     on 2 intra-op threads as the model server runs it."""
@@ -222,6 +100,141 @@ def model_time_in_process(version_dir: Path, face: np.ndarray, mask: np.ndarray)
         serve(**inputs)
         times.append((time.perf_counter() - t0) * 1000)
     return percentile(times, 50)
+
+
+def measures_time_in_process(face: np.ndarray, mask: np.ndarray) -> float:
+    """p50 milliseconds of the fixed-filter measures alone (export.measures) on one face, 2 threads:
+    the rest of the model's time is its acne head."""
+    import tensorflow as tf
+
+    from export.measures import measure_faces
+
+    size = contract.FACE_SIZE_PX
+    graph = tf.function(
+        lambda f, m: measure_faces(f, m, contract.MAX_LESIONS),
+        input_signature=[
+            tf.TensorSpec([None, size, size, 3], tf.uint8),
+            tf.TensorSpec([None, size, size], tf.uint8),
+        ],
+    )
+    inputs = (tf.constant(face[None]), tf.constant(mask[None]))
+    for _ in range(5):
+        graph(*inputs)
+    times = []
+    for _ in range(50):
+        t0 = time.perf_counter()
+        graph(*inputs)
+        times.append((time.perf_counter() - t0) * 1000)
+    return percentile(times, 50)
+
+
+def measure_service(
+    url: str, photo: bytes, groups: dict[str, Any], concurrency: int, total: int
+) -> dict[str, Any]:
+    """Repeated runs at concurrency 1 and `concurrency` against an analysis service; PSS peaks and CPU
+    per request of its process groups during the concurrent runs."""
+    runs = []
+    for _ in range(REPETITIONS):
+        one = run_load(http_call(url, photo), 1, max(20, total // 10))
+        cpu_before = {name: cpu_seconds(pids()) for name, pids in groups.items()}
+        with MemorySampler(groups) as sampler:
+            many = run_load(http_call(url, photo), concurrency, total)
+        cpu = {
+            name: (cpu_seconds(pids()) - cpu_before[name]) * 1000.0 / total for name, pids in groups.items()
+        }
+        runs.append(
+            {
+                "c1_p50_ms": one["p50_ms"],
+                "c1_p99_ms": one["p99_ms"],
+                "c1_throughput_rps": one["throughput_rps"],
+                "c1_errors": one["errors"],
+                "p50_ms": many["p50_ms"],
+                "p99_ms": many["p99_ms"],
+                "throughput_rps": many["throughput_rps"],
+                "errors": many["errors"],
+                "pss_mb": sum(sampler.peak_mb.values()),
+                **{f"pss_mb_{name}": mb for name, mb in sampler.peak_mb.items()},
+                **{f"cpu_ms_{name}": ms for name, ms in cpu.items()},
+            }
+        )
+    return summarise(runs)
+
+
+def measure_model_alone(
+    address: str, pid: int, face: np.ndarray, mask: np.ndarray, concurrency: int, total: int
+) -> dict[str, Any]:
+    """The same repeated runs sending the aligned face straight to the model server over gRPC."""
+    runs = []
+    for _ in range(REPETITIONS):
+        one = run_load(predict_call(address, face, mask), 1, max(20, total // 10))
+        with MemorySampler({"model_server": lambda: [pid]}) as sampler:
+            many = run_load(predict_call(address, face, mask), concurrency, total)
+        runs.append(
+            {
+                "c1_p50_ms": one["p50_ms"],
+                "c1_p99_ms": one["p99_ms"],
+                "c1_throughput_rps": one["throughput_rps"],
+                "c1_errors": one["errors"],
+                "p50_ms": many["p50_ms"],
+                "p99_ms": many["p99_ms"],
+                "throughput_rps": many["throughput_rps"],
+                "errors": many["errors"],
+                "pss_mb": sampler.peak_mb["model_server"],
+            }
+        )
+    return summarise(runs)
+
+
+class MonolithProcess:
+    """The baseline under gunicorn: sync workers, each loading TensorFlow itself (scripts/monolith.py)."""
+
+    def __init__(self, version_dir: Path, repo: Path, log: Path) -> None:
+        self.port = free_port()
+        self.log = log
+        self.env = {
+            **os.environ,
+            "SHINE_MONOLITH_VERSION_DIR": str(version_dir),
+            "SHINE_MODEL_REPO_DIR": str(repo),
+            "SHINE_RATE_LIMIT_BURST": "1000000",
+        }
+        self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        command = [
+            str(Path(sys.executable).parent / "gunicorn"),
+            "--workers",
+            str(monolith.WORKERS),
+            "--worker-class",
+            "sync",
+            "--timeout",
+            str(monolith.TIMEOUT_S),
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "scripts.monolith:create_monolith()",
+        ]
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                command, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
+        wait_http(self.url + "/api/v2/openapi.json", 200, 300)
+
+    def warm(self, photo: bytes) -> None:
+        """Every worker loads TensorFlow on its first analysis: send enough at once to reach them all."""
+        run_load(http_call(self.url, photo), monolith.WORKERS * 2, monolith.WORKERS * 6)
+
+    def pids(self) -> list[int]:
+        assert self.process is not None
+        master = self.process.pid
+        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+        return [master, *map(int, children)]
+
+    def stop(self) -> None:
+        terminate(self.process)
 
 
 def hot_swap(url: str, model: ModelServerProcess, base: Path, photo: bytes) -> dict[str, Any]:
@@ -283,14 +296,77 @@ def _copy_calibration(source: Path, target: Path, version: int) -> None:
     skops.io.dump(calibration, path)
 
 
+def _cell(figure: dict[str, float], digits: int = 0, scale: float = 1.0) -> str:
+    median, low, high = (figure[k] * scale for k in ("median", "min", "max"))
+    return f"{median:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
+
+
 def render(results: dict[str, Any]) -> str:
+    systems = results["systems"]
     lines = [
         "# Benchmark",
         "",
-        f"Measured {results['when']} on {results['machine']} by `python scripts/bench.py`.",
-        "Shared machine: other work may have been running; numbers are what this run measured.",
+        f"Measured {results['when']} on {results['machine']} by `python scripts/bench.py` (`make bench`), "
+        "one system after the other on the same machine and photo (the 1 MP selfie). A shared machine: "
+        "numbers are what this run measured.",
         "",
-        "## Latency, one request at a time (server time = the answer's timing_ms.total)",
+        f"## Shine, the monolith it replaces, and the model server alone (median of {REPETITIONS} runs, "
+        "min-max)",
+        "",
+        "Latency is what the client sees (ms). Concurrency "
+        f"{results['concurrency_level']}: {results['requests']} requests per run. PSS: the whole stack's "
+        "peak during the concurrent run (shared pages counted once).",
+        "",
+        "| system | c=1 p50 | c=1 p99 | c=20 p50 | c=20 p99 | throughput req/s | errors | PSS MB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, r in systems.items():
+        lines.append(
+            f"| {name} | {_cell(r['c1_p50_ms'])} | {_cell(r['c1_p99_ms'])} | {_cell(r['p50_ms'])} | "
+            f"{_cell(r['p99_ms'])} | {_cell(r['throughput_rps'], 1)} | {_cell(r['errors'])} | "
+            f"{_cell(r['pss_mb'])} |"
+        )
+    shine, mono, alone = (systems[k] for k in ("Shine", "monolith", "model server alone"))
+    per_gb = {
+        k: systems[k]["throughput_rps"]["median"] / (systems[k]["pss_mb"]["median"] / 1024) for k in systems
+    }
+    ratio_gb = per_gb["Shine"] / per_gb["monolith"]
+    ratio_alone = shine["throughput_rps"]["median"] / alone["throughput_rps"]["median"]
+    lower_p99 = shine["p99_ms"]["median"] < mono["p99_ms"]["median"]
+    lines += [
+        "",
+        "| ratio | measured | target |",
+        "| --- | --- | --- |",
+        f"| Shine / monolith, throughput per GB of PSS | {ratio_gb:.1f}x ({per_gb['Shine']:.1f} against "
+        f"{per_gb['monolith']:.1f} req/s per GB) | >= 3x: {'met' if ratio_gb >= 3 else '**not met**'} |",
+        f"| Shine / monolith, p99 at concurrency {results['concurrency_level']} | "
+        f"{shine['p99_ms']['median']:.0f} against {mono['p99_ms']['median']:.0f} ms | lower: "
+        f"{'met' if lower_p99 else '**not met**'} |",
+        f"| Shine / model server alone, throughput | {ratio_alone:.0%} | >= 90%: "
+        f"{'met' if ratio_alone >= 0.9 else '**not met**'} |",
+        "",
+    ]
+    stages = results["stage_cpu_ms"]
+    lines += [
+        "## Where the time goes (CPU per request, concurrency run)",
+        "",
+        "| process | CPU ms per request |",
+        "| --- | --- |",
+        f"| Shine orchestrator (master + workers) | {_cell(shine['cpu_ms_orchestrator'])} |",
+        f"| Shine model server | {_cell(shine['cpu_ms_model_server'])} |",
+        f"| monolith (master + workers) | {_cell(mono['cpu_ms_monolith'])} |",
+        "",
+        "Orchestrator, per stage (CPU of the request's thread, from `shine_stage_cpu_seconds_total`; helper "
+        "threads OpenCV starts are in the process total above, not here):",
+        "",
+        "| " + " | ".join(stages) + " |",
+        "| " + " | ".join("---" for _ in stages) + " |",
+        "| " + " | ".join(f"{ms:.1f}" for ms in stages.values()) + " |",
+        "",
+        f"Model, one face in process on 2 threads: {results['model_ms_in_process']:.1f} ms, of which the "
+        f"fixed-filter measures {results['measures_ms_in_process']:.1f} ms and the acne head the rest.",
+        "",
+        "## Shine, one request at a time (server time = the answer's timing_ms.total)",
         "",
         "| photo | server p50 ms | server p90 ms | client wall p50 ms | decode | face | quality | predict"
         " | postscore |",
@@ -314,46 +390,15 @@ def render(results: dict[str, Any]) -> str:
     ]
     for name, r in results["detection"].items():
         lines.append(f"| {name} | {r['detection_p50_ms']:.1f} | {r['face_stage_p50_ms']:.1f} |")
-    c = results["concurrency"]
-    alone = results["model_server_alone"]
-    cpu = results["cpu_ms_per_request"]
+    swap = results["hot_swap"]
     lines += [
-        "",
-        f"## Concurrency {results['concurrency_level']} (1 MP selfie)",
-        "",
-        "| requests | errors | p50 ms | p99 ms | throughput req/s | model server alone faces/s | ratio |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-        f"| {c['requests']:.0f} | {c['errors']:.0f} | {c['p50_ms']:.0f} | {c['p99_ms']:.0f} | "
-        f"{c['throughput_rps']:.1f} | {alone['faces_per_s']:.1f} | "
-        f"{c['throughput_rps'] / alone['faces_per_s']:.0%} |",
-        "",
-        "## Model time for one face (aligned 384 px image and its region mask)",
-        "",
-        "| SavedModel in process, p50 ms | Predict over gRPC incl. batching wait, p50 ms |",
-        "| --- | --- |",
-        f"| {results['model_ms_in_process']:.1f} | {alone['predict_p50_ms_one_face']:.1f} |",
-        "",
-        f"## CPU per request during the concurrency-{results['concurrency_level']} run",
-        "",
-        "| orchestrator (master + workers) ms | model server ms | both ms |",
-        "| --- | --- | --- |",
-        f"| {cpu['orchestrator']:.0f} | {cpu['model_server']:.0f} | "
-        f"{cpu['orchestrator'] + cpu['model_server']:.0f} |",
-        "",
-        f"## Memory (PSS, peak during the concurrency-{results['concurrency_level']} run)",
-        "",
-        "| orchestrator (master + workers) MB | model server MB | whole stack MB |",
-        "| --- | --- | --- |",
-        f"| {results['pss_mb']['orchestrator']:.0f} | {results['pss_mb']['model_server']:.0f} | "
-        f"{results['pss_mb']['orchestrator'] + results['pss_mb']['model_server']:.0f} |",
         "",
         "## Hot swap and rollback under 20 concurrent clients",
         "",
         "| requests | failed | versions seen | published | rolled back to |",
         "| --- | --- | --- | --- | --- |",
-        f"| {results['hot_swap']['requests']} | {results['hot_swap']['failed']} | "
-        f"{results['hot_swap']['versions_seen']} | {results['hot_swap']['published']} | "
-        f"{results['hot_swap']['rolled_back_to']} |",
+        f"| {swap['requests']} | {swap['failed']} | {swap['versions_seen']} | {swap['published']} | "
+        f"{swap['rolled_back_to']} |",
         "",
     ]
     return "\n".join(lines + _targets(results))
@@ -363,10 +408,11 @@ def _targets(results: dict[str, Any]) -> list[str]:
     """The brief's targets beside what this run measured."""
     selfie, large = results["sequential"].values()
     detect_selfie, detect_large = results["detection"].values()
-    c = results["concurrency"]
-    ratio = c["throughput_rps"] / results["model_server_alone"]["faces_per_s"]
-    orchestrator = results["pss_mb"]["orchestrator"]
-    stack = orchestrator + results["pss_mb"]["model_server"]
+    shine = results["systems"]["Shine"]
+    alone = results["systems"]["model server alone"]
+    ratio = shine["throughput_rps"]["median"] / alone["throughput_rps"]["median"]
+    orchestrator = shine["pss_mb_orchestrator"]["median"]
+    stack = shine["pss_mb"]["median"]
     rows = [
         (
             "server p50, 12 MP JPEG",
@@ -392,8 +438,13 @@ def _targets(results: dict[str, Any]) -> list[str]:
             f"{results['model_ms_in_process']:.1f} ms",
             results["model_ms_in_process"] <= 35,
         ),
-        ("concurrency 20: errors", "0", f"{c['errors']:.0f}", c["errors"] == 0),
-        ("concurrency 20: p99", "< 1.5 s", f"{c['p99_ms'] / 1000:.2f} s", c["p99_ms"] < 1500),
+        ("concurrency 20: errors", "0", f"{shine['errors']['max']:.0f}", shine["errors"]["max"] == 0),
+        (
+            "concurrency 20: p99",
+            "< 1.5 s",
+            f"{shine['p99_ms']['median'] / 1000:.2f} s",
+            shine["p99_ms"]["median"] < 1500,
+        ),
         ("throughput / model server alone", ">= 90%", f"{ratio:.0%}", ratio >= 0.9),
         ("orchestrator PSS", "< 500 MB", f"{orchestrator:.0f} MB", orchestrator < 500),
         ("whole stack PSS", "< 1.5 GB", f"{stack:.0f} MB", stack < 1536),
@@ -424,6 +475,13 @@ def main(argv: list[str] | None = None) -> int:
     if not (DATA / "faces").is_dir():
         print(f"the benchmark needs real photos at {DATA}", file=sys.stderr)
         return 2
+    results: dict[str, Any] = {
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} CPUs",
+        "concurrency_level": args.concurrency,
+        "requests": args.requests,
+        "systems": {},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         repo = work / "model_repo"
@@ -431,6 +489,12 @@ def main(argv: list[str] | None = None) -> int:
         config = work / "models.config"
         shutil.copy(ROOT / "serving" / "models.config", config)
         inputs = make_inputs(work)
+        selfie = next(iter(inputs.values())).read_bytes()
+        base = repo / contract.MODEL_NAME
+        version_dir = base / str(versions_on_disk(base)[-1])
+        geometry = FaceGeometry().analyse(decode_image(selfie, max_pixels=64_000_000, long_side_px=2000).rgb)
+        face, mask = geometry.face, geometry.mask.labels
+        # Shine first: the model server alone, then the whole stack over it.
         model = ModelServerProcess(work / "model_server.log", config=config, model_repo=repo)
         model.start()
         orchestrator = OrchestratorProcess(
@@ -440,53 +504,65 @@ def main(argv: list[str] | None = None) -> int:
             SHINE_MODEL_REPO_DIR=str(repo),
         )
         try:
+            assert model.process is not None
+            model_pid = model.process.pid
+            results["systems"]["model server alone"] = measure_model_alone(
+                model.address, model_pid, face, mask, args.concurrency, args.requests
+            )
             orchestrator.start()
             wait_http(orchestrator.url + "/health", 200, 60)
-            results: dict[str, Any] = {
-                "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} CPUs",
-                "concurrency_level": args.concurrency,
-            }
             results["sequential"] = {
                 name: sequential(orchestrator.url, path.read_bytes(), args.runs)
                 for name, path in inputs.items()
             }
-            selfie = next(iter(inputs.values())).read_bytes()
-            assert model.process is not None
-            groups = {"orchestrator": orchestrator.pids, "model_server": lambda: [model.process.pid]}  # type: ignore[union-attr]
-            cpu_before = {name: cpu_seconds(pids()) for name, pids in groups.items()}
-            with MemorySampler(groups) as sampler:
-                results["concurrency"] = concurrent_load(
-                    orchestrator.url, selfie, args.concurrency, args.requests
-                )
-            results["pss_mb"] = sampler.peak_mb
-            results["cpu_ms_per_request"] = {
-                name: (cpu_seconds(pids()) - cpu_before[name]) * 1000.0 / args.requests
-                for name, pids in groups.items()
-            }
-            results["detection"] = {
-                name: detection_stage(path.read_bytes(), args.runs) for name, path in inputs.items()
-            }
-            image = decode_image(selfie, max_pixels=64_000_000, long_side_px=2000)
-            geometry = FaceGeometry().analyse(image.rgb)
-            face, mask = geometry.face, geometry.mask.labels
-            results["model_server_alone"] = model_server_alone(
-                model.address, face, mask, args.concurrency, 15.0
+            groups = {"orchestrator": orchestrator.pids, "model_server": lambda: [model_pid]}
+            stages_before = stage_cpu_seconds(orchestrator.url)
+            answered_before = _answered(orchestrator.url)
+            results["systems"]["Shine"] = measure_service(
+                orchestrator.url, selfie, groups, args.concurrency, args.requests
             )
-            base = repo / contract.MODEL_NAME
-            results["model_ms_in_process"] = model_time_in_process(
-                base / str(versions_on_disk(base)[-1]), face, mask
-            )
+            answered = _answered(orchestrator.url) - answered_before
+            stages_after = stage_cpu_seconds(orchestrator.url)
+            results["stage_cpu_ms"] = {
+                stage: (stages_after[stage] - stages_before.get(stage, 0.0)) * 1000.0 / max(1, answered)
+                for stage in stages_after
+            }
             results["hot_swap"] = hot_swap(orchestrator.url, model, base, selfie)
         finally:
             orchestrator.stop()
             model.stop()
+        results["detection"] = {
+            name: detection_stage(path.read_bytes(), args.runs) for name, path in inputs.items()
+        }
+        results["model_ms_in_process"] = model_time_in_process(version_dir, face, mask)
+        results["measures_ms_in_process"] = measures_time_in_process(face, mask)
+        # Then the monolith, alone on the machine.
+        baseline = MonolithProcess(version_dir, repo, work / "monolith.log")
+        try:
+            baseline.start()
+            baseline.warm(selfie)
+            results["systems"]["monolith"] = measure_service(
+                baseline.url, selfie, {"monolith": baseline.pids}, args.concurrency, args.requests
+            )
+        finally:
+            baseline.stop()
+    results["systems"] = {k: results["systems"][k] for k in ("Shine", "monolith", "model server alone")}
     text = render(results)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=2, default=float) + "\n")
     return 0
+
+
+def _answered(url: str) -> float:
+    """Analyses answered so far (shine_model_version_answers_total over all versions)."""
+    text = requests.get(url + "/metrics", timeout=10).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("shine_model_version_answers_total{")
+    )
 
 
 if __name__ == "__main__":

@@ -81,6 +81,8 @@ def analyze_guest() -> Response:
         timing_ms.update(timer.stages)
         for stage, ms in timer.stages.items():
             metrics.STAGES.labels(stage).observe(ms / 1000.0)
+        for stage, ms in timer.cpu_ms.items():
+            metrics.STAGE_CPU.labels(stage).inc(ms / 1000.0)
     g.model_version = report["model"]["version"]
     metrics.ANSWERED_BY.labels(str(report["model"]["version"])).inc()
     report["timing_ms"] = {**timer.stages, "total": round(sum(timer.stages.values()), 2)}

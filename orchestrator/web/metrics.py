@@ -28,6 +28,11 @@ STAGES = Histogram(
     ["stage"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+STAGE_CPU = Counter(
+    "shine_stage_cpu_seconds_total",
+    "CPU time of the request thread per pipeline stage (summed over requests)",
+    ["stage"],
+)
 ANSWERED_BY = Counter("shine_model_version_answers_total", "Analyses by model version", ["version"])
 RATE_LIMIT_LOCK_TIMEOUTS = Counter(
     "shine_rate_limit_lock_timeouts_total",

@@ -1,0 +1,51 @@
+"""The benchmark's own parts: the monolith baseline answers like the service it is compared with, and
+the load helpers summarise what they measure."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from orchestrator.settings import Settings
+from scripts.load import run_load, summarise
+from scripts.monolith import InProcessModel
+from serving import contract
+from serving.repository import versions_on_disk
+from tests.conftest import MODEL_REPO, ROOT, data_dir
+
+
+def test_the_monolith_runs_the_same_pipeline_with_the_model_in_process() -> None:
+    from orchestrator.web.app import create_app
+
+    base = MODEL_REPO / contract.MODEL_NAME
+    version = versions_on_disk(base)[-1]
+    settings = Settings(
+        model_repo_dir=MODEL_REPO, recommendations_file=ROOT / "configs" / "recommendations.json"
+    )
+    model = InProcessModel(settings, base / str(version))
+    app = create_app(settings, client=model)
+    photo = (data_dir("faces") / "congress_B001270.jpg").read_bytes()
+    response = app.test_client().post(
+        "/api/v2/analyze/guest",
+        data={"image": (io.BytesIO(photo), "p.jpg")},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    report = response.get_json()
+    assert report["model"]["version"] == version
+    assert report["concerns"]["acne"]["score"] is not None
+    # The signature it reports is read from the SavedModel itself, and is the contract's.
+    signature = model.signature(version)
+    assert signature["inputs"] == {spec.name: (spec.dtype, spec.shape) for spec in contract.INPUTS}
+
+
+def test_load_counts_failures_and_summaries_keep_the_spread(tmp_path: Path) -> None:
+    calls = iter([True, False, True, True])
+    result = run_load(lambda: next(calls), concurrency=1, total=4)
+    assert result["requests"] == 4 and result["errors"] == 1
+    summary = summarise([{"x": 3.0}, {"x": 1.0}, {"x": 2.0}])["x"]
+    assert summary == {"median": 2.0, "min": 1.0, "max": 3.0}

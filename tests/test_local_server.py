@@ -21,7 +21,7 @@ pytest.importorskip("tensorflow")
 
 from orchestrator.errors import ModelBadResponse, ModelUnavailable
 from orchestrator.predict.client import PredictClient
-from orchestrator.predict.routing import VersionRouter
+from orchestrator.predict.routing import Route, VersionRouter
 from orchestrator.settings import Settings
 from serving import contract
 from serving.config import BatchingConfig
@@ -263,11 +263,11 @@ def test_labels_follow_the_config(stack: Stack) -> None:
     stack.ops.label("stable", 1)
     stack.ops.label("canary", 2)
     # The orchestrator's router resolves its configured label on the server and asks for that version.
-    stable = VersionRouter(stack.client, lambda version: "", label="stable")
-    canary = VersionRouter(stack.client, lambda version: "", label="canary")
-    assert stable.choose() == 1 and canary.choose() == 2
-    assert stack.client.predict(*_face(), version=stable.choose()).version == 1
-    assert stack.client.predict(*_face(), version=canary.choose()).version == 2
+    stable = VersionRouter(stack.client, lambda version: None, label="stable")
+    canary = VersionRouter(stack.client, lambda version: None, label="canary")
+    assert stable.choose() == Route(1, "stable") and canary.choose() == Route(2, "canary")
+    assert stack.client.predict(*_face(), version=stable.choose().version).version == 1
+    assert stack.client.predict(*_face(), version=canary.choose().version).version == 2
     assert stack.client.label_version("stable") == 1
     assert stack.client.label_version("missing") is None
     with pytest.raises(OpsError):

@@ -69,7 +69,7 @@ def _publish(args: argparse.Namespace) -> int:
         run_model(group, run)
     base = args.model_repo / contract.MODEL_NAME
     version = args.version or next_version(base)
-    calibration, summary = fit_calibration(version, reference, acne_valid)
+    calibration, summary = fit_calibration(reference, acne_valid)
     logger.info("calibration fitted in %.0f s: %s", time.monotonic() - started, summary)
     facts: dict[str, object] = {"calibration": summary}
     if head is not None and args.acne_report.is_file():
@@ -78,9 +78,9 @@ def _publish(args: argparse.Namespace) -> int:
     def build(path: Path) -> None:
         write_saved_model(model, path)
         write_warmup(path)
-        extra = path / "assets.extra"
-        write_calibration(calibration, extra / contract.CALIBRATION_FILE)
-        write_model_card(extra, version, model.describe(), facts)
+        # Bound to the SavedModel just written: the version stays valid under any folder number.
+        fingerprint = write_calibration(calibration, path)
+        write_model_card(path / "assets.extra", version, model.describe(), facts, fingerprint)
 
     final = publish_version(base, version, build)
     print(f"published {final}")

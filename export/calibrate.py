@@ -41,6 +41,7 @@ from orchestrator.scoring.concerns import (
 from orchestrator.scoring.scorer import CALIBRATION_FORMAT
 from orchestrator.settings import Settings
 from serving import contract
+from serving.fingerprint import content_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -160,9 +161,10 @@ def _quantiles(rows: NDArray[np.float64]) -> QuantileTransformer:
 
 
 def fit_calibration(
-    version: int, reference: list[FaceSample], acne_valid: list[FaceSample]
+    reference: list[FaceSample], acne_valid: list[FaceSample]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The calibration dict stored as calibration.skops, and a summary for the model card."""
+    """The calibration dict stored as calibration.skops (bound to its model by write_calibration), and a
+    summary for the model card."""
     threshold, valid_mae = choose_threshold(acne_valid)
     grade_model = fit_grade_model(acne_valid, threshold)
     reference = [s for s in reference if s.geometry.view in MESH_VIEWS]
@@ -185,7 +187,6 @@ def fit_calibration(
     }
     calibration = {
         "format": CALIBRATION_FORMAT,
-        "version": version,
         "acne_threshold": threshold,
         "acne_grade_model": grade_model,
         "columns": {
@@ -201,9 +202,15 @@ def fit_calibration(
     return calibration, summary
 
 
-def write_calibration(calibration: dict[str, Any], path: Path) -> None:
+def write_calibration(calibration: dict[str, Any], version_dir: Path) -> str:
+    """Write the calibration into the version's assets.extra/, bound to the SavedModel already written at
+    `version_dir` by its content fingerprint; returns the fingerprint. Raises FileNotFoundError when
+    the folder holds no SavedModel yet."""
+    fingerprint = content_fingerprint(version_dir)
+    path = version_dir / "assets.extra" / contract.CALIBRATION_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    skops.io.dump(calibration, path)
+    skops.io.dump({**calibration, "model_fingerprint": fingerprint}, path)
+    return fingerprint
 
 
 def image_files(folder: Path) -> list[Path]:

@@ -53,11 +53,15 @@ MEASURES: dict[str, tuple[str, str]] = {
 }
 
 
-def write_model_card(path: Path, version: int, description: str, facts: dict[str, Any]) -> None:
-    """Write model_card.json and model_card.md into the version's assets.extra/."""
+def write_model_card(
+    path: Path, version: int, description: str, facts: dict[str, Any], model_fingerprint: str
+) -> None:
+    """Write model_card.json and model_card.md into the version's assets.extra/: `version` is the number
+    it is published under, `model_fingerprint` (serving.fingerprint) the model it describes."""
     card = {
         "model": contract.MODEL_NAME,
         "version": version,
+        "model_fingerprint": model_fingerprint,
         "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "description": description,
         "signature": {
@@ -95,7 +99,8 @@ def _markdown(card: dict[str, Any]) -> str:
         "",
         card["description"],
         "",
-        f"Created {card['created_utc']}.",
+        f"Created {card['created_utc']}. Model fingerprint `{card['model_fingerprint']}` (SHA-256 of "
+        "saved_model.pb and variables/; the calibration records the same).",
         "",
         "## Licence",
         "",

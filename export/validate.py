@@ -1,8 +1,10 @@
 """Validating a version folder against the model contract before it may be published.
 
-Checks the signature (names, dtypes, shapes), the files every version carries in assets.extra/, and
-the model's behaviour: it runs, its outputs are finite and in range, each row depends on its own crop
-only (server-side batching merges faces), and every signal column varies across the validation crops.
+Checks the signature (names, dtypes, shapes), the files every version carries in assets.extra/ (the
+calibration and model card bound to the SavedModel's content fingerprint, whatever the folder's
+number), and the model's behaviour: it runs, its outputs are finite and in range, each row depends on
+its own crop only (server-side batching merges faces), and every signal column varies across the
+validation crops.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from numpy.typing import NDArray
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
-from orchestrator.scoring.scorer import load_calibration
+from orchestrator.scoring.scorer import CALIBRATION_FORMAT, CalibrationProblem, load_calibration
 from serving import contract
+from serving.fingerprint import content_fingerprint
 from serving.tensors import make_ndarray
 
 logger = logging.getLogger(__name__)
@@ -84,8 +87,9 @@ def check_signature(path: Path, report: ValidationReport) -> None:
             )
 
 
-def check_assets(path: Path, version: int, report: ValidationReport) -> None:
-    """assets.extra/ holds warmup records, a loadable calibration of this version, and a model card."""
+def check_assets(path: Path, report: ValidationReport) -> None:
+    """assets.extra/ holds warmup records, a calibration in the current format and a model card, both
+    bound to this folder's SavedModel by its content fingerprint (its folder number does not matter)."""
     extra = path / "assets.extra"
     for name in (
         contract.WARMUP_FILE,
@@ -94,22 +98,24 @@ def check_assets(path: Path, version: int, report: ValidationReport) -> None:
         contract.MODEL_CARD_JSON,
     ):
         report.check((extra / name).is_file(), f"assets.extra/{name} present", f"assets.extra/{name} missing")
+    fingerprint = content_fingerprint(path)
     if (extra / contract.CALIBRATION_FILE).is_file():
         try:
             calibration = load_calibration(extra / contract.CALIBRATION_FILE)
             report.check(
-                calibration.version == version,
-                "calibration names this version",
-                f"calibration is for version {calibration.version}, folder is {version}",
+                calibration.model_fingerprint == fingerprint,
+                f"calibration format {CALIBRATION_FORMAT}, bound to this model ({fingerprint})",
+                f"calibration was fitted on model {calibration.model_fingerprint}, this folder holds "
+                f"{fingerprint}",
             )
-        except ValueError as exc:
-            report.problems.append(f"calibration unreadable: {exc}")
+        except CalibrationProblem as exc:
+            report.problems.append(f"calibration unusable: {exc.reason}")
     if (extra / contract.MODEL_CARD_JSON).is_file():
         card = json.loads((extra / contract.MODEL_CARD_JSON).read_text())
         report.check(
-            card.get("version") == version,
-            "model card names this version",
-            f"model card is for version {card.get('version')}, folder is {version}",
+            card.get("model_fingerprint") == fingerprint,
+            "model card describes this model",
+            f"model card describes model {card.get('model_fingerprint')}, this folder holds {fingerprint}",
         )
 
 
@@ -196,7 +202,7 @@ def validate_version(path: Path, version: int) -> ValidationReport:
     if not (path / "saved_model.pb").is_file():
         raise InvalidVersion(f"{path} holds no saved_model.pb")
     check_signature(path, report)
-    check_assets(path, version, report)
+    check_assets(path, report)
     if not report.problems:
         check_behaviour(path, report)
     if report.problems:

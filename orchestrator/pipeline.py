@@ -1,8 +1,8 @@
 """The request path as a pipeline: decode -> face (detect, landmarks, pose, align, regions) -> predict ->
 post-score -> answer.
 
-Each stage is timed; the answer names the model version that produced it and is scored with that
-version's calibration. Raises Shine's errors only.
+Each stage is timed; the answer names the model version that produced it (and the label it was routed
+by) and is scored with that version's calibration. Raises Shine's errors only.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from orchestrator.face.quality import measure_quality
 from orchestrator.face.views import FaceGeometry, Geometry
 from orchestrator.predict.client import PredictClient
 from orchestrator.predict.prediction import Prediction
-from orchestrator.predict.routing import VersionRouter
+from orchestrator.predict.routing import Route, VersionRouter
 from orchestrator.scoring.concerns import lesion_labels, usable_labels
 from orchestrator.scoring.recommendations import Recommender
 from orchestrator.scoring.scorer import ScorerRegistry
@@ -88,7 +88,7 @@ class Pipeline:
         with timer.stage("quality"):
             quality = measure_quality(geometry, face_px)
         with timer.stage("predict"):
-            prediction = self._predict(geometry)
+            prediction, route = self._predict(geometry)
         with timer.stage("postscore"):
             mask = geometry.mask
             usable = usable_labels(prediction.signals, mask.pixels, mask.visible)
@@ -110,7 +110,11 @@ class Pipeline:
             quality_dict = quality.as_dict()
             quality_dict["warnings"] = warnings + quality.warnings
         return {
-            "model": {"name": prediction.model_name, "version": prediction.version},
+            "model": {
+                "name": prediction.model_name,
+                "version": prediction.version,
+                "label": route.label if route.version == prediction.version else None,
+            },
             "view": geometry.view,
             "faces_detected": geometry.faces_detected,
             "face": {
@@ -132,16 +136,17 @@ class Pipeline:
             "recommendations": self.recommender.recommend(concerns, scored["skin_type"]),
         }
 
-    def _predict(self, geometry: Geometry) -> Prediction:
-        """Send the face to the version the router chooses; a version unloaded under the request is
-        forgotten and the request goes to the next choice, once."""
-        version = self.router.choose()
+    def _predict(self, geometry: Geometry) -> tuple[Prediction, Route]:
+        """Send the face where the router says; a version unloaded under the request is forgotten and
+        the request goes to the next choice, once. Returns the prediction and the route it took."""
+        route = self.router.choose()
         try:
-            return self.client.predict(geometry.face, geometry.mask.labels, version)
+            return self.client.predict(geometry.face, geometry.mask.labels, route.version), route
         except VersionGone:
-            logger.warning("model version %d went away during a request; choosing again", version)
-            self.router.forget(version)
-            return self.client.predict(geometry.face, geometry.mask.labels, self.router.choose())
+            logger.warning("model version %d went away during a request; choosing again", route.version)
+            self.router.forget(route.version)
+            route = self.router.choose()
+            return self.client.predict(geometry.face, geometry.mask.labels, route.version), route
 
     @staticmethod
     def _place_lesions(acne: dict[str, Any], geometry: Geometry, scale: float) -> None:

@@ -34,8 +34,10 @@ class Settings:
     # The model server (TF Serving or the local model server), gRPC host:port.
     model_server_address: str = "127.0.0.1:8500"
     model_name: str = contract.MODEL_NAME
-    # Ask for a labelled version ("stable", "canary"); empty means the server's latest.
+    # Ask for a labelled version ("stable", "canary"); empty means the newest usable version.
     model_version_label: str = ""
+    # Share of requests (0-1) sent to the version the server's `canary` label names, when it is usable.
+    canary_share: float = 0.0
     # Where each version's assets.extra/ (calibration, model card) is read from.
     model_repo_dir: Path = Path("model_repo")
     predict_timeout_s: float = 5.0
@@ -105,6 +107,10 @@ class Settings:
         if self.predict_retries < 0 or self.retry_backoff_s < 0 or self.breaker_open_s < 0:
             raise SettingsError(
                 f"{ENV_PREFIX}PREDICT_RETRIES, RETRY_BACKOFF_S and BREAKER_OPEN_S must not be negative"
+            )
+        if not 0.0 <= self.canary_share <= 1.0:  # also refuses NaN
+            raise SettingsError(
+                f"{ENV_PREFIX}CANARY_SHARE must be between 0 and 1, got {self.canary_share!r}"
             )
         if ":" not in self.model_server_address:
             raise SettingsError(

@@ -88,7 +88,10 @@ class ModelServerProcess:
 
 
 class OrchestratorProcess:
-    def __init__(self, model_address: str, log: Path, workers: int = 2, **env: str) -> None:
+    def __init__(
+        self, model_address: str, log: Path, workers: int = 2, model_repo: Path | None = None, **env: str
+    ) -> None:
+        """`model_repo` is where calibrations are read: the model server's model_repo (default ours)."""
         self.port = free_port()
         self.log = log
         self.workers = workers
@@ -97,7 +100,7 @@ class OrchestratorProcess:
             "SHINE_BIND": f"127.0.0.1:{self.port}",
             "SHINE_WORKERS": str(workers),
             "SHINE_MODEL_SERVER_ADDRESS": model_address,
-            "SHINE_MODEL_REPO_DIR": str(ROOT / "model_repo"),
+            "SHINE_MODEL_REPO_DIR": str(model_repo or ROOT / "model_repo"),
             **env,
         }
         self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)

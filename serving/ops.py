@@ -9,6 +9,7 @@ alike). In-flight requests finish on the version they started on.
     python -m serving.ops pin 3               # serve only version 3
     python -m serving.ops unpin               # back to the newest two versions
     python -m serving.ops label canary 4      # point a label at a served version
+    python -m serving.ops unlabel canary      # take a label off
 """
 
 from __future__ import annotations
@@ -131,6 +132,14 @@ class ModelServerOps:
         entry = self.entry()
         self.apply(replace(entry, version_labels={**entry.version_labels, label: version}))
 
+    def unlabel(self, label: str) -> None:
+        """Take a label off (before removing its version: a config whose label names a version that is
+        not served is refused, on a reload and at start-up)."""
+        entry = self.entry()
+        self.apply(
+            replace(entry, version_labels={k: v for k, v in entry.version_labels.items() if k != label})
+        )
+
 
 def _write_atomically(path: Path, text: str) -> None:
     """Write beside the target and rename over it, so a reader never sees half a config."""
@@ -157,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     label = commands.add_parser("label")
     label.add_argument("label")
     label.add_argument("version", type=int)
+    unlabel = commands.add_parser("unlabel")
+    unlabel.add_argument("label")
     args = parser.parse_args(argv)
     ops = ModelServerOps(args.address, args.config)
     try:
@@ -171,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "label":
             ops.label(args.label, args.version)
             print(f"label {args.label} -> version {args.version}")
+        elif args.command == "unlabel":
+            ops.unlabel(args.label)
+            print(f"label {args.label} removed")
         entry = ops.entry()
         for version, state in sorted(ops.status().items()):
             labels = [k for k, v in entry.version_labels.items() if v == version]

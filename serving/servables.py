@@ -226,6 +226,15 @@ class ServedModel:
     def reconcile(self) -> None:
         """Load the versions the policy wants, then unload the rest (one caller at a time)."""
         on_disk = versions_on_disk(self.base_path)
+        # A version that failed to load is forgotten once its folder is gone, so a folder published
+        # again under that number is loaded afresh (a loaded version is unloaded below as usual).
+        gone = self._failed - set(on_disk)
+        if gone:
+            self._failed -= gone
+            with self._lock:
+                for version in gone:
+                    if version not in self._loaded:
+                        self._status.pop(version, None)
         wanted = self.entry.policy.select(on_disk)
         for version in sorted(set(wanted) - set(self._loaded) - self._failed):
             self._load(version)

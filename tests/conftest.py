@@ -136,6 +136,15 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
+def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of model_repo/ whose calibrations are bound to their own model (tests/repos.py says why),
+    for tests of the service; tests/test_export.py checks the published versions as they are."""
+    from tests.repos import copy_repo
+
+    return copy_repo(tmp_path_factory.mktemp("model_repo"))
+
+
+@pytest.fixture(scope="session")
 def faces_dir() -> Path:
     return data_dir("faces")
 

@@ -21,9 +21,9 @@ from serving.wire import model_status_pb2, predict_pb2, services_pb2_grpc
 class Script:
     """What the fake does next. `fail_first` calls abort with `fail_code`, then it answers normally.
 
-    `signature` replaces the served signature's input specs (name -> (dtype, shape)) for versions
-    whose signature should break the contract; `versions` lists the AVAILABLE versions (default: the
-    answering `version` only).
+    `broken_signature` lists versions whose served signature breaks the contract; `versions` lists the
+    AVAILABLE versions (default: the answering `version` only); `failed` lists versions the server
+    failed to load (state END) with its error message; `labels` maps version labels to versions.
     """
 
     version: int = 1
@@ -34,6 +34,8 @@ class Script:
     nan: bool = False
     versions: tuple[int, ...] = ()
     broken_signature: frozenset[int] = frozenset()
+    failed: dict[int, str] = field(default_factory=dict)
+    labels: dict[str, int] = field(default_factory=dict)
     calls: int = 0
     asked_versions: list[int | None] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -105,13 +107,23 @@ class _Models(services_pb2_grpc.ModelServiceServicer):
     def GetModelStatus(self, request, context):  # noqa: N802 - gRPC signature
         if self.script.fail_code is not None and self.script.fail_first > 10**6:
             context.abort(self.script.fail_code, "scripted failure")
-        if request.model_spec.version_label:
-            context.abort(grpc.StatusCode.NOT_FOUND, "no such label")
+        versions = self.script.available()
+        label = request.model_spec.version_label
+        if label:
+            if label not in self.script.labels:
+                context.abort(grpc.StatusCode.NOT_FOUND, "no such label")
+            versions = (self.script.labels[label],)
         response = model_status_pb2.GetModelStatusResponse()
-        for version in self.script.available():
+        for version in versions:
             item = response.model_version_status.add()
             item.version = version
             item.state = model_status_pb2.ModelVersionStatus.AVAILABLE
+        for version, error in [] if label else sorted(self.script.failed.items()):
+            item = response.model_version_status.add()
+            item.version = version
+            item.state = model_status_pb2.ModelVersionStatus.END
+            item.status.error_code = 9  # FAILED_PRECONDITION, as TF Serving reports a failed load
+            item.status.error_message = error
         return response
 
 

@@ -1,13 +1,15 @@
 """The HTTP layer through Flask's test client: every error code of the table, CORS, headers, health.
 
 The model server is the scriptable fake on real gRPC; photos are real; post-scoring uses the committed
-calibration of the version the fake claims to be.
+calibration of the version the fake claims to be, from a copy of model_repo/ with each calibration bound
+to its own model (tests/repos.py).
 """
 
 from __future__ import annotations
 
 import io
 import os
+import shutil
 import signal
 import threading
 from collections.abc import Iterator
@@ -30,6 +32,7 @@ from serving import contract
 from serving.repository import versions_on_disk
 from tests.conftest import MODEL_REPO, StallingClock, data_dir, free_port, hold_lock_in_a_process
 from tests.fakes import Script, fake_model_server
+from tests.repos import bind_calibration, other_fingerprint
 
 ROOT = Path(__file__).resolve().parent.parent
 PORTRAIT = "congress_B001270.jpg"
@@ -37,6 +40,7 @@ PUBLISHED = versions_on_disk(MODEL_REPO / contract.MODEL_NAME)
 
 
 def _settings(address: str, **overrides: Any) -> Settings:
+    """Settings for tests; those whose requests reach post-scoring pass model_repo_dir=model_repo."""
     values: dict[str, Any] = {
         "model_server_address": address,
         "model_repo_dir": MODEL_REPO,
@@ -61,8 +65,8 @@ def address(script: Script) -> Iterator[str]:
 
 
 @pytest.fixture
-def app(address: str) -> Flask:
-    return create_app(_settings(address))
+def app(address: str, model_repo: Path) -> Flask:
+    return create_app(_settings(address, model_repo_dir=model_repo))
 
 
 @pytest.fixture
@@ -93,7 +97,7 @@ def test_portrait_gets_a_report_from_the_version_that_answered(client: FlaskClie
     response = _post(client, _photo())
     assert response.status_code == 200, response.get_data(as_text=True)
     report = response.get_json()
-    assert report["model"] == {"name": contract.MODEL_NAME, "version": script.version}
+    assert report["model"] == {"name": contract.MODEL_NAME, "version": script.version, "label": None}
     assert set(report["concerns"]) == {
         "acne",
         "redness",
@@ -246,6 +250,81 @@ def test_a_version_breaking_the_contract_is_passed_over(client: FlaskClient, scr
     health = client.get("/health").get_json()
     assert health["status"] == "degraded"
     assert "signature" in health["rejected"][str(good + 1)]
+
+
+def _metric(client: FlaskClient, name: str, **labels: str) -> float | None:
+    """The value of one sample in /metrics, None when absent."""
+    for family in text_string_to_metric_families(client.get("/metrics").get_data(as_text=True)):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return None
+
+
+@pytest.fixture
+def versions_repo(tmp_path: Path, model_repo: Path, script: Script) -> Path:
+    """A model_repo with the served version, a copy of it under the next number (nothing edited), one
+    whose calibration was fitted on another model, and one without a calibration."""
+    source = model_repo / contract.MODEL_NAME / str(script.version)
+    base = tmp_path / contract.MODEL_NAME
+    for offset in range(4):
+        shutil.copytree(source, base / str(script.version + offset))
+    bind_calibration(base / str(script.version + 2), other_fingerprint())
+    (base / str(script.version + 3) / "assets.extra" / contract.CALIBRATION_FILE).unlink()
+    return tmp_path
+
+
+def test_refused_versions_never_answer_and_are_named_in_models_health_and_metrics(
+    address: str, script: Script, versions_repo: Path
+) -> None:
+    good, copy, other_model, uncalibrated = (script.version + i for i in range(4))
+    failed = script.version + 4
+    script.versions = (good, copy, other_model, uncalibrated)
+    script.failed = {failed: f"load failed: {versions_repo}/{failed}/saved_model.pb: truncated"}
+    client = create_app(_settings(address, model_repo_dir=versions_repo)).test_client()
+    for _ in range(3):
+        response = _post(client, _photo())
+        assert response.status_code == 200, response.get_data(as_text=True)
+        assert response.get_json()["model"] == {"name": contract.MODEL_NAME, "version": copy, "label": None}
+    assert set(script.asked_versions) == {copy}
+    models = {v["version"]: v for v in client.get("/api/v2/models").get_json()["versions"]}
+    assert [v for v, item in models.items() if item["usable"]] == [good, copy]
+    assert "another model" in models[other_model]["reason"]
+    assert "missing" in models[uncalibrated]["reason"]
+    assert models[failed]["state"] == "END" and "could not load" in models[failed]["reason"]
+    assert not any("/" in item.get("reason", "") for item in models.values())
+    health = client.get("/health")
+    assert health.status_code == 200
+    body = health.get_json()
+    assert (body["status"], body["version"]) == ("degraded", copy)
+    assert set(body["rejected"]) == {str(other_model), str(uncalibrated), str(failed)}
+    rejected = "shine_model_version_rejected"
+    assert _metric(client, rejected, version=str(other_model), reason="calibration_mismatch") == 1.0
+    assert _metric(client, rejected, version=str(uncalibrated), reason="calibration_missing") == 1.0
+    assert _metric(client, rejected, version=str(failed), reason="load_failed") == 1.0
+    # The version is removed: it is no longer refused, and the metric says so.
+    script.failed = {}
+    client.get("/health")
+    assert _metric(client, rejected, version=str(failed), reason="load_failed") == 0.0
+
+
+def test_the_canary_share_answers_from_the_canary_and_says_so(
+    address: str, script: Script, versions_repo: Path
+) -> None:
+    good, copy = script.version, script.version + 1
+    script.versions = (good, copy)
+    script.labels = {"canary": copy}
+    settings = _settings(address, model_repo_dir=versions_repo, canary_share=1.0)
+    client = create_app(settings).test_client()
+    report = _post(client, _photo()).get_json()
+    assert report["model"] == {"name": contract.MODEL_NAME, "version": copy, "label": "canary"}
+    answers = "shine_model_version_answers_total"
+    assert _metric(client, answers, version=str(copy), label="canary") == 1.0
+    serving = client.get("/api/v2/models").get_json()
+    assert serving["serving"]["canary_share"] == 1.0 and serving["labels"] == {"canary": copy}
+    # With no share the canary label changes nothing: the newest usable version answers.
+    client = create_app(_settings(address, model_repo_dir=versions_repo)).test_client()
+    assert _post(client, _photo()).get_json()["model"]["label"] is None
 
 
 def test_an_unknown_view_request_is_refused(client: FlaskClient) -> None:

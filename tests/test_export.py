@@ -1,4 +1,5 @@
-"""Export: published versions follow the contract; broken ones are refused; publishing is atomic."""
+"""Export: published versions follow the contract, their calibration and model card bound to their model;
+broken ones are refused; publishing is atomic."""
 
 from __future__ import annotations
 
@@ -10,13 +11,18 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
+import skops.io
 import tensorflow as tf
 
+from export.calibrate import write_calibration
 from export.publish import PublishError, next_version, publish_version
 from export.validate import InvalidVersion, validate_version
+from orchestrator.scoring.scorer import CALIBRATION_FORMAT
 from serving import contract
+from serving.fingerprint import content_fingerprint
 from serving.repository import versions_on_disk
 from tests.conftest import MODEL_REPO
+from tests.repos import bind_calibration, copy_version, other_fingerprint
 
 BASE = MODEL_REPO / contract.MODEL_NAME
 
@@ -34,15 +40,41 @@ def test_every_published_version_follows_the_contract(version: int) -> None:
 
 
 def _copy(tmp_path: Path, version: int) -> Path:
-    target = tmp_path / str(version)
-    shutil.copytree(BASE / str(versions_on_disk(BASE)[-1]), target)
-    return target
+    """The newest published version copied to `tmp_path`/`version`, its calibration bound to it
+    (tests/repos.py), so these tests hold before and after it is re-published in the current format."""
+    return copy_version(tmp_path / str(version))
 
 
-def test_version_number_must_match_its_calibration(tmp_path: Path) -> None:
+def test_a_version_copied_under_another_number_stays_valid(tmp_path: Path) -> None:
+    report = validate_version(_copy(tmp_path, 77), 77)
+    assert any("bound to this model" in check for check in report.checks)
+
+
+def test_a_calibration_fitted_on_another_model_is_refused(tmp_path: Path) -> None:
     copy = _copy(tmp_path, 77)
-    with pytest.raises(InvalidVersion, match="calibration is for version"):
+    bind_calibration(copy, other_fingerprint())
+    with pytest.raises(InvalidVersion, match="calibration was fitted on model sha256:"):
         validate_version(copy, 77)
+
+
+def test_a_calibration_without_a_fingerprint_is_refused(tmp_path: Path) -> None:
+    copy = _copy(tmp_path, 77)
+    path = copy / "assets.extra" / contract.CALIBRATION_FILE
+    calibration = skops.io.load(path, trusted=[])
+    del calibration["model_fingerprint"]
+    skops.io.dump(calibration, path)
+    with pytest.raises(InvalidVersion, match="records no model fingerprint"):
+        validate_version(copy, 77)
+
+
+def test_publishing_writes_the_calibration_bound_to_the_saved_model(tmp_path: Path) -> None:
+    copy = _copy(tmp_path, 3)
+    calibration = skops.io.load(copy / "assets.extra" / contract.CALIBRATION_FILE, trusted=[])
+    del calibration["model_fingerprint"]  # as fit_calibration returns it: not yet bound
+    fingerprint = write_calibration(calibration, copy)
+    assert fingerprint == content_fingerprint(copy)
+    written = skops.io.load(copy / "assets.extra" / contract.CALIBRATION_FILE, trusted=[])
+    assert written["format"] == CALIBRATION_FORMAT and written["model_fingerprint"] == fingerprint
 
 
 def test_missing_model_card_is_refused(tmp_path: Path) -> None:
@@ -65,7 +97,8 @@ def test_publish_is_all_or_nothing(tmp_path: Path) -> None:
     assert list(base.iterdir()) == []
 
     def invalid_build(path: Path) -> None:
-        shutil.copytree(BASE / str(versions_on_disk(BASE)[-1]), path)  # calibration names another version
+        copy_version(path)
+        bind_calibration(path, other_fingerprint())  # a calibration fitted on another model
 
     with pytest.raises(InvalidVersion):
         publish_version(base, 5, invalid_build)
@@ -77,7 +110,7 @@ def test_publish_renames_into_place_and_never_overwrites(tmp_path: Path) -> None
     source = versions_on_disk(BASE)[-1]
 
     def build(path: Path) -> None:
-        shutil.copytree(BASE / str(source), path)
+        copy_version(path, source)
 
     published = publish_version(base, source, build)
     assert published == base / str(source)
@@ -127,6 +160,7 @@ def test_a_version_whose_signals_do_not_all_vary_is_refused(tmp_path: Path) -> N
     model = OneSignalModel()
     tf.saved_model.save(model, str(path), signatures={contract.SIGNATURE_NAME: model.serve})
     shutil.copytree(BASE / str(version) / "assets.extra", path / "assets.extra")
+    bind_calibration(path)  # fitted on this model, as far as the assets know: only behaviour is wrong
     with pytest.raises(InvalidVersion) as refused:
         validate_version(path, version)
     for name in contract.SIGNAL_NAMES[1:]:

@@ -19,9 +19,9 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from orchestrator.errors import ModelBadResponse, ModelUnavailable
+from orchestrator.errors import ModelBadResponse, ModelUnavailable, VersionGone
 from orchestrator.predict.client import PredictClient
-from orchestrator.predict.routing import VersionRouter
+from orchestrator.predict.routing import Route, VersionRouter
 from orchestrator.settings import Settings
 from serving import contract
 from serving.config import BatchingConfig
@@ -263,16 +263,19 @@ def test_labels_follow_the_config(stack: Stack) -> None:
     stack.ops.label("stable", 1)
     stack.ops.label("canary", 2)
     # The orchestrator's router resolves its configured label on the server and asks for that version.
-    stable = VersionRouter(stack.client, lambda version: "", label="stable")
-    canary = VersionRouter(stack.client, lambda version: "", label="canary")
-    assert stable.choose() == 1 and canary.choose() == 2
-    assert stack.client.predict(*_face(), version=stable.choose()).version == 1
-    assert stack.client.predict(*_face(), version=canary.choose()).version == 2
+    stable = VersionRouter(stack.client, lambda version: None, label="stable")
+    canary = VersionRouter(stack.client, lambda version: None, label="canary")
+    assert stable.choose() == Route(1, "stable") and canary.choose() == Route(2, "canary")
+    assert stack.client.predict(*_face(), version=stable.choose().version).version == 1
+    assert stack.client.predict(*_face(), version=canary.choose().version).version == 2
     assert stack.client.label_version("stable") == 1
     assert stack.client.label_version("missing") is None
     with pytest.raises(OpsError):
         stack.ops.label("stable", 9)  # not served: refused, config unchanged
     assert 'key: "stable" value: 1' in stack.config.read_text()
+    stack.ops.unlabel("canary")
+    assert stack.client.label_version("canary") is None
+    assert "canary" not in stack.config.read_text() and 'key: "stable" value: 1' in stack.config.read_text()
 
 
 def test_broken_version_never_replaces_a_good_one(stack: Stack) -> None:
@@ -285,6 +288,48 @@ def test_broken_version_never_replaces_a_good_one(stack: Stack) -> None:
         time.sleep(0.1)
     assert stack.ops.status()[3] == "END"
     assert stack.client.predict(*_face()).version == 1
+
+
+def test_a_failed_version_is_forgotten_with_its_folder_and_loaded_when_published_again(stack: Stack) -> None:
+    weights = "variables/variables.data-00000-of-00001"
+    broken = stack.base / "_staging-2"
+    shutil.copytree(stack.base / "1", broken)
+    (broken / weights).write_bytes((broken / weights).read_bytes()[:1000])  # cut short in the copy
+    broken.rename(stack.base / "2")
+    assert _status_becomes(stack, 2, "END")
+    assert "load failed" in _status_message(stack, 2)
+    shutil.rmtree(stack.base / "2")
+    deadline = time.monotonic() + 30
+    while 2 in stack.ops.status() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert 2 not in stack.ops.status()
+    stack.publish(2)  # a whole copy under the same number
+    stack.wait_for({1, 2})
+
+
+def _status_message(stack: Stack, version: int) -> str:
+    return next(
+        s.error_message for s in stack.manager.model(contract.MODEL_NAME).statuses() if s.version == version
+    )
+
+
+def test_removing_the_served_version_lets_its_requests_finish_and_sends_new_ones_elsewhere(
+    stack: Stack,
+) -> None:
+    stack.publish(2)
+    stack.wait_for({1, 2})
+    model = stack.manager.model(contract.MODEL_NAME)
+    with model.resolve(2, None) as in_flight:  # a request running on version 2
+        (stack.base / "2").rename(stack.base / "_removed-2")  # removed, the TF Serving way
+        assert _status_becomes(stack, 2, "UNLOADING")
+        # New requests that name version 2 are told it is gone (the orchestrator then asks again) ...
+        with pytest.raises(VersionGone):
+            stack.client.predict(*_face(), version=2)
+        assert stack.client.predict(*_face()).version == 1
+        # ... while the one in flight still runs on it, to the end.
+        assert in_flight.predict(dict(zip(("face", "mask"), (a[None] for a in _face()), strict=True)), 30.0)
+        assert stack.ops.status()[2] == "UNLOADING"
+    assert _status_becomes(stack, 2, "END")
 
 
 def test_wrong_signature_input_reaches_the_client_as_bad_response(stack: Stack) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import shutil
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,8 +24,10 @@ from orchestrator.scoring.scorer import (
     severity,
 )
 from serving import contract
+from serving.fingerprint import content_fingerprint
 from serving.repository import versions_on_disk
 from tests.conftest import MODEL_REPO
+from tests.repos import bind_calibration, other_fingerprint
 
 SIGNAL = {name: i for i, name in enumerate(contract.SIGNAL_NAMES)}
 LABEL = {name: i for i, name in enumerate(contract.LABEL_NAMES)}
@@ -32,9 +36,10 @@ NO_LESIONS: list[str | None] = [None] * contract.MAX_LESIONS
 
 
 @pytest.fixture(scope="module")
-def scorer() -> PostScorer:
-    registry = ScorerRegistry(MODEL_REPO, contract.MODEL_NAME)
-    return registry.for_version(versions_on_disk(MODEL_REPO / contract.MODEL_NAME)[-1])
+def scorer(model_repo: Path) -> PostScorer:
+    """The newest published version's scorer (calibration bound to its model: tests/repos.py)."""
+    registry = ScorerRegistry(model_repo, contract.MODEL_NAME)
+    return registry.for_version(versions_on_disk(model_repo / contract.MODEL_NAME)[-1])
 
 
 def _prediction(**signals: float) -> Prediction:
@@ -223,6 +228,25 @@ def test_severity_bands() -> None:
 def test_missing_calibration_is_a_bad_response() -> None:
     with pytest.raises(ModelBadResponse):
         ScorerRegistry(MODEL_REPO, contract.MODEL_NAME).for_version(10_000)
+
+
+def test_a_calibration_scores_its_model_under_any_number_and_no_other_model(
+    model_repo: Path, tmp_path: Path
+) -> None:
+    source = model_repo / contract.MODEL_NAME / str(versions_on_disk(model_repo / contract.MODEL_NAME)[-1])
+    base = tmp_path / contract.MODEL_NAME
+    shutil.copytree(source, base / "12")  # copied in under a new number, nothing edited
+    shutil.copytree(source, base / "13")
+    bind_calibration(base / "13", other_fingerprint())  # a calibration fitted on another model
+    registry = ScorerRegistry(tmp_path, contract.MODEL_NAME)
+    assert registry.problem(12) is None
+    assert registry.for_version(12).calibration.model_fingerprint == content_fingerprint(base / "12")
+    problem = registry.problem(13)
+    assert problem is not None and problem.code == "calibration_mismatch"
+    with pytest.raises(ModelBadResponse) as refused:
+        registry.for_version(13)
+    assert refused.value.__cause__ is not None
+    assert "another model" in str(refused.value.__cause__)
 
 
 def test_raw_values_are_what_the_signals_say() -> None:

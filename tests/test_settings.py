@@ -23,6 +23,7 @@ def test_values_are_typed() -> None:
             "SHINE_CORS_ORIGINS": "https://a.example, https://b.example",
             "SHINE_MODEL_REPO_DIR": "/srv/models",
             "PROMETHEUS_MULTIPROC_DIR": "/tmp/m",
+            "SHINE_CANARY_SHARE": "0.1",
             "UNRELATED": "x",
         }
     )
@@ -31,6 +32,7 @@ def test_values_are_typed() -> None:
     assert settings.cors_origins == ("https://a.example", "https://b.example")
     assert settings.model_repo_dir == Path("/srv/models")
     assert settings.prometheus_multiproc_dir == "/tmp/m"
+    assert settings.canary_share == 0.1
 
 
 @pytest.mark.parametrize(
@@ -41,6 +43,10 @@ def test_values_are_typed() -> None:
         ("SHINE_MAX_UPLOAD_BYTES", "-1"),
         ("SHINE_MODEL_SERVER_ADDRESS", "localhost"),
         ("SHINE_PREDICT_RETRIES", "-2"),
+        ("SHINE_CANARY_SHARE", "1.5"),
+        ("SHINE_CANARY_SHARE", "-0.1"),
+        ("SHINE_CANARY_SHARE", "nan"),
+        ("SHINE_CANARY_SHARE", "a tenth"),
     ],
 )
 def test_bad_value_names_the_variable(name: str, value: str) -> None:

@@ -1,15 +1,19 @@
 """Which model version a request goes to: only versions the orchestrator can use, asked for by number.
 
 A version is usable when the model server reports it AVAILABLE, its serving signature (ModelService
-GetModelMetadata) is exactly the contract's, and its calibration can be loaded. The router asks for
-the newest usable version explicitly (or the configured label's version, when that one is usable),
-so a version that breaks the contract, or that post-scoring could not score, never answers a request.
-Rejected versions are kept with their reason for /health and /api/v2/models.
+GetModelMetadata) is exactly the contract's, and its calibration is bound to the model in its folder
+(ScorerRegistry.problem). The router asks for the newest usable version explicitly (or the configured
+label's version, when that one is usable) and sends a share of requests (SHINE_CANARY_SHARE) to the
+`canary` label's version when that one is usable, so a version that breaks the contract, that
+post-scoring could not score, or that the model server failed to load never answers a request.
+Rejected versions are kept with their reason for /health and /api/v2/models, logged once, and handed
+to an observer (the metrics).
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -17,19 +21,36 @@ from dataclasses import dataclass
 
 from orchestrator.errors import ModelBadResponse, ModelError, ModelUnavailable
 from orchestrator.predict.client import PredictClient
+from orchestrator.scoring.scorer import CalibrationProblem
 from serving import contract
 
 logger = logging.getLogger(__name__)
 
+CANARY_LABEL = "canary"
+
 
 @dataclass(frozen=True)
 class VersionCheck:
-    """One version as the router sees it: its server state and whether (and why not) it is usable."""
+    """One version as the router sees it: its server state, whether it is usable, and if it is rejected,
+    why (`reason`, safe to show a client) under a short `code` (for metrics)."""
 
     version: int
     state: str
     usable: bool
     reason: str = ""
+    code: str = ""
+
+    @property
+    def rejected(self) -> bool:
+        return bool(self.code)
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where one request goes: a usable version, and the label it was routed by (None: the newest)."""
+
+    version: int
+    label: str | None = None
 
 
 def contract_mismatch(signature: dict[str, dict[str, tuple[str, tuple[int | None, ...]]]]) -> str:
@@ -47,25 +68,39 @@ def contract_mismatch(signature: dict[str, dict[str, tuple[str, tuple[int | None
 
 
 class VersionRouter:
-    """Chooses the version each request is sent to; one per process (after the fork)."""
+    """Chooses the version each request is sent to; one per process (after the fork).
+
+    `calibration_problem(version)` says why a version cannot be scored (None when it can); `draw`
+    gives a uniform number in [0, 1) per request for the canary share; `observe` is called with every
+    refreshed list of versions.
+    """
 
     def __init__(
         self,
         client: PredictClient,
-        calibration_problem: Callable[[int], str],
+        calibration_problem: Callable[[int], CalibrationProblem | None],
         label: str = "",
+        canary_share: float = 0.0,
         refresh_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        draw: Callable[[], float] = random.random,
+        observe: Callable[[list[VersionCheck]], None] | None = None,
     ) -> None:
         self.client = client
         self.calibration_problem = calibration_problem
         self.label = label
+        self.canary_share = canary_share
         self.refresh_s = refresh_s
         self._clock = clock
+        self._draw = draw
+        self._observe = observe
         self._lock = threading.Lock()
-        self._checked: dict[int, tuple[bool, str]] = {}  # version -> (signature and calibration ok, reason)
+        # Checks of AVAILABLE versions, kept while they stay AVAILABLE: version -> the check.
+        self._checked: dict[int, VersionCheck] = {}
+        self._logged: dict[int, str] = {}  # rejected version -> the code last logged for it
         self._versions: list[VersionCheck] = []
-        self._chosen: int | None = None
+        self._primary: Route | None = None
+        self._canary: int | None = None
         self._expires = 0.0
 
     def versions(self, refresh: bool = False) -> list[VersionCheck]:
@@ -75,65 +110,111 @@ class VersionRouter:
         with self._lock:
             return list(self._versions)
 
-    def choose(self) -> int:
-        """The version to send a request to; raises ModelUnavailable (with the reason) when none is usable."""
+    def primary(self) -> Route:
+        """Where requests outside the canary share go; raises ModelUnavailable (with the reasons) when no
+        version is usable."""
         with self._lock:
-            if self._chosen is not None and self._clock() < self._expires:
-                return self._chosen
-        self._refresh()
+            fresh = self._primary is not None and self._clock() < self._expires
+        if not fresh:
+            self._refresh()
         with self._lock:
-            if self._chosen is None:
-                reasons = "; ".join(f"version {v.version}: {v.reason}" for v in self._versions if v.reason)
+            if self._primary is None:
+                reasons = "; ".join(f"version {v.version}: {v.reason}" for v in self._versions if v.rejected)
                 raise ModelUnavailable(
                     "No model version this service can use is available"
                     + (f" ({reasons})." if reasons else "."),
                     retry_after_s=1.0,
                 )
-            return self._chosen
+            return self._primary
+
+    def choose(self) -> Route:
+        """Where to send one request: the canary for its share of requests when it is usable, else the
+        primary route; raises ModelUnavailable when no version is usable."""
+        primary = self.primary()
+        with self._lock:
+            canary = self._canary
+        if canary is not None and self._draw() < self.canary_share:
+            return Route(canary, CANARY_LABEL)
+        return primary
 
     def forget(self, version: int) -> None:
         """Drop a version that went away under a request, so the next choice asks the server again."""
         with self._lock:
-            if self._chosen == version:
-                self._chosen = None
+            if self._primary is not None and self._primary.version == version:
+                self._primary = None
+            if self._canary == version:
+                self._canary = None
             self._expires = 0.0
 
     def _refresh(self) -> None:
         states = self.client.model_status()
         label_version = self.client.label_version(self.label) if self.label else None
+        canary_version = self.client.label_version(CANARY_LABEL) if self.canary_share > 0 else None
+        available = {item.version for item in states if item.state == "AVAILABLE"}
+        with self._lock:
+            # A version that went away is checked afresh if it comes back (its folder may have changed).
+            self._checked = {v: c for v, c in self._checked.items() if v in available}
         checks = []
         for item in states:
-            if item.state != "AVAILABLE":
-                checks.append(VersionCheck(item.version, item.state, False, item.error))
-                continue
-            usable, reason = self._check(item.version)
-            checks.append(VersionCheck(item.version, item.state, usable, reason))
-        usable_versions = [c.version for c in checks if c.usable]
-        if label_version is not None and label_version in usable_versions:
-            chosen: int | None = label_version
+            if item.state == "AVAILABLE":
+                checks.append(self._check(item.version))
+            elif item.error:
+                # The server's message names its files: it goes to the log, not to clients.
+                checks.append(
+                    VersionCheck(
+                        item.version, item.state, False, "the model server could not load it", "load_failed"
+                    )
+                )
+            else:
+                checks.append(VersionCheck(item.version, item.state, False))
+        self._log_rejections(checks, {item.version: item.error for item in states})
+        usable = sorted(c.version for c in checks if c.usable)
+        canary = canary_version if canary_version in usable else None
+        if label_version is not None and label_version in usable:
+            primary: Route | None = Route(label_version, self.label)
         else:
-            chosen = max(usable_versions, default=None)
+            # With a canary share, the rest of the traffic goes to the newest version that is not the canary.
+            others = [v for v in usable if v != canary] or usable
+            primary = Route(others[-1]) if others else None
         with self._lock:
             self._versions = sorted(checks, key=lambda c: c.version)
-            self._chosen = chosen
+            self._primary = primary
+            self._canary = canary
             self._expires = self._clock() + self.refresh_s
+        if self._observe is not None:
+            self._observe(list(checks))
 
-    def _check(self, version: int) -> tuple[bool, str]:
+    def _check(self, version: int) -> VersionCheck:
         with self._lock:
             known = self._checked.get(version)
         if known is not None:
             return known
+        code = ""
         try:
             reason = contract_mismatch(self.client.signature(version))
+            code = "signature" if reason else ""
         except ModelBadResponse as exc:
-            reason = exc.message
-        except ModelError:
-            raise
+            reason, code = exc.message, "signature"
+        except ModelError as exc:
+            # Unloaded since the status call, or the server is slow: not usable now, asked again next time.
+            logger.warning("cannot check model version %d now: %s", version, exc.code)
+            return VersionCheck(version, "AVAILABLE", False)
         if not reason:
-            reason = self.calibration_problem(version)
-        result = (not reason, reason)
-        if reason:
-            logger.error("model version %d is not usable: %s", version, reason)
+            problem = self.calibration_problem(version)
+            if problem is not None:
+                reason, code = problem.reason, problem.code
+        check = VersionCheck(version, "AVAILABLE", not reason, reason, code)
         with self._lock:
-            self._checked[version] = result
-        return result
+            self._checked[version] = check
+        return check
+
+    def _log_rejections(self, checks: list[VersionCheck], server_errors: dict[int, str]) -> None:
+        """Log each rejected version once per reason (with the server's own message for a failed load)."""
+        with self._lock:
+            fresh = [c for c in checks if c.rejected and self._logged.get(c.version) != c.code]
+            self._logged = {c.version: c.code for c in checks if c.rejected}
+        for check in fresh:
+            detail = f" ({server_errors[check.version]})" if server_errors.get(check.version) else ""
+            logger.error(
+                "model version %d is not usable (%s): %s%s", check.version, check.code, check.reason, detail
+            )

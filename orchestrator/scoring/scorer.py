@@ -1,7 +1,8 @@
 """Post-scoring: raw model outputs to 0-100 scores, severities, skin tone and skin type.
 
-Each model version carries its own calibration (assets.extra/calibration.skops, fitted in export/), and
-a response is always scored with the calibration of the version that produced it. Scores are higher for
+Each model version carries its own calibration (assets.extra/calibration.skops, fitted in export/), bound
+to the SavedModel's content by its fingerprint (serving/fingerprint.py), not to the folder's number; a
+response is always scored with the calibration of the version that produced it. Scores are higher for
 healthier skin: for measured concerns, 100 minus the percentile of the raw value among the version's
 reference faces; for acne, from the ACNE04 severity grade the lesion count predicts.
 """
@@ -32,10 +33,12 @@ from orchestrator.scoring.concerns import (
     zone_values,
 )
 from serving import contract
+from serving.fingerprint import content_fingerprint, is_fingerprint
 
 logger = logging.getLogger(__name__)
 
-CALIBRATION_FORMAT = 3
+# 4: bound to the model's content fingerprint ("model_fingerprint"); 3 named a version number instead.
+CALIBRATION_FORMAT = 4
 # Concerns that need colour; a greyscale photo cannot show them.
 COLOUR_CONCERNS = ("redness",)
 # Score bands for severity: a score at or above the bound earns the label.
@@ -54,6 +57,16 @@ ITA_CATEGORIES: tuple[tuple[float, str], ...] = (
 SKIN_TYPES: tuple[str, ...] = ("oily", "dry", "normal", "combination")
 
 
+class CalibrationProblem(ValueError):
+    """Why a version's calibration cannot be used: `reason` in words safe to show a client (no paths),
+    `code` a short name for metrics and logs."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class Calibration:
     """What post-scoring needs from one model version (the contents of calibration.skops).
@@ -62,7 +75,7 @@ class Calibration:
     a request costs one transform per table, not one per concern and region.
     """
 
-    version: int
+    model_fingerprint: str  # serving.fingerprint.content_fingerprint of the model it was fitted on
     acne_threshold: float
     acne_grade_model: Any  # sklearn classifier: [[log1p(lesion count over all skin)]] -> ACNE04 grade 0..3
     face: Any  # QuantileTransformer over face-level raw values, columns MEASURED
@@ -72,9 +85,15 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibration:
-        """Check the stored format and columns against this code; raises ValueError on a mismatch."""
+        """Check the stored format, fingerprint and columns against this code; raises CalibrationProblem."""
         if data.get("format") != CALIBRATION_FORMAT:
-            raise ValueError(f"calibration format {data.get('format')!r}, expected {CALIBRATION_FORMAT}")
+            raise CalibrationProblem(
+                "calibration_format",
+                f"its calibration is in format {data.get('format')!r}; this service reads format "
+                f"{CALIBRATION_FORMAT}",
+            )
+        if not is_fingerprint(data.get("model_fingerprint")):
+            raise CalibrationProblem("calibration_unbound", "its calibration records no model fingerprint")
         columns = data["columns"]
         expected = {
             "face": list(MEASURED),
@@ -83,9 +102,11 @@ class Calibration:
         }
         for table, names in expected.items():
             if [list(c) if isinstance(c, list | tuple) else c for c in columns[table]] != names:
-                raise ValueError(f"calibration columns of {table!r} do not match this code")
+                raise CalibrationProblem(
+                    "calibration_columns", f"its calibration's {table} columns do not match this service"
+                )
         return cls(
-            version=int(data["version"]),
+            model_fingerprint=str(data["model_fingerprint"]),
             acne_threshold=float(data["acne_threshold"]),
             acne_grade_model=data["acne_grade_model"],
             face=data["face"],
@@ -96,12 +117,41 @@ class Calibration:
 
 
 def load_calibration(path: Path) -> Calibration:
-    """Read a version's calibration.skops (only skops' default trusted types); raises ValueError."""
+    """Read a version's calibration.skops (only skops' default trusted types); raises CalibrationProblem."""
     try:
         data = skops.io.load(path, trusted=[])
     except Exception as exc:  # skops raises many kinds on a bad file
-        raise ValueError(f"cannot read calibration {path}: {exc}") from exc
-    return Calibration.from_dict(data)
+        logger.error("cannot read calibration %s: %s", path, exc)
+        raise CalibrationProblem("calibration_unreadable", "its calibration cannot be read") from exc
+    if not isinstance(data, dict):
+        raise CalibrationProblem("calibration_unreadable", "its calibration cannot be read")
+    try:
+        return Calibration.from_dict(data)
+    except CalibrationProblem:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        logger.error("calibration %s is malformed: %r", path, exc)
+        raise CalibrationProblem("calibration_unreadable", "its calibration cannot be read") from exc
+
+
+def check_binding(calibration: Calibration, version_dir: Path) -> None:
+    """Check that `calibration` was fitted on the SavedModel at `version_dir` (same content fingerprint,
+    whatever the folder's number); raises CalibrationProblem."""
+    try:
+        fingerprint = content_fingerprint(version_dir)
+    except OSError as exc:
+        logger.error("cannot fingerprint %s: %s", version_dir, exc)
+        raise CalibrationProblem("model_unreadable", "its model files cannot be read") from exc
+    if calibration.model_fingerprint != fingerprint:
+        logger.error(
+            "calibration in %s is for model %s, the folder holds %s",
+            version_dir,
+            calibration.model_fingerprint,
+            fingerprint,
+        )
+        raise CalibrationProblem(
+            "calibration_mismatch", "its calibration was fitted on another model (fingerprints differ)"
+        )
 
 
 def severity(score: float) -> str:
@@ -121,10 +171,6 @@ def ita_category(ita_deg: float) -> str:
 def ita_from_lab(lab_l: float, lab_b: float) -> float:
     """ITA = atan((L* - 50) / b*) in degrees (Chardon et al., Int J Cosmet Sci 13, 1991)."""
     return math.degrees(math.atan2(lab_l - 50.0, lab_b))
-
-
-class CalibrationProblem(Exception):
-    """Why a version's calibration cannot be used, in words safe to show a client."""
 
 
 class QuantileTable:
@@ -281,43 +327,47 @@ class PostScorer:
 
 
 class ScorerRegistry:
-    """PostScorers by model version, each loaded once from that version's assets.extra/."""
+    """PostScorers by model version, each loaded from that version's assets.extra/ once its calibration
+    is found bound to the version's own model content."""
 
     def __init__(self, model_repo_dir: Path, model_name: str) -> None:
         self.base = model_repo_dir / model_name
         self._lock = threading.Lock()
         self._scorers: dict[int, PostScorer] = {}
 
-    def problem(self, version: int) -> str:
-        """Why `version` cannot be scored ("" when it can), in words safe to show a client (no paths):
-        the router asks before sending the version any request."""
+    def problem(self, version: int) -> CalibrationProblem | None:
+        """Check `version`'s calibration against the model in its folder now, and keep its scorer when
+        it passes; returns why it cannot be scored (None when it can). The router asks before sending
+        the version any request, and again whenever the version comes back after being away."""
         try:
-            self.for_version(version)
-        except ModelBadResponse as exc:
-            return str(exc.__cause__) if isinstance(exc.__cause__, CalibrationProblem) else exc.message
-        return ""
+            scorer = self._load(version)
+        except CalibrationProblem as problem:
+            with self._lock:
+                self._scorers.pop(version, None)
+            return problem
+        with self._lock:
+            self._scorers[version] = scorer
+        return None
 
     def for_version(self, version: int) -> PostScorer:
-        """The scorer of `version`; raises ModelBadResponse when its calibration cannot be read."""
+        """The scorer of `version`; raises ModelBadResponse when its calibration cannot be used."""
         with self._lock:
             scorer = self._scorers.get(version)
         if scorer is not None:
             return scorer
-        path = self.base / str(version) / "assets.extra" / contract.CALIBRATION_FILE
-        answer = "The model version that answered has no usable calibration."
+        try:
+            scorer = self._load(version)
+        except CalibrationProblem as problem:
+            raise ModelBadResponse("The model version that answered has no usable calibration.") from problem
+        with self._lock:
+            return self._scorers.setdefault(version, scorer)
+
+    def _load(self, version: int) -> PostScorer:
+        folder = self.base / str(version)
+        path = folder / "assets.extra" / contract.CALIBRATION_FILE
         if not path.is_file():
             logger.error("version %d has no calibration at %s", version, path)
-            raise ModelBadResponse(answer) from CalibrationProblem("its calibration is missing")
-        try:
-            calibration = load_calibration(path)
-        except (OSError, ValueError, KeyError) as exc:
-            logger.error("no usable calibration for version %d: %s", version, exc)
-            raise ModelBadResponse(answer) from CalibrationProblem("its calibration cannot be read")
-        if calibration.version != version:
-            logger.error("calibration in version %d says version %d", version, calibration.version)
-            mismatch = CalibrationProblem(f"its calibration is for version {calibration.version}")
-            raise ModelBadResponse(answer) from mismatch
-        scorer = PostScorer(calibration)
-        with self._lock:
-            self._scorers.setdefault(version, scorer)
-            return self._scorers[version]
+            raise CalibrationProblem("calibration_missing", "its calibration is missing")
+        calibration = load_calibration(path)
+        check_binding(calibration, folder)
+        return PostScorer(calibration)

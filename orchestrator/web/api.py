@@ -34,19 +34,26 @@ def _unavailable(body: dict[str, Any]) -> tuple[Response, int]:
 
 @api.get("/health")
 def health() -> tuple[Response, int]:
-    """200 only when a version this service can use (AVAILABLE, the contract's signature, a usable
-    calibration) is served, "degraded" when other versions were refused; 503 with the reason otherwise."""
+    """200 only when a version this service can use (AVAILABLE, the contract's signature, a calibration
+    bound to its model) is served, "degraded" when other versions were refused (not loaded by the model
+    server, or refused here); 503 with the reason otherwise. `version` is where requests go outside
+    the canary share."""
     shine = services()
     name = shine.settings.model_name
     try:
         versions = shine.router.versions(refresh=True)
-        chosen = shine.router.choose()
+        chosen = shine.router.primary()
     except ModelError as exc:
         body: dict[str, Any] = {"model": name, "version": None, "state": exc.code, "reason": exc.message}
         return _unavailable(body)
-    rejected = {str(v.version): v.reason for v in versions if v.state == "AVAILABLE" and not v.usable}
-    state = next((v.state for v in versions if v.version == chosen), "AVAILABLE")
-    body = {"status": "degraded" if rejected else "ok", "model": name, "version": chosen, "state": state}
+    rejected = {str(v.version): v.reason for v in versions if v.rejected}
+    state = next((v.state for v in versions if v.version == chosen.version), "AVAILABLE")
+    body = {
+        "status": "degraded" if rejected else "ok",
+        "model": name,
+        "version": chosen.version,
+        "state": state,
+    }
     if rejected:
         body["rejected"] = rejected
     return jsonify(body), 200
@@ -84,7 +91,8 @@ def analyze_guest() -> Response:
         for stage, ms in timer.cpu_ms.items():
             metrics.STAGE_CPU.labels(stage).inc(ms / 1000.0)
     g.model_version = report["model"]["version"]
-    metrics.ANSWERED_BY.labels(str(report["model"]["version"])).inc()
+    g.model_label = report["model"]["label"]
+    metrics.ANSWERED_BY.labels(str(g.model_version), g.model_label or "none").inc()
     report["timing_ms"] = {**timer.stages, "total": round(sum(timer.stages.values()), 2)}
     return jsonify(report)
 
@@ -101,7 +109,10 @@ def models() -> Response:
     return jsonify(
         {
             "model": shine.settings.model_name,
-            "serving": {"label": shine.settings.model_version_label or None},
+            "serving": {
+                "label": shine.settings.model_version_label or None,
+                "canary_share": shine.settings.canary_share,
+            },
             "versions": [
                 {
                     "version": v.version,

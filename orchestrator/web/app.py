@@ -75,7 +75,12 @@ def create_app(
     client = client or PredictClient(settings)
     scorers = scorers or ScorerRegistry(settings.model_repo_dir, settings.model_name)
     router = VersionRouter(
-        client, scorers.problem, label=settings.model_version_label, refresh_s=settings.routing_refresh_s
+        client,
+        scorers.problem,
+        label=settings.model_version_label,
+        canary_share=settings.canary_share,
+        refresh_s=settings.routing_refresh_s,
+        observe=metrics.RejectedVersions(),
     )
     pipeline = Pipeline(
         settings,
@@ -115,6 +120,7 @@ def _start_request() -> None:
     g.started = time.perf_counter()
     g.error_code = ""
     g.model_version = None
+    g.model_label = None
     g.timing_ms = {}
 
 
@@ -139,6 +145,7 @@ def _finish_request(response: Response) -> Response:
                     "status": response.status_code,
                     "code": code,
                     "model_version": getattr(g, "model_version", None),
+                    "model_label": getattr(g, "model_label", None),
                     "ms": round(elapsed_s * 1000.0, 1),
                     "stages_ms": getattr(g, "timing_ms", {}),
                 }

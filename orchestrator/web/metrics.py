@@ -6,14 +6,20 @@ prometheus_client reads itself; without it (tests, flask run) metrics are per pr
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterable
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
 )
+
+from orchestrator.predict.routing import VersionCheck
 
 REQUESTS = Counter("shine_requests_total", "HTTP requests answered", ["endpoint", "status", "code"])
 LATENCY = Histogram(
@@ -33,13 +39,41 @@ STAGE_CPU = Counter(
     "CPU time of the request thread per pipeline stage (summed over requests)",
     ["stage"],
 )
-ANSWERED_BY = Counter("shine_model_version_answers_total", "Analyses by model version", ["version"])
+ANSWERED_BY = Counter(
+    "shine_model_version_answers_total",
+    "Analyses by the model version that answered and the label it was routed by (none: the newest)",
+    ["version", "label"],
+)
+REJECTED_VERSIONS = Gauge(
+    "shine_model_version_rejected",
+    "1 while the orchestrator refuses to route to a model version, by version and reason (load_failed, "
+    "signature, calibration_missing, calibration_mismatch, ...); 0 once it no longer does",
+    ["version", "reason"],
+    multiprocess_mode="livemax",
+)
 RATE_LIMIT_LOCK_TIMEOUTS = Counter(
     "shine_rate_limit_lock_timeouts_total",
     "Guest requests that waited out the rate limiter's lock: released from a dead holder, or let "
     "through unlimited (failed open)",
     ["outcome"],
 )
+
+
+class RejectedVersions:
+    """Keeps REJECTED_VERSIONS in step with the router: its observer, called after every refresh."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._shown: set[tuple[str, str]] = set()
+
+    def __call__(self, checks: Iterable[VersionCheck]) -> None:
+        now = {(str(c.version), c.code) for c in checks if c.rejected}
+        with self._lock:
+            gone, self._shown = self._shown - now, now
+        for labels in gone:
+            REJECTED_VERSIONS.labels(*labels).set(0)
+        for labels in now:
+            REJECTED_VERSIONS.labels(*labels).set(1)
 
 
 def render(multiprocess_dir: str) -> tuple[bytes, str]:

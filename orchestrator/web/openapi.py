@@ -104,8 +104,18 @@ def _report() -> dict[str, Any]:
             "request_id": {"type": "string"},
             "model": {
                 "type": "object",
-                "required": ["name", "version"],
-                "properties": {"name": {"type": "string"}, "version": {"type": "integer"}},
+                "description": "The model version that produced this answer; its calibration scored it.",
+                "required": ["name", "version", "label"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "version": {"type": "integer"},
+                    "label": {
+                        "type": ["string", "null"],
+                        "description": "The version label the request was routed by: `canary` for the "
+                        "canary share (SHINE_CANARY_SHARE), the configured SHINE_MODEL_VERSION_LABEL, "
+                        "or null when it went to the newest usable version.",
+                    },
+                },
             },
             "view": {"enum": list(VIEWS)},
             "faces_detected": {"type": "integer", "minimum": 0},

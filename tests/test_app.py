@@ -6,6 +6,7 @@ calibration of the version the fake claims to be.
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import signal
@@ -246,6 +247,41 @@ def test_a_version_breaking_the_contract_is_passed_over(client: FlaskClient, scr
     health = client.get("/health").get_json()
     assert health["status"] == "degraded"
     assert "signature" in health["rejected"][str(good + 1)]
+
+
+@pytest.mark.parametrize(
+    ("query", "form", "drawn"),
+    [
+        ("", {}, False),
+        ("?overlay=true", {}, True),
+        ("", {"overlay": "1"}, True),
+        ("?overlay=true", {"overlay": "false"}, False),  # the form field wins
+    ],
+)
+def test_overlay_is_drawn_when_asked(
+    client: FlaskClient, query: str, form: dict[str, str], drawn: bool
+) -> None:
+    response = client.post(
+        "/api/v2/analyze/guest" + query,
+        data={"image": (io.BytesIO(_photo()), "p.jpg"), **form},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    report = response.get_json()
+    assert ("overlay" in report) == drawn
+    assert ("overlay" in report["timing_ms"]) == drawn
+    if drawn:
+        png = base64.b64decode(report["overlay"]["png_base64"], validate=True)
+        assert png.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_an_unknown_overlay_value_is_refused(client: FlaskClient) -> None:
+    response = client.post(
+        "/api/v2/analyze/guest?overlay=please",
+        data={"image": (io.BytesIO(_photo()), "p.jpg")},
+        content_type="multipart/form-data",
+    )
+    assert "overlay" in _error(response, 400, "INVALID_REQUEST")["message"]
 
 
 def test_an_unknown_view_request_is_refused(client: FlaskClient) -> None:

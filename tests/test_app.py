@@ -319,6 +319,31 @@ def test_security_headers_and_no_caching(client: FlaskClient) -> None:
     assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
 
 
+def test_demo_page_has_its_own_policy_and_the_api_keeps_its_own(client: FlaskClient) -> None:
+    """The page may load only its own scripts, styles and images (data: for the overlay) and talk
+    only to this origin; every other answer keeps default-src 'none'."""
+    assert client.get("/").status_code == 302
+    assert client.get("/").headers["Location"].endswith("/demo")
+    page = client.get("/demo")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    policy = dict(
+        (part.split()[0], part.split()[1:]) for part in page.headers["Content-Security-Policy"].split("; ")
+    )
+    assert policy["default-src"] == ["'none'"]
+    assert policy["script-src"] == ["'self'"] and policy["style-src"] == ["'self'"]
+    assert policy["img-src"] == ["'self'", "data:"] and policy["connect-src"] == ["'self'"]
+    assert policy["frame-ancestors"] == ["'none'"]
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    html = page.get_data(as_text=True)
+    assert "<script>" not in html and " style=" not in html  # nothing inline the policy would block
+    for asset, mimetype in (("demo.js", "text/javascript"), ("demo.css", "text/css")):
+        assert f'"demo/static/{asset}"' in html
+        served = client.get(f"/demo/static/{asset}")
+        assert served.status_code == 200 and served.mimetype == mimetype
+    for path in ("/api/v2/openapi.json", "/health", "/demo/static/demo.js"):
+        assert client.get(path).headers["Content-Security-Policy"].startswith("default-src 'none'; frame-")
+
+
 def test_cors_default_allows_any_origin(client: FlaskClient) -> None:
     response = client.options(
         "/api/v2/analyze/guest",

@@ -315,6 +315,29 @@ def build_openapi() -> dict[str, Any]:
             "/metrics": {
                 "get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}
             },
+            "/demo": {
+                "get": {
+                    "summary": "The demo page: choose or drop a photo, see the overlay, scores, warnings "
+                    "and suggestions (HTML, CSS and JS served from here; nothing from other sites)",
+                    "responses": {
+                        "200": {
+                            "description": "HTML",
+                            "content": {"text/html": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+            "/": {
+                "get": {
+                    "summary": "Redirects to the demo page",
+                    "responses": {
+                        "302": {
+                            "description": "to /demo",
+                            "headers": {"Location": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
         },
         "components": {
             "schemas": {"Report": _report(), "Error": _error(), "Health": health, "Models": models}

@@ -32,14 +32,17 @@ FACE = "congress_B001270.jpg"
 NONFACE = "skimage_coffee.png"
 
 
+# Checked at collection, before the stack is started for nothing.
+if chromium_path() is None:
+    _REASON = "Chromium not found (apt-get install chromium, or set SHINE_CHROMIUM to its path)"
+    _OPTIONAL = os.environ.get("SHINE_CHROMIUM_OPTIONAL", "")
+    if IN_CI and not _OPTIONAL:
+        missing(_REASON)
+    pytest.skip(f"{_REASON}; {_OPTIONAL}" if _OPTIONAL else _REASON, allow_module_level=True)
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[BrowserContext]:
-    if chromium_path() is None:
-        reason = "Chromium not found (apt-get install chromium, or set SHINE_CHROMIUM to its path)"
-        optional = os.environ.get("SHINE_CHROMIUM_OPTIONAL", "")
-        if IN_CI and not optional:
-            missing(reason)
-        pytest.skip(f"{reason}; {optional}" if optional else reason)
     with open_browser() as context:
         yield context
 

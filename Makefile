@@ -14,7 +14,7 @@ SCENE := build/models/scene_classifier.tflite
 MODEL_PORT ?= 8500
 PORT ?= 8000
 
-.PHONY: run test lint typecheck protos bundle bench publish train-acne evaluate-acne clean
+.PHONY: run test lint typecheck protos bundle bench screenshot publish train-acne evaluate-acne clean
 
 $(STAMP): $(REQUIREMENTS) $(WEIGHTS)
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON)"; exit 1; }
@@ -55,6 +55,11 @@ bundle: $(STAMP)
 
 bench: $(STAMP) $(SCENE)
 	$(PY) scripts/bench.py --out reports/benchmark.md
+
+# The demo page after a real analysis, taken by the browser test's code on a stack started for it
+# (needs Chromium: apt-get install chromium).
+screenshot: $(STAMP) $(SCENE)
+	$(PY) scripts/browser.py --out docs/demo.png
 
 train-acne: $(STAMP) $(SCENE)
 	$(PY) -m export train-acne

@@ -1,5 +1,5 @@
 """The request path as a pipeline: decode -> face (detect, landmarks, pose, align, regions) -> predict ->
-post-score -> answer.
+post-score -> answer (-> overlay picture, when asked).
 
 Each stage is timed; the answer names the model version that produced it (and the label it was routed
 by) and is scored with that version's calibration. Raises Shine's errors only.
@@ -7,6 +7,7 @@ by) and is scored with that version's calibration. Raises Shine's errors only.
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from orchestrator.predict.client import PredictClient
 from orchestrator.predict.prediction import Prediction
 from orchestrator.predict.routing import Route, VersionRouter
 from orchestrator.scoring.concerns import lesion_labels, usable_labels
+from orchestrator.scoring.overlay import draw_overlay
 from orchestrator.scoring.recommendations import Recommender
 from orchestrator.scoring.scorer import ScorerRegistry
 from orchestrator.settings import Settings
@@ -68,8 +70,9 @@ class Pipeline:
         self.scorers = scorers
         self.recommender = recommender
 
-    def analyze(self, data: bytes, timer: Timer, view: str = "auto") -> dict[str, Any]:
-        """Analyse one photo; `view` is one of face.views.VIEW_REQUESTS. Raises InvalidImage,
+    def analyze(self, data: bytes, timer: Timer, view: str = "auto", overlay: bool = False) -> dict[str, Any]:
+        """Analyse one photo; `view` is one of face.views.VIEW_REQUESTS; `overlay` adds the answer drawn
+        on the photo (`overlay.png_base64`). Raises InvalidImage,
         UnsupportedFormat, ImageTooLargePixels, NoFaceFound, FaceTooSmall, ModelUnavailable,
         ModelTimeout, ModelBadResponse."""
         settings = self.settings
@@ -109,7 +112,7 @@ class Pipeline:
                 warnings.append("REGIONS_NOT_VISIBLE")
             quality_dict = quality.as_dict()
             quality_dict["warnings"] = warnings + quality.warnings
-        return {
+        answer: dict[str, Any] = {
             "model": {
                 "name": prediction.model_name,
                 "version": prediction.version,
@@ -135,6 +138,11 @@ class Pipeline:
             "overall": scored["overall"],
             "recommendations": self.recommender.recommend(concerns, scored["skin_type"]),
         }
+        if overlay:
+            with timer.stage("overlay"):
+                png = draw_overlay(image.rgb, answer)
+                answer["overlay"] = {"png_base64": base64.b64encode(png).decode("ascii")}
+        return answer
 
     def _predict(self, geometry: Geometry) -> tuple[Prediction, Route]:
         """Send the face where the router says; a version unloaded under the request is forgotten and

@@ -16,6 +16,8 @@ from typing import Any, NoReturn, Protocol
 
 import pytest
 
+from scripts.stack import ModelServerProcess, OrchestratorProcess, wait_http
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
 MODEL_REPO = ROOT / "model_repo"
@@ -157,3 +159,23 @@ def nonfaces_dir() -> Path:
 @pytest.fixture(scope="session")
 def awkward_dir() -> Path:
     return data_dir("awkward")
+
+
+@pytest.fixture(scope="session")
+def live_stack(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[ModelServerProcess, OrchestratorProcess]]:
+    """The real stack (model server, orchestrator under gunicorn) for clients that only send photos:
+    the command line and the browser. Started once, on first use; tests must leave it running."""
+    logs = tmp_path_factory.mktemp("live_stack")
+    model = ModelServerProcess(logs / "model_server.log")
+    # Clients here send more than a guest's burst from one address.
+    orchestrator = OrchestratorProcess(model.address, logs / "gunicorn.log", SHINE_RATE_LIMIT_BURST="100000")
+    try:
+        model.start()
+        orchestrator.start()
+        wait_http(orchestrator.url + "/health", 200, 60)
+        yield model, orchestrator
+    finally:
+        orchestrator.stop()
+        model.stop()

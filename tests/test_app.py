@@ -7,6 +7,7 @@ to its own model (tests/repos.py).
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import shutil
@@ -327,6 +328,41 @@ def test_the_canary_share_answers_from_the_canary_and_says_so(
     assert _post(client, _photo()).get_json()["model"]["label"] is None
 
 
+@pytest.mark.parametrize(
+    ("query", "form", "drawn"),
+    [
+        ("", {}, False),
+        ("?overlay=true", {}, True),
+        ("", {"overlay": "1"}, True),
+        ("?overlay=true", {"overlay": "false"}, False),  # the form field wins
+    ],
+)
+def test_overlay_is_drawn_when_asked(
+    client: FlaskClient, query: str, form: dict[str, str], drawn: bool
+) -> None:
+    response = client.post(
+        "/api/v2/analyze/guest" + query,
+        data={"image": (io.BytesIO(_photo()), "p.jpg"), **form},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    report = response.get_json()
+    assert ("overlay" in report) == drawn
+    assert ("overlay" in report["timing_ms"]) == drawn
+    if drawn:
+        png = base64.b64decode(report["overlay"]["png_base64"], validate=True)
+        assert png.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_an_unknown_overlay_value_is_refused(client: FlaskClient) -> None:
+    response = client.post(
+        "/api/v2/analyze/guest?overlay=please",
+        data={"image": (io.BytesIO(_photo()), "p.jpg")},
+        content_type="multipart/form-data",
+    )
+    assert "overlay" in _error(response, 400, "INVALID_REQUEST")["message"]
+
+
 def test_an_unknown_view_request_is_refused(client: FlaskClient) -> None:
     response = client.post(
         "/api/v2/analyze/guest",
@@ -360,6 +396,31 @@ def test_security_headers_and_no_caching(client: FlaskClient) -> None:
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["Cache-Control"] == "no-store"
     assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+
+
+def test_demo_page_has_its_own_policy_and_the_api_keeps_its_own(client: FlaskClient) -> None:
+    """The page may load only its own scripts, styles and images (data: for the overlay) and talk
+    only to this origin; every other answer keeps default-src 'none'."""
+    assert client.get("/").status_code == 302
+    assert client.get("/").headers["Location"].endswith("/demo")
+    page = client.get("/demo")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    policy = dict(
+        (part.split()[0], part.split()[1:]) for part in page.headers["Content-Security-Policy"].split("; ")
+    )
+    assert policy["default-src"] == ["'none'"]
+    assert policy["script-src"] == ["'self'"] and policy["style-src"] == ["'self'"]
+    assert policy["img-src"] == ["'self'", "data:"] and policy["connect-src"] == ["'self'"]
+    assert policy["frame-ancestors"] == ["'none'"]
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    html = page.get_data(as_text=True)
+    assert "<script>" not in html and " style=" not in html  # nothing inline the policy would block
+    for asset, mimetype in (("demo.js", "text/javascript"), ("demo.css", "text/css")):
+        assert f'"demo/static/{asset}"' in html
+        served = client.get(f"/demo/static/{asset}")
+        assert served.status_code == 200 and served.mimetype == mimetype
+    for path in ("/api/v2/openapi.json", "/health", "/demo/static/demo.js"):
+        assert client.get(path).headers["Content-Security-Policy"].startswith("default-src 'none'; frame-")
 
 
 def test_cors_default_allows_any_origin(client: FlaskClient) -> None:

@@ -31,6 +31,9 @@ def test_bundle_entries_are_posix_and_clean(tmp_path: Path) -> None:
         "serving/models.config",
         "serving/batching_parameters.txt",
         "orchestrator/wsgi.py",
+        "orchestrator/web/static/demo.html",
+        "orchestrator/web/static/demo.js",
+        "orchestrator/web/static/demo.css",
     ):
         assert needed in names
     assert any(n.startswith("model_repo/skin_analyzer/") and n.endswith("/saved_model.pb") for n in names)

@@ -8,14 +8,18 @@ follows the model server down and up.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
 import jsonschema
+import numpy as np
 import pytest
 import requests
 
+from orchestrator.scoring.overlay import LESION_RGB, MAX_SIDE_PX, SEVERITY_RGB, UNSCORED_RGB, lesion_radius_px
 from scripts.stack import (
     ModelServerProcess,
     OrchestratorProcess,
@@ -119,6 +123,54 @@ def test_lesions_are_placed_in_the_photo(stack: tuple[ModelServerProcess, Orches
         assert (
             0 <= lesion["x"] < report["image"]["width_px"] and 0 <= lesion["y"] < report["image"]["height_px"]
         )
+
+
+def test_overlay_answer_follows_the_document_and_shows_the_answer(
+    stack: tuple[ModelServerProcess, OrchestratorProcess], report_schema: dict[str, object]
+) -> None:
+    """overlay=true on a real acne photo: the answer (with overlay.png_base64) validates against the
+    served document; the picture's pixels show the answer's own region outlines and lesion rings."""
+    photo = data_dir("acne04", "train") / "levle2_100_jpg.rf.5d9e903f3b3dd44433fc89cd5e5f4fe6.jpg"
+    with photo.open("rb") as image:
+        response = requests.post(
+            stack[1].url + "/api/v2/analyze/guest?overlay=true", files={"image": image}, timeout=60
+        )
+    assert response.status_code == 200, response.text
+    report = response.json()
+    jsonschema.validate(report, report_schema)
+    assert "png_base64" in report_schema["properties"]["overlay"]["properties"]  # type: ignore[index]
+    assert report["timing_ms"]["overlay"] > 0
+    png = base64.b64decode(report["overlay"]["png_base64"], validate=True)
+    picture = cv2.cvtColor(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    assert max(picture.shape[:2]) <= MAX_SIDE_PX
+    width, height = report["image"]["width_px"], report["image"]["height_px"]
+    scale = picture.shape[1] / width
+    colours = np.array([*SEVERITY_RGB.values(), UNSCORED_RGB], np.float64)
+
+    def near(x: float, y: float, rgb: np.ndarray) -> bool:
+        x, y = round(x * scale), round(y * scale)
+        patch = picture[max(0, y - 1) : y + 2, max(0, x - 1) : x + 2].reshape(-1, 1, 3).astype(np.float64)
+        return bool(np.min(np.linalg.norm(patch - rgb.reshape(1, -1, 3), axis=2)) < 40)
+
+    visible = [r for r in report["regions"].values() if r["visible"]]
+    assert visible
+    for region in visible:
+        corners = np.array(region["polygon"], np.float64)
+        midpoints = (corners + np.roll(corners, -1, axis=0)) / 2
+        inside = [
+            (x, y) for x, y in midpoints if 0 <= x < width and 0 <= y < height
+        ]  # polygons may leave the photo
+        outlined = [near(x, y, colours) for x, y in inside]
+        assert sum(outlined) >= 0.8 * len(outlined), region
+    lesions = report["concerns"]["acne"]["lesions"]
+    assert lesions
+    radius = lesion_radius_px(report, scale) / scale
+    ringed = [
+        near(lesion["x"] + radius * np.cos(a), lesion["y"] + radius * np.sin(a), np.array(LESION_RGB, float))
+        for lesion in lesions
+        for a in np.linspace(0, 2 * np.pi, 8, endpoint=False)
+    ]
+    assert sum(ringed) >= 0.9 * len(ringed)
 
 
 def test_nonfaces_answer_no_face_found(stack: tuple[ModelServerProcess, OrchestratorProcess]) -> None:

@@ -19,6 +19,8 @@ api = Blueprint("api", __name__)
 
 # Labels the models view asks the server about (TF Serving has no call that lists labels).
 KNOWN_LABELS = ("stable", "canary")
+# How the `overlay` flag may be spelled, in the query string or as a form field.
+FLAG_VALUES = {"true": True, "1": True, "false": False, "0": False}
 
 
 def services() -> Services:
@@ -79,11 +81,12 @@ def analyze_guest() -> Response:
     view = request.form.get("view", "auto")
     if view not in VIEW_REQUESTS:
         raise InvalidRequest(f"The field 'view' must be one of {', '.join(VIEW_REQUESTS)}.")
+    overlay = _flag("overlay")
     timing_ms: dict[str, float] = g.timing_ms
     report: dict[str, Any] = {"request_id": g.request_id}
     timer = Timer()
     try:
-        report.update(shine.pipeline.analyze(data, timer, view))
+        report.update(shine.pipeline.analyze(data, timer, view, overlay=overlay))
     finally:
         timing_ms.update(timer.stages)
         for stage, ms in timer.stages.items():
@@ -95,6 +98,15 @@ def analyze_guest() -> Response:
     metrics.ANSWERED_BY.labels(str(g.model_version), g.model_label or "none").inc()
     report["timing_ms"] = {**timer.stages, "total": round(sum(timer.stages.values()), 2)}
     return jsonify(report)
+
+
+def _flag(name: str) -> bool:
+    """A true/false option from the form, else the query string; raises InvalidRequest otherwise."""
+    raw = request.form.get(name, request.args.get(name, "false"))
+    value = FLAG_VALUES.get(raw.strip().lower())
+    if value is None:
+        raise InvalidRequest(f"The field '{name}' must be true or false.")
+    return value
 
 
 @api.get("/api/v2/models")

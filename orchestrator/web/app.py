@@ -29,6 +29,7 @@ from orchestrator.scoring.scorer import ScorerRegistry
 from orchestrator.settings import Settings
 from orchestrator.web import metrics
 from orchestrator.web.api import api
+from orchestrator.web.demo import demo
 from orchestrator.web.openapi import build_openapi
 from orchestrator.web.ratelimit import RateLimiter
 
@@ -90,7 +91,8 @@ def create_app(
         scorers,
         Recommender.from_file(settings.recommendations_file),
     )
-    app = Flask(__name__)
+    # The demo blueprint serves the only static files, under /demo/static/.
+    app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + MULTIPART_SLACK_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["shine"] = Services(
@@ -109,6 +111,7 @@ def create_app(
         max_age=600,
     )
     app.register_blueprint(api)
+    app.register_blueprint(demo)
     _register_errors(app)
     app.before_request(_start_request)
     app.after_request(_finish_request)
@@ -125,6 +128,7 @@ def _start_request() -> None:
 
 
 def _finish_request(response: Response) -> Response:
+    # setdefault: the demo page sets its own, looser Content-Security-Policy first.
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
     request_id = getattr(g, "request_id", "")

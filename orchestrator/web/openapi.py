@@ -11,12 +11,19 @@ from typing import Any
 from orchestrator.errors import ERROR_TABLE, HTTP_CODES
 from orchestrator.face.views import VIEW_REQUESTS, VIEWS
 from orchestrator.scoring.concerns import CONCERN_REGIONS, CONCERNS
+from orchestrator.scoring.overlay import MAX_SIDE_PX
 from orchestrator.scoring.scorer import ACNE_GRADES, ITA_CATEGORIES, SEVERITY_BANDS, SKIN_TYPES
 from serving import contract
 
 API_VERSION = "2.0.0"
 
 NUMBER_OR_NULL: dict[str, Any] = {"type": ["number", "null"]}
+# The overlay option, in the query string or as a form field (form wins when both are sent).
+OVERLAY_FLAG: dict[str, Any] = {
+    "enum": ["true", "false", "1", "0"],
+    "default": "false",
+    "description": "true adds overlay.png_base64, the answer drawn on the photo",
+}
 SEVERITIES = sorted({label for _, label in SEVERITY_BANDS} | set(ACNE_GRADES))
 
 
@@ -179,6 +186,21 @@ def _report() -> dict[str, Any]:
             },
             "recommendations": {"type": "array", "items": {"type": "object"}},
             "timing_ms": {"type": "object", "additionalProperties": {"type": "number"}},
+            "overlay": {
+                "type": "object",
+                "description": "only when asked for with overlay=true: the photo (at most "
+                f"{MAX_SIDE_PX} px on its long side) with each visible region outlined in the colour of "
+                "its worst concern's severity, acne lesions ringed and a legend below",
+                "required": ["png_base64"],
+                "properties": {
+                    "png_base64": {
+                        "type": "string",
+                        "contentEncoding": "base64",
+                        "contentMediaType": "image/png",
+                        "minLength": 1,
+                    }
+                },
+            },
         },
     }
 
@@ -258,6 +280,9 @@ def build_openapi() -> dict[str, Any]:
             "/api/v2/analyze/guest": {
                 "post": {
                     "summary": "Analyse the skin in one photo (no login; nothing is stored)",
+                    "parameters": [
+                        {"name": "overlay", "in": "query", "required": False, "schema": OVERLAY_FLAG}
+                    ],
                     "requestBody": {
                         "required": True,
                         "content": {
@@ -273,6 +298,7 @@ def build_openapi() -> dict[str, Any]:
                                             "a face (frontal, three-quarter or profile); closeup: read "
                                             "the photo as a skin close-up",
                                         },
+                                        "overlay": OVERLAY_FLAG,
                                     },
                                 }
                             }
@@ -298,6 +324,29 @@ def build_openapi() -> dict[str, Any]:
             },
             "/metrics": {
                 "get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text"}}}
+            },
+            "/demo": {
+                "get": {
+                    "summary": "The demo page: choose or drop a photo, see the overlay, scores, warnings "
+                    "and suggestions (HTML, CSS and JS served from here; nothing from other sites)",
+                    "responses": {
+                        "200": {
+                            "description": "HTML",
+                            "content": {"text/html": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+            "/": {
+                "get": {
+                    "summary": "Redirects to the demo page",
+                    "responses": {
+                        "302": {
+                            "description": "to /demo",
+                            "headers": {"Location": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
             },
         },
         "components": {

@@ -276,3 +276,13 @@ def test_bands_stay_ordered_when_counts_overlap() -> None:
     edges = fit_bands(counts, grades)
     assert edges[0] <= edges[1] <= edges[2]
     assert np.mean(apply_bands(counts, edges) == grades) > 0.6
+
+
+def test_checkpoint_choice_takes_the_lowest_mae_among_f1s_within_tolerance() -> None:
+    from export.acne.train import choose_checkpoint
+
+    scored = [(0.699, 3.46, 1386, "ema"), (0.696, 3.14, 1584, "raw"), (0.690, 2.9, 400, "raw")]
+    assert choose_checkpoint(scored)[2:] == (1584, "raw")
+    assert choose_checkpoint(scored[:1])[2:] == (1386, "ema")
+    with pytest.raises(ValueError, match="no valid check"):
+        choose_checkpoint([])

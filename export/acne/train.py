@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 import math
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -51,8 +52,10 @@ from serving import contract
 logger = logging.getLogger(__name__)
 
 DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "acne04"
-TRACE_STEPS = 3  # steps run before timing (the first traces the graph)
-PROBE_STEPS = 20  # steps timed to turn --minutes into a step count
+TRACE_STEPS = 3  # steps not timed when planning (the first traces the graph)
+# Checkpoints whose valid F1 is this close to the best count as equal; the count MAE decides.
+F1_TOLERANCE = 0.005
+FIRST_CHECK_STEP = 25  # with --minutes, an early valid check: the curve's first point, and its cost
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -86,6 +89,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ema", type=float, default=0.998, help="weight moving-average decay")
     parser.add_argument("--checks", type=int, default=10, help="valid checks over the run")
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.crop % INPUT_MULTIPLE_PX:
         parser.error(f"--crop must be a multiple of {INPUT_MULTIPLE_PX}")
     return args
@@ -119,6 +123,16 @@ def learning_rate(peak: float, step: int, total_steps: int | None, warmup_steps:
         return peak
     progress = min(1.0, (step - warmup_steps) / max(total_steps - warmup_steps, 1))
     return peak * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def choose_checkpoint(scored: list[tuple[float, float, int, str]]) -> tuple[float, float, int, str]:
+    """The check to keep, from (F1, count MAE, step, weights) rows: the lowest MAE among those within
+    F1_TOLERANCE of the best F1 (valid's ~3,400 lesions cannot tell closer F1s apart). Raises
+    ValueError when there is none."""
+    if not scored:
+        raise ValueError("no valid check to choose from")
+    top = max(row[0] for row in scored)
+    return min((row for row in scored if row[0] >= top - F1_TOLERANCE), key=lambda row: (row[1], -row[0]))
 
 
 class Trainer:
@@ -211,13 +225,15 @@ def train(args: argparse.Namespace, train_split: AlignedSplit, valid: AlignedSpl
     log_path = out / "train_log.jsonl"
     log_path.write_text("")
     budget_s = args.minutes * 60.0
-    best: tuple[tuple[float, float], int, str] | None = None
-    best_path = out / "detector_train.weights.h5"
+    checkpoints = out / "checkpoints"
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    checkpoints.mkdir()
+    scored: list[tuple[float, float, int, str]] = []  # (f1, count MAE, step, weights) of every check
     losses: list[float] = []
 
     def check(total_steps: int | None) -> float:
-        """Score raw and averaged weights on valid, log both, keep the best; returns the seconds taken."""
-        nonlocal best, losses
+        """Score raw and averaged weights on valid, log both and keep them; returns the seconds taken."""
+        nonlocal losses
         began = time.monotonic()
         for weights in ("raw", "ema"):
             if weights == "ema":
@@ -247,28 +263,30 @@ def train(args: argparse.Namespace, train_split: AlignedSplit, valid: AlignedSpl
                 row["loss"],
                 score.line(),
             )
-            key = (round(score.f1, 3), -score.mae)
-            if trainer.step > 0 and (best is None or key > best[0]):
-                best = (key, trainer.step, weights)
-                trainer.model.save_weights(best_path)
+            if total_steps is not None:  # not the early check that times a check
+                scored.append((score.f1, score.mae, trainer.step, weights))
+                trainer.model.save_weights(checkpoints / f"step{trainer.step}_{weights}.weights.h5")
             if weights == "ema":
                 trainer.swap_average()
         losses = []
         return time.monotonic() - began
 
-    # With --minutes, the step count comes from timing a few steps after tracing; those steps fall in
-    # the warm-up, whose rates do not depend on the count, so `--steps N` repeats the run exactly.
+    # With --minutes, the step count comes from the speed over the warm-up (steps after tracing, valid
+    # check excluded): warm-up rates do not depend on the count, so `--steps N` repeats the run exactly.
     total_steps = args.steps
     every = math.ceil(total_steps / max(args.checks, 1)) if total_steps is not None else 0
-    probe_start = time.monotonic()
+    plan_at = max(args.warmup_steps, FIRST_CHECK_STEP + 1)
+    timed_s, check_s = 0.0, 0.0
     while total_steps is None or trainer.step < total_steps:
+        began = time.monotonic()
         losses.append(trainer.run_step(total_steps))
         if total_steps is None:
-            if trainer.step == TRACE_STEPS:
-                probe_start = time.monotonic()
-            elif trainer.step == TRACE_STEPS + PROBE_STEPS:
-                step_s = (time.monotonic() - probe_start) / PROBE_STEPS
-                check_s = check(None)  # also the first point of the curve
+            if trainer.step > TRACE_STEPS:
+                timed_s += time.monotonic() - began
+            if trainer.step == FIRST_CHECK_STEP:
+                check_s = check(None)  # the first point of the curve, and what a check costs
+            elif trainer.step == plan_at:
+                step_s = timed_s / (plan_at - TRACE_STEPS)
                 left_s = budget_s - (time.monotonic() - started) - args.checks * check_s
                 total_steps = max(trainer.step + 1, trainer.step + int(left_s / step_s))
                 every = math.ceil(total_steps / max(args.checks, 1))
@@ -287,13 +305,13 @@ def train(args: argparse.Namespace, train_split: AlignedSplit, valid: AlignedSpl
             check(total_steps)
             break
     train_minutes = (time.monotonic() - started) / 60
-    assert best is not None  # the last step is always checked
-    (best_f1, best_mae), best_step, best_weights = best[0], best[1], best[2]
+    best_f1, best_mae, best_step, best_weights = choose_checkpoint(scored)
     logger.info(
-        "chosen: step %d, %s weights (valid F1 %.3f, MAE %.2f)", best_step, best_weights, best_f1, -best_mae
+        "chosen: step %d, %s weights (valid F1 %.3f, MAE %.2f)", best_step, best_weights, best_f1, best_mae
     )
-
-    trainer.model.load_weights(best_path)
+    trainer.model.load_weights(checkpoints / f"step{best_step}_{best_weights}.weights.h5")
+    shutil.copy(checkpoints / f"step{best_step}_{best_weights}.weights.h5", out / "detector_train.weights.h5")
+    shutil.rmtree(checkpoints)
     served = fold_lite_detector(trainer.model)
     served.save_weights(out / "detector.weights.h5")
     calibration: dict[str, object] = {
@@ -329,7 +347,7 @@ def train(args: argparse.Namespace, train_split: AlignedSplit, valid: AlignedSpl
             "ema": args.ema,
             "parameters_served": int(served.count_params()),
             "data": "ACNE04 (research use only): train faces for training, valid faces for every choice",
-            "command": " ".join(["python -m export train-acne", *sys.argv[1:]]),
+            "command": " ".join(["python -m export train-acne", *args.argv]),
         }
     )
     (out / "acne_calibration.json").write_text(json.dumps(calibration, indent=2) + "\n")

@@ -54,7 +54,14 @@ from scripts.load import (  # noqa: E402
     stage_cpu_seconds,
     summarise,
 )
-from scripts.stack import ModelServerProcess, OrchestratorProcess, free_port, terminate, wait_http  # noqa: E402
+from scripts.stack import (  # noqa: E402
+    ModelServerProcess,
+    OrchestratorProcess,
+    free_port,
+    process_group,
+    terminate,
+    wait_http,
+)
 from serving import contract  # noqa: E402
 from serving.ops import ModelServerOps  # noqa: E402
 from serving.repository import versions_on_disk  # noqa: E402
@@ -128,6 +135,20 @@ def measures_time_in_process(face: np.ndarray, mask: np.ndarray) -> float:
     return percentile(times, 50)
 
 
+def _figures(one: dict[str, float], many: dict[str, float]) -> dict[str, float]:
+    """One repetition's figures: the one-at-a-time run (c1_*) and the concurrent run."""
+    return {
+        "c1_p50_ms": one["p50_ms"],
+        "c1_p99_ms": one["p99_ms"],
+        "c1_throughput_rps": one["throughput_rps"],
+        "c1_errors": one["errors"],
+        "p50_ms": many["p50_ms"],
+        "p99_ms": many["p99_ms"],
+        "throughput_rps": many["throughput_rps"],
+        "errors": many["errors"],
+    }
+
+
 def measure_service(
     url: str, photo: bytes, groups: dict[str, Any], concurrency: int, total: int
 ) -> dict[str, Any]:
@@ -144,14 +165,7 @@ def measure_service(
         }
         runs.append(
             {
-                "c1_p50_ms": one["p50_ms"],
-                "c1_p99_ms": one["p99_ms"],
-                "c1_throughput_rps": one["throughput_rps"],
-                "c1_errors": one["errors"],
-                "p50_ms": many["p50_ms"],
-                "p99_ms": many["p99_ms"],
-                "throughput_rps": many["throughput_rps"],
-                "errors": many["errors"],
+                **_figures(one, many),
                 "pss_mb": sum(sampler.peak_mb.values()),
                 **{f"pss_mb_{name}": mb for name, mb in sampler.peak_mb.items()},
                 **{f"cpu_ms_{name}": ms for name, ms in cpu.items()},
@@ -169,19 +183,7 @@ def measure_model_alone(
         one = run_load(predict_call(address, face, mask), 1, max(20, total // 10))
         with MemorySampler({"model_server": lambda: [pid]}) as sampler:
             many = run_load(predict_call(address, face, mask), concurrency, total)
-        runs.append(
-            {
-                "c1_p50_ms": one["p50_ms"],
-                "c1_p99_ms": one["p99_ms"],
-                "c1_throughput_rps": one["throughput_rps"],
-                "c1_errors": one["errors"],
-                "p50_ms": many["p50_ms"],
-                "p99_ms": many["p99_ms"],
-                "throughput_rps": many["throughput_rps"],
-                "errors": many["errors"],
-                "pss_mb": sampler.peak_mb["model_server"],
-            }
-        )
+        runs.append({**_figures(one, many), "pss_mb": sampler.peak_mb["model_server"]})
     return summarise(runs)
 
 
@@ -229,9 +231,7 @@ class MonolithProcess:
 
     def pids(self) -> list[int]:
         assert self.process is not None
-        master = self.process.pid
-        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-        return [master, *map(int, children)]
+        return process_group(self.process.pid)
 
     def stop(self) -> None:
         terminate(self.process)

@@ -139,12 +139,16 @@ class OrchestratorProcess:
     def pids(self) -> list[int]:
         """The master and its workers."""
         assert self.process is not None
-        master = self.process.pid
-        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-        return [master, *map(int, children)]
+        return process_group(self.process.pid)
 
     def stop(self) -> None:
         terminate(self.process)
+
+
+def process_group(master: int) -> list[int]:
+    """A gunicorn master's pid and its workers' (its direct children)."""
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    return [master, *map(int, children)]
 
 
 def pss_kb(pid: int) -> int:

@@ -31,7 +31,7 @@ import tensorflow as tf
 from numpy.typing import NDArray
 
 from export.acne.dataset import grade_from_name, parse_voc_boxes
-from export.acne.metrics import GRADES, confusion, match_peaks
+from export.acne.metrics import GRADES, confusion, lesion_scores, match_peaks
 from orchestrator.decode.images import decode_image
 from orchestrator.errors import NoFaceFound
 from orchestrator.face.scene import SceneCheck
@@ -178,14 +178,6 @@ def lesion_counts(
     return np.array(rows, dtype=np.int64).reshape(-1, 3)
 
 
-def prf(table: NDArray[np.int64]) -> tuple[float, float, float]:
-    hits, reported, labelled = (float(v) for v in table.sum(axis=0))
-    precision = hits / reported if reported else 0.0
-    recall = hits / labelled if labelled else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return precision, recall, f1
-
-
 def figures(results: list[PhotoResult]) -> dict[str, float]:
     """Every headline figure of one set of photos (a bootstrap resample or the split itself)."""
     analysed = [r for r in results if r.analysed]
@@ -194,7 +186,7 @@ def figures(results: list[PhotoResult]) -> dict[str, float]:
     whole = lesion_counts(results, skin_only=False, whole_photo=True)
     out = {"analysed_share": len(analysed) / len(results) if results else 0.0}
     for name, table in (("skin", skin), ("all", every), ("whole_photo", whole)):
-        out[f"precision_{name}"], out[f"recall_{name}"], out[f"f1_{name}"] = prf(table)
+        out[f"precision_{name}"], out[f"recall_{name}"], out[f"f1_{name}"] = lesion_scores(table)
     if analysed:
         counts = np.array([r.count for r in analysed])
         out["count_mae"] = float(np.mean(np.abs(counts - np.array([len(r.boxes) for r in analysed]))))

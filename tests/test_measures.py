@@ -12,7 +12,6 @@ import functools
 import itertools
 import math
 from collections.abc import Callable
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -21,13 +20,27 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from orchestrator.decode.images import decode_image
-from orchestrator.face.detection import Box
-from orchestrator.face.views import FaceGeometry, Geometry
+from orchestrator.face.views import Geometry
 from orchestrator.scoring.concerns import face_lab, usable_labels
 from orchestrator.scoring.scorer import ita_from_lab
 from serving import contract
 from tests.conftest import DATA
+from tests.planting import (
+    FACES,
+    PAPULE_PLACES,
+    Image8,
+    apply_gamma,
+    darken_under_eyes,
+    geometry_stage,
+    photo,
+    places,
+    plant_lines,
+    plant_papules,
+    plant_shine,
+    plant_spots,
+    portrait,
+    region_box,
+)
 
 tf = pytest.importorskip("tensorflow")
 
@@ -35,12 +48,10 @@ from export.colour import ita_degrees, srgb_to_lab  # noqa: E402
 from export.labels import label_medians  # noqa: E402
 from export.measures import compute_signals, measure_faces, redness_peaks  # noqa: E402
 
-FACES = DATA / "faces"
 pytestmark = pytest.mark.skipif(not FACES.is_dir(), reason=f"portraits not found at {FACES}")
 
 LABEL = {name: index for index, name in enumerate(contract.LABEL_NAMES)}
 SIGNAL = {name: index for index, name in enumerate(contract.SIGNAL_NAMES)}
-Image8 = NDArray[np.uint8]
 Measure = Callable[[Image8, Image8], tuple[NDArray[np.float32], NDArray[np.float32]]]
 
 # A spread of skin tones as the photos render them (SOURCES.md): very light, light, medium,
@@ -79,22 +90,6 @@ def measure() -> Measure:
     return run
 
 
-@functools.cache
-def _geometry() -> FaceGeometry:
-    return FaceGeometry()
-
-
-def _photo(path: Path) -> Image8:
-    return decode_image(path.read_bytes(), max_pixels=64_000_000, long_side_px=2000).rgb
-
-
-@functools.cache
-def portrait(bioguide: str) -> tuple[Image8, Geometry]:
-    """A congress portrait (RGB) and its face stage."""
-    rgb = _photo(FACES / f"congress_{bioguide}.jpg")
-    return rgb, _geometry().analyse(rgb)
-
-
 def read(
     measure: Measure, rgb: Image8, geometry: Geometry
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
@@ -102,95 +97,6 @@ def read(
     face, _ = geometry.alignment.warp(rgb)
     signals, peaks = measure(face[None], geometry.mask.labels[None])
     return signals[0], peaks[0]
-
-
-def region_box(geometry: Geometry, region: str) -> Box:
-    """The middle of a region's outline, in photo pixels: where plants land inside the region."""
-    outline = geometry.alignment.to_photo(geometry.mask.polygons[region])
-    low, high = outline.min(axis=0), outline.max(axis=0)
-    inset = (high - low) * 0.2
-    low, high = low + inset, high - inset
-    return Box(float(low[0]), float(low[1]), float(high[0] - low[0]), float(high[1] - low[1]))
-
-
-def _blend(rgb: Image8, alpha: NDArray[np.float32], target: NDArray[np.float32]) -> Image8:
-    mixed = rgb.astype(np.float32) * (1.0 - alpha[..., None]) + target * alpha[..., None]
-    return np.clip(mixed, 0, 255).round().astype(np.uint8)
-
-
-def _soft_discs(
-    shape: tuple[int, ...], centres: list[tuple[float, float]], radius: float, strength: float
-) -> NDArray[np.float32]:
-    """Opacity of soft-edged discs (Gaussian profile, sigma = radius / 1.6) at (x, y) centres."""
-    yy, xx = np.mgrid[: shape[0], : shape[1]].astype(np.float32)
-    alpha = np.zeros(shape[:2], np.float32)
-    for cx, cy in centres:
-        distance_sq = (xx - cx) ** 2 + (yy - cy) ** 2
-        alpha = np.maximum(alpha, strength * np.exp(-0.5 * distance_sq / (radius / 1.6) ** 2))
-    return alpha
-
-
-def _places(box: Box, relative: tuple[tuple[float, float], ...]) -> list[tuple[float, float]]:
-    return [(box.x + fx * box.width, box.y + fy * box.height) for fx, fy in relative]
-
-
-PAPULE_PLACES = ((0.2, 0.25), (0.75, 0.2), (0.45, 0.55), (0.8, 0.8), (0.2, 0.8))
-SPOT_PLACES = ((0.25, 0.25), (0.75, 0.35), (0.25, 0.75), (0.7, 0.8))
-
-
-def plant_papules(rgb: Image8, geometry: Geometry, region: str) -> Image8:
-    """Five inflamed papules ~3 mm across: the same skin with green and blue cut by a third, which
-    raises a* by 15-25 at the centre."""
-    box = region_box(geometry, region)
-    radius = 0.012 * geometry.face_width_px
-    alpha = _soft_discs(rgb.shape, _places(box, PAPULE_PLACES), radius, 0.9)
-    return _blend(rgb, alpha, rgb.astype(np.float32) * np.array([1.0, 0.62, 0.66], np.float32))
-
-
-def plant_spots(rgb: Image8, geometry: Geometry, region: str) -> Image8:
-    """Four brown spots (lentigo-like, ~4 mm): the same skin darker and browner."""
-    box = region_box(geometry, region)
-    radius = 0.016 * geometry.face_width_px
-    alpha = _soft_discs(rgb.shape, _places(box, SPOT_PLACES), radius, 0.9)
-    return _blend(rgb, alpha, rgb.astype(np.float32) * np.array([0.62, 0.55, 0.5], np.float32))
-
-
-def plant_shine(rgb: Image8, geometry: Geometry, region: str) -> Image8:
-    """One soft near-white, low-saturation highlight in the middle of the region."""
-    box = region_box(geometry, region)
-    centre = [(box.x + box.width / 2, box.y + box.height / 2)]
-    alpha = _soft_discs(rgb.shape, centre, 0.25 * min(box.width, box.height), 0.9)
-    return _blend(rgb, alpha, np.array([250.0, 248.0, 244.0], np.float32))
-
-
-def plant_lines(rgb: Image8, geometry: Geometry, region: str) -> Image8:
-    """Three thin, slightly curved dark lines across the region (antialiased, softened)."""
-    box = region_box(geometry, region)
-    ink = np.zeros(rgb.shape[:2], np.float32)
-    xs = np.linspace(box.x, box.x + box.width, 30)
-    thickness = max(1, round(0.006 * geometry.face_width_px))
-    for row, bend in ((0.2, 0.06), (0.5, -0.05), (0.8, 0.04)):
-        ys = box.y + row * box.height + bend * box.height * ((xs - xs.mean()) / (np.ptp(xs) / 2)) ** 2
-        points = np.stack([xs, ys], axis=1).round().astype(np.int32)
-        cv2.polylines(ink, [points], isClosed=False, color=1.0, thickness=thickness, lineType=cv2.LINE_AA)
-    soft = np.asarray(cv2.GaussianBlur(ink, (0, 0), 0.7), np.float32)
-    return _blend(rgb, 0.6 * soft / soft.max(), rgb.astype(np.float32) * 0.55)
-
-
-def darken_under_eyes(rgb: Image8, geometry: Geometry) -> Image8:
-    """A soft dark ellipse over each under-eye region, darkening its centre by 35%."""
-    yy, xx = np.mgrid[: rgb.shape[0], : rgb.shape[1]].astype(np.float32)
-    alpha = np.zeros(rgb.shape[:2], np.float32)
-    for region in ("left_under_eye", "right_under_eye"):
-        outline = geometry.alignment.to_photo(geometry.mask.polygons[region])
-        (cx, cy), (width, height) = outline.mean(axis=0), np.ptp(outline, axis=0)
-        spread = ((xx - cx) / (0.5 * width)) ** 2 + ((yy - cy) / (0.6 * height)) ** 2
-        alpha = np.maximum(alpha, np.exp(-0.5 * spread))
-    return np.clip(rgb * (1.0 - 0.35 * alpha[..., None]), 0, 255).round().astype(np.uint8)
-
-
-def apply_gamma(rgb: Image8, gamma: float) -> Image8:
-    return np.clip(255.0 * (rgb / 255.0) ** gamma, 0, 255).round().astype(np.uint8)
 
 
 def _column(signals: NDArray[np.float32], name: str) -> NDArray[np.float32]:
@@ -249,7 +155,7 @@ def test_a_region_the_mask_leaves_out_reports_zeros(measure: Measure) -> None:
     cut = np.ascontiguousarray(
         rgb[: round(float(geometry.alignment.to_photo(geometry.mask.polygons["chin"])[:, 1].min()))]
     )
-    found = _geometry().analyse(cut)
+    found = geometry_stage().analyse(cut)
     assert not found.mask.visible["chin"]
     assert found.mask.reasons["chin"] == "outside_photo"
     signals, _ = measure(found.face[None], found.mask.labels[None])
@@ -319,9 +225,7 @@ def test_papules_raise_redness_in_that_cheek_only(measure: Measure, bioguide: st
     assert _column(planted_signals, "erythema")[cheek] > _column(signals, "erythema")[cheek] + 0.02
     # Peaks on the cheek: at least one new one sits on a planted papule.
     size = contract.FACE_SIZE_PX
-    papules = geometry.alignment.to_frame(
-        np.array(_places(region_box(geometry, "left_cheek"), PAPULE_PLACES))
-    )
+    papules = geometry.alignment.to_frame(np.array(places(region_box(geometry, "left_cheek"), PAPULE_PLACES)))
     found = planted_peaks[planted_peaks[:, 2] > 0][:, 1::-1] * size  # (x, y) in the frame
     distances = np.linalg.norm(found[:, None] - papules[None], axis=-1)
     assert (distances.min(axis=0) < 6.0).sum() >= 2
@@ -436,11 +340,11 @@ def test_ita_follows_the_described_skin_tones(measure: Measure) -> None:
 
 @pytest.mark.parametrize("orientation", [3, 6, 8])
 def test_exif_rotated_copies_read_the_same_tone(measure: Measure, orientation: int) -> None:
-    upright = _photo(FACES / "sn_city_portrait.jpg")
-    rotated = _photo(DATA / "awkward" / "exif_orientation" / f"derived_face_exif_orient{orientation}.jpg")
+    upright = photo(FACES / "sn_city_portrait.jpg")
+    rotated = photo(DATA / "awkward" / "exif_orientation" / f"derived_face_exif_orient{orientation}.jpg")
     angles = []
     for rgb in (upright, rotated):
-        geometry = _geometry().analyse(rgb)
+        geometry = geometry_stage().analyse(rgb)
         signals = read(measure, rgb, geometry)[0]
         lab_l, _, lab_b = face_lab(
             signals, usable_labels(signals, geometry.mask.pixels, geometry.mask.visible)

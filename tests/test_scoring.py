@@ -13,7 +13,7 @@ from sklearn.preprocessing import QuantileTransformer
 
 from orchestrator.errors import ModelBadResponse
 from orchestrator.predict.prediction import Prediction
-from orchestrator.scoring.concerns import CONCERN_REGIONS, CONCERNS, raw_concerns
+from orchestrator.scoring.concerns import CONCERN_REGIONS, CONCERNS, lesion_labels, raw_concerns
 from orchestrator.scoring.scorer import (
     ITA_CATEGORIES,
     PostScorer,
@@ -286,3 +286,15 @@ def test_quantile_table_matches_scikit_learn_transform() -> None:
 def test_quantile_table_refuses_a_row_of_the_wrong_length(scorer: PostScorer) -> None:
     with pytest.raises(ValueError, match="expected"):
         QuantileTable(scorer.calibration.face).percentiles(np.zeros(2))
+
+
+def test_a_lesion_on_a_bare_cell_takes_the_label_of_the_skin_beside_it() -> None:
+    size = contract.FACE_SIZE_PX
+    labels = np.zeros((size, size), np.uint8)
+    cheek = contract.LABEL_NAMES.index("left_cheek") + 1
+    labels[100:140, 100:140] = cheek  # skin up to x = 139; cells from x = 140 are bare
+    peaks = np.zeros((contract.MAX_LESIONS, 3), np.float32)
+    peaks[0] = [120 / size, 120 / size, 0.9]  # inside the cheek
+    peaks[1] = [120 / size, 142 / size, 0.8]  # the next cell, bare: the model keeps it (one-cell margin)
+    peaks[2] = [120 / size, 160 / size, 0.7]  # far from any skin
+    assert lesion_labels(peaks, labels)[:4] == ["left_cheek", "left_cheek", None, None]

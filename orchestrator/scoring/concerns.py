@@ -101,8 +101,9 @@ def usable_labels(
 
 
 def lesion_labels(peaks: NDArray[np.float32], labels: NDArray[np.uint8]) -> list[str | None]:
-    """The mask label under each lesion candidate (the commonest skin label in its 4x4 heatmap cell,
-    since the model keeps candidates on cells holding any skin); None for empty rows and bare cells."""
+    """The mask label under each lesion candidate: the commonest skin label in its 4x4 heatmap cell,
+    or, for a cell the mask left bare, in the cells around it (the model keeps candidates on cells with
+    skin and on their neighbours: see export.model.skin_cells); None for empty rows."""
     size = labels.shape[0]
     names: list[str | None] = []
     for y, x, score in peaks:
@@ -110,10 +111,16 @@ def lesion_labels(peaks: NDArray[np.float32], labels: NDArray[np.uint8]) -> list
             names.append(None)
             continue
         row, col = min(int(y * size), size - 1), min(int(x * size), size - 1)
-        cell = labels[row - row % 4 : row - row % 4 + 4, col - col % 4 : col - col % 4 + 4]
-        skin = cell[cell > contract.NOT_SKIN]
+        top, left = row - row % 4, col - col % 4
+        skin = _skin_labels(labels[top : top + 4, left : left + 4])
+        if not skin.size:
+            skin = _skin_labels(labels[max(0, top - 4) : top + 8, max(0, left - 4) : left + 8])
         names.append(contract.LABEL_NAMES[int(np.bincount(skin).argmax()) - 1] if skin.size else None)
     return names
+
+
+def _skin_labels(cells: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    return np.asarray(cells[cells > contract.NOT_SKIN], dtype=np.uint8)
 
 
 def raw_concerns(

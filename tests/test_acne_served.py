@@ -51,3 +51,18 @@ def test_papules_planted_on_a_cheek_are_counted_there(bioguide: str) -> None:
     assert after["regions"]["left_cheek"] >= before["regions"]["left_cheek"] + 3, (before, after)  # type: ignore[index]
     assert after["score"] < before["score"]  # type: ignore[operator]
     assert after["regions"]["right_cheek"] == before["regions"]["right_cheek"]  # type: ignore[index]
+
+
+def test_a_reported_lesion_beside_the_read_skin_that_hits_a_lesion_is_not_a_false_positive() -> None:
+    from export.acne.evaluate import PhotoResult, lesion_counts, precision_recall_f1
+
+    boxes = np.array([[10, 10, 20, 20], [40, 40, 50, 50], [70, 70, 80, 80]], np.float32)
+    result = PhotoResult("levle1_0.jpg", 1, boxes, view="three_quarter", count=3)
+    result.lesions = np.array([[15.0, 15.0], [45.0, 45.0], [95.0, 95.0]])  # (y, x): two hits, one miss
+    result.on_skin = np.array([True, False, True])  # the second lesion lies beside the mask's skin
+    skin = lesion_counts([result], skin_only=True)
+    every = lesion_counts([result], skin_only=False)
+    assert skin.tolist() == [[2, 3, 1, 2]]  # 2 of 3 reported hit a lesion; 1 of the 2 on read skin found
+    assert every.tolist() == [[2, 3, 2, 3]]
+    precision, recall, _ = precision_recall_f1(skin)
+    assert precision == pytest.approx(2 / 3) and recall == pytest.approx(1 / 2)

@@ -31,7 +31,7 @@ import tensorflow as tf
 from numpy.typing import NDArray
 
 from export.acne.dataset import grade_from_name, parse_voc_boxes
-from export.acne.metrics import GRADES, confusion, lesion_scores, match_peaks
+from export.acne.metrics import GRADES, confusion, match_points
 from orchestrator.decode.images import decode_image
 from orchestrator.errors import NoFaceFound
 from orchestrator.face.scene import SceneCheck
@@ -166,16 +166,27 @@ def whole_photo_lesions(rgb: NDArray[np.uint8], serve: Serve, threshold: float) 
 def lesion_counts(
     results: list[PhotoResult], skin_only: bool, whole_photo: bool = False
 ) -> NDArray[np.int64]:
-    """[photos, 3]: true positives, reported lesions, labelled lesions (on read skin, or all)."""
+    """[photos, 4]: reported lesions that hit a labelled box, reported lesions, labelled lesions found,
+    labelled lesions (those on skin the service read, or all). A reported lesion is judged against
+    every labelled box either way: one beside the mask's skin that hits a lesion is a true lesion."""
     rows = []
     for r in results:
         points = r.whole_photo if whole_photo else r.lesions
-        boxes = r.boxes[r.on_skin] if skin_only and not whole_photo else r.boxes
+        counted = r.on_skin if skin_only and not whole_photo else np.ones(len(r.boxes), dtype=bool)
         if skin_only and not whole_photo and not r.analysed:
-            boxes = r.boxes[:0]
-        hits = int(match_peaks(points.astype(np.float32), boxes).sum()) if len(points) else 0
-        rows.append((hits, len(points), len(boxes)))
-    return np.array(rows, dtype=np.int64).reshape(-1, 3)
+            counted = np.zeros(len(r.boxes), dtype=bool)
+        hits, matched = match_points(points.astype(np.float32).reshape(-1, 2), r.boxes)
+        rows.append((int(hits.sum()), len(points), int((matched & counted).sum()), int(counted.sum())))
+    return np.array(rows, dtype=np.int64).reshape(-1, 4)
+
+
+def precision_recall_f1(table: NDArray[np.int64]) -> tuple[float, float, float]:
+    """Micro precision (reported lesions that hit a box), recall (labelled lesions found) and F1."""
+    hits, reported, found, labelled = (float(v) for v in table.sum(axis=0))
+    precision = hits / reported if reported else 0.0
+    recall = found / labelled if labelled else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1
 
 
 def figures(results: list[PhotoResult]) -> dict[str, float]:
@@ -186,7 +197,7 @@ def figures(results: list[PhotoResult]) -> dict[str, float]:
     whole = lesion_counts(results, skin_only=False, whole_photo=True)
     out = {"analysed_share": len(analysed) / len(results) if results else 0.0}
     for name, table in (("skin", skin), ("all", every), ("whole_photo", whole)):
-        out[f"precision_{name}"], out[f"recall_{name}"], out[f"f1_{name}"] = lesion_scores(table)
+        out[f"precision_{name}"], out[f"recall_{name}"], out[f"f1_{name}"] = precision_recall_f1(table)
     if analysed:
         counts = np.array([r.count for r in analysed])
         out["count_mae"] = float(np.mean(np.abs(counts - np.array([len(r.boxes) for r in analysed]))))
@@ -195,7 +206,7 @@ def figures(results: list[PhotoResult]) -> dict[str, float]:
         )
         out["grading_accuracy"] = float(np.mean([r.predicted_grade == r.grade for r in analysed]))
     out["grading_accuracy_all_photos"] = float(np.mean([r.predicted_grade == r.grade for r in results]))
-    out["count_mae_whole_photo"] = float(np.mean(np.abs(whole[:, 1] - whole[:, 2])))
+    out["count_mae_whole_photo"] = float(np.mean(np.abs(whole[:, 1] - whole[:, 3])))
     return out
 
 
@@ -267,7 +278,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         },
         "valid": {"photos": len(valid), "figures": figures(valid)},
         "matching": "a reported lesion is a hit when its position falls inside a labelled box not matched "
-        "yet; greedy in the report's order (by score), one-to-one, nearest box centre on ties; no IoU",
+        "yet; greedy in the report's order (by score), one-to-one, nearest box centre on ties; no IoU. "
+        "Precision: reported lesions that hit any labelled box; recall: labelled lesions hit, among those "
+        "on the skin the service read, or among all",
         "notes": list(args.note),
     }
 

@@ -23,10 +23,17 @@ def match_peaks(points: NDArray[np.float32], boxes: NDArray[np.float32]) -> NDAr
     several qualify it takes the one whose centre is nearest. No IoU is involved: the detector
     predicts centres only.
     """
+    return match_points(points, boxes)[0]
+
+
+def match_points(
+    points: NDArray[np.float32], boxes: NDArray[np.float32]
+) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+    """`match_peaks`, also saying which boxes were matched: (hits per point, matched per box)."""
     hits = np.zeros(len(points), dtype=bool)
     free = np.ones(len(boxes), dtype=bool)
     if len(boxes) == 0:
-        return hits
+        return hits, ~free
     centre_x = (boxes[:, 0] + boxes[:, 2]) / 2
     centre_y = (boxes[:, 1] + boxes[:, 3]) / 2
     for i, (y, x) in enumerate(points):
@@ -37,7 +44,7 @@ def match_peaks(points: NDArray[np.float32], boxes: NDArray[np.float32]) -> NDAr
         j = int(np.argmin(distance))
         free[j] = False
         hits[i] = True
-    return hits
+    return hits, ~free
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import tempfile
 bind = os.environ.get("SHINE_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("SHINE_WORKERS", min(4, multiprocessing.cpu_count())))
 worker_class = "gthread"
-threads = int(os.environ.get("SHINE_THREADS", 8))
+threads = int(os.environ.get("SHINE_THREADS", 4))
 timeout = 120
 graceful_timeout = 30
 keepalive = 5

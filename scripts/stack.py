@@ -30,8 +30,8 @@ def wait_http(url: str, status: int, timeout_s: float) -> requests.Response:
             last = requests.get(url, timeout=2)
             if last.status_code == status:
                 return last
-        except requests.ConnectionError:
-            pass
+        except (requests.ConnectionError, requests.Timeout):
+            pass  # not listening yet, or too busy starting to answer within 2 s
         time.sleep(0.25)
     raise TimeoutError(f"{url} did not answer {status} in {timeout_s} s (last: {last and last.status_code})")
 

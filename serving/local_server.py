@@ -12,6 +12,7 @@ tensorflow_model_server's names; `--models_mount` stands in for the compose bind
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
 import signal
 import threading
@@ -321,6 +322,18 @@ def _mounts(values: list[str]) -> dict[str, Path]:
     return mounts
 
 
+def _bound_malloc_arenas() -> None:
+    """At most two glibc malloc arenas: TensorFlow's batch and gRPC threads would otherwise each grow
+    a heap of its own that never shrinks (on 2 cores at concurrency 20, 1.33 GB peak PSS with the
+    default against 0.98 GB with two arenas and batches of two). A no-op outside glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    m_arena_max = -8  # <malloc.h>
+    libc.mallopt(m_arena_max, 2)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--port", type=int, default=8500)
@@ -335,6 +348,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port_file", type=Path, help="write the bound port here once serving")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    _bound_malloc_arenas()
     tf.config.threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
     tf.config.threading.set_inter_op_parallelism_threads(args.tensorflow_inter_op_parallelism)
 

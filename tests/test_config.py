@@ -30,8 +30,9 @@ def test_shipped_models_config_parses() -> None:
 
 def test_shipped_batching_parameters_parse() -> None:
     config = parse_batching_parameters((SERVING / "batching_parameters.txt").read_text())
-    # One row is one face (contract 2): eight faces of ~20 ms each keep a full batch near 160 ms.
-    assert config.max_batch_size == 8
+    # One row is one face (contract 2). On 2 cores, batches of two sustained the most faces per second
+    # with the least memory (reports/benchmark.md; eight: 56/s at 1.33 GB, four: 72/s, two: 72/s at 0.98).
+    assert config.max_batch_size == 2
     assert config.batch_timeout_micros == 2000
     assert config.num_batch_threads == 2
     assert config.max_enqueued_batches == 64

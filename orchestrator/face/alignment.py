@@ -87,20 +87,32 @@ def _sampling_matrix(matrix: NDArray[np.float64]) -> NDArray[np.float64]:
 def _warp_with_prefilter(
     rgb: NDArray[np.uint8], sampling: NDArray[np.float64], size: int, scale: float
 ) -> NDArray[np.uint8]:
+    """warpAffine of the photo into the frame. When the frame shrinks the photo by more than half, the
+    part of the photo the frame covers (not the whole photo) is first reduced by an integer factor with
+    area averaging, so the linear warp does not alias."""
     reduce = int(1.0 / scale) if scale < 0.5 else 1
     source, matrix = rgb, sampling
     if reduce > 1:
         height, width = rgb.shape[:2]
-        source = np.asarray(
-            cv2.resize(
-                rgb, (max(1, width // reduce), max(1, height // reduce)), interpolation=cv2.INTER_AREA
-            ),
-            dtype=np.uint8,
+        # The photo pixels the frame reads: its corners mapped back, with a margin of one step.
+        inverse = cv2.invertAffineTransform(sampling)
+        corners = (
+            np.array([[0.0, 0.0, 1.0], [size, 0.0, 1.0], [size, size, 1.0], [0.0, size, 1.0]]) @ inverse.T
         )
-        # Pixel centres move: x_small = (x + 0.5) / reduce - 0.5.
-        to_small = np.array([[reduce, 0.0, (reduce - 1) / 2.0], [0.0, reduce, (reduce - 1) / 2.0]])
-        matrix = sampling[:, :2] @ to_small[:, :2]
-        matrix = np.concatenate([matrix, (sampling[:, :2] @ to_small[:, 2] + sampling[:, 2])[:, None]], 1)
+        x0 = int(np.clip(np.floor(corners[:, 0].min()) - reduce, 0, width))
+        y0 = int(np.clip(np.floor(corners[:, 1].min()) - reduce, 0, height))
+        x1 = int(np.clip(np.ceil(corners[:, 0].max()) + reduce, 0, width))
+        y1 = int(np.clip(np.ceil(corners[:, 1].max()) + reduce, 0, height))
+        # Whole multiples of the factor: OpenCV's area resize is exact (and fastest) for integer factors.
+        x1, y1 = x0 + (x1 - x0) // reduce * reduce, y0 + (y1 - y0) // reduce * reduce
+        if x1 <= x0 or y1 <= y0:
+            return np.zeros((size, size, 3), dtype=np.uint8)  # the frame lies outside the photo
+        size_small = ((x1 - x0) // reduce, (y1 - y0) // reduce)
+        source = np.asarray(cv2.resize(rgb[y0:y1, x0:x1], size_small, interpolation=cv2.INTER_AREA), np.uint8)
+        # Pixel centres move: x = x0 + reduce * x_small + (reduce - 1) / 2.
+        to_part = np.array([[reduce, 0.0, x0 + (reduce - 1) / 2.0], [0.0, reduce, y0 + (reduce - 1) / 2.0]])
+        matrix = sampling[:, :2] @ to_part[:, :2]
+        matrix = np.concatenate([matrix, (sampling[:, :2] @ to_part[:, 2] + sampling[:, 2])[:, None]], 1)
     warped = cv2.warpAffine(
         source, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
     )

@@ -144,6 +144,13 @@ def _fill(canvas: NDArray[np.uint8], polygon: NDArray[np.float64], value: int) -
     cv2.fillPoly(canvas, [_fixed(polygon)], value, lineType=cv2.LINE_8, shift=_SHIFT)
 
 
+def grow(area: NDArray[np.uint8], radius: int) -> NDArray[np.bool_]:
+    """`area` (non-zero pixels) grown by `radius` pixels in every direction: the pixels within that
+    Euclidean distance of it (a distance transform; several times faster than dilating with a disc)."""
+    distance = cv2.distanceTransform(np.where(area > 0, 0, 255).astype(np.uint8), cv2.DIST_L2, 5)
+    return np.asarray(distance <= radius, dtype=bool)
+
+
 def feature_mask(frame_points: NDArray[np.float64], size: int) -> NDArray[np.bool_]:
     """Eyes, brows, lips and nostrils with a margin: never skin."""
     canvas = np.zeros((size, size), dtype=np.uint8)
@@ -154,8 +161,7 @@ def feature_mask(frame_points: NDArray[np.float64], size: int) -> NDArray[np.boo
         hull = cv2.convexHull(_points(frame_points, brow).astype(np.float32))[:, 0]
         _fill(canvas, np.asarray(hull, dtype=np.float64), 1)
     margin = max(1, round(FEATURE_MARGIN * size))
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
-    return np.asarray(cv2.dilate(canvas, kernel), dtype=bool)
+    return grow(canvas, margin)
 
 
 def skin_by_colour(
@@ -321,8 +327,7 @@ def _near_face(oval: NDArray[np.uint8], frame_points: NDArray[np.float64], size:
     """Where other visible skin may be: the face outline widened by OTHER_SKIN_MARGIN, and the neck
     below the jaw (between the jaw's corners, down to the frame's edge)."""
     margin = max(1, round(OTHER_SKIN_MARGIN * size))
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
-    near = np.asarray(cv2.dilate(oval, kernel), dtype=np.uint8)
+    near = grow(oval, margin).astype(np.uint8)
     jaw = frame_points[[JAW_RIGHT, JAW_LEFT]]
     neck = np.array([jaw[0], jaw[1], [jaw[1][0], size + 1.0], [jaw[0][0], size + 1.0]])
     _fill(near, neck, 1)

@@ -29,19 +29,19 @@ loglevel = os.environ.get("SHINE_LOG_LEVEL", "info").lower()
 
 
 def _tune_malloc() -> None:
-    """Keep big image buffers out of glibc's heaps, so memory goes back to the OS after each request.
+    """At most two glibc malloc arenas per worker.
 
-    glibc raises its mmap threshold after large frees (up to 32 MB) and gives each thread its own
-    arena, so decoded photos end up in heaps that grow per worker thread and never shrink. A fixed
-    threshold sends every buffer over 256 KB to mmap (returned on free); two arenas bound the rest.
-    Set here, in the master before the fork, so every worker inherits it.
+    glibc gives each thread its own arena, so with four request threads a worker's heaps grow four
+    ways and rarely shrink. Large photo buffers already go to mmap (glibc's dynamic threshold) and are
+    returned on free. A fixed low mmap threshold was tried and dropped: every buffer over 256 KB then
+    page-faults afresh, which made the face stage 15 -> 25 ms p50 (16 photos, 2 threads, 2 cores) for
+    13 MB less resident memory. Set here, in the master before the fork, so every worker inherits it.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return  # not glibc: nothing to tune
-    m_mmap_threshold, m_arena_max = -3, -8  # <malloc.h>
-    libc.mallopt(m_mmap_threshold, 256 * 1024)
+    m_arena_max = -8  # <malloc.h>
     libc.mallopt(m_arena_max, 2)
 
 

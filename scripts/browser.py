@@ -43,7 +43,7 @@ CHROMIUM_FLAGS = (
 PHONE: ViewportSize = {"width": 375, "height": 740}
 DESKTOP: ViewportSize = {"width": 1200, "height": 900}
 # A public-domain official portrait (see ../shared/data/SOURCES.md) where the model rings two lesions.
-SCREENSHOT_PHOTO = ROOT.parent / "shared" / "data" / "faces" / "congress_B001287.jpg"
+SCREENSHOT_PHOTO = ROOT.parent / "shared" / "data" / "faces" / "sn_city_portrait.jpg"  # CC0
 RESULT_TIMEOUT_S = 60.0
 
 

@@ -278,9 +278,11 @@ class PostScorer:
         expected_grade = float(sum(p * c for p, c in zip(probabilities, classes, strict=True)))
         score = 100.0 * (1.0 - expected_grade / (len(ACNE_GRADES) - 1))
         grade = classes[int(np.argmax(probabilities))]
+        # ACNE04 grades patients, so its mildest grade covers a face with no lesion found; to a user that
+        # face shows no acne. The grade probabilities stay ACNE04's.
         return {
             "score": _round(score),
-            "severity": ACNE_GRADES[grade],
+            "severity": ACNE_GRADES[grade] if count > 0 else "none",
             "regions": region_counts,
             "count": int(count),
             "grade_probabilities": {

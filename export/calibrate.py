@@ -29,8 +29,6 @@ from orchestrator.decode.images import decode_image
 from orchestrator.errors import ShineError
 from orchestrator.face.views import FaceGeometry, Geometry
 from orchestrator.scoring.concerns import (
-    MEASURED,
-    REGION_COLUMNS,
     ZONES,
     RawConcerns,
     lesion_labels,
@@ -41,11 +39,15 @@ from orchestrator.scoring.concerns import (
 from orchestrator.scoring.scorer import CALIBRATION_FORMAT
 from orchestrator.settings import Settings
 from serving import contract
+from serving.concerns import measured
 from serving.fingerprint import content_fingerprint
 
 logger = logging.getLogger(__name__)
 
-Run = Callable[[NDArray[np.uint8], NDArray[np.uint8]], tuple[NDArray[np.float32], NDArray[np.float32]]]
+# A version's graph: faces and masks in; named signals [faces, labels] and acne peaks out.
+Run = Callable[
+    [NDArray[np.uint8], NDArray[np.uint8]], tuple[dict[str, NDArray[np.float32]], NDArray[np.float32]]
+]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".avif", ".bmp", ".tif", ".tiff"}
 THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.025), 3)
 # Views whose regions come from the face mesh: the reference faces for the measured concerns.
@@ -61,7 +63,7 @@ class FaceSample:
     geometry: Geometry
     grade: int | None = None
     lesions_on_skin: int = 0
-    signals: NDArray[np.float32] | None = None
+    signals: dict[str, NDArray[np.float32]] | None = None  # signal name -> one value per mask label
     peaks: NDArray[np.float32] | None = None
 
 
@@ -109,7 +111,7 @@ def run_model(samples: list[FaceSample], run: Run, faces_per_batch: int = 8) -> 
         masks = np.stack([s.geometry.mask.labels for s in chunk])
         signals, peaks = run(faces, masks)
         for i, sample in enumerate(chunk):
-            sample.signals, sample.peaks = signals[i], peaks[i]
+            sample.signals, sample.peaks = {name: column[i] for name, column in signals.items()}, peaks[i]
 
 
 def raw_of(sample: FaceSample, threshold: float) -> RawConcerns:
@@ -185,17 +187,22 @@ def fit_calibration(
             float(grade_model.score(_log_counts(acne_valid, threshold), _grades(acne_valid))), 4
         ),
     }
+    # The measured concerns this model measures, in registry order.
+    face_columns = [c.name for c in measured() if c.name in raws[0].measured] if raws else []
+    region_columns = [[c.name, r] for c in measured() if c.name in face_columns for r in c.regions]
     calibration = {
         "format": CALIBRATION_FORMAT,
         "acne_threshold": threshold,
         "acne_grade_model": grade_model,
         "columns": {
-            "face": list(MEASURED),
-            "regions": [list(c) for c in REGION_COLUMNS],
+            "face": face_columns,
+            "regions": region_columns,
             "zones": list(ZONES),
         },
-        "face": _quantiles(np.vstack([r.face_row() for r in raws])),
-        "regions": _quantiles(np.vstack([r.region_row() for r in raws])),
+        "face": _quantiles(np.vstack([r.face_row(tuple(face_columns)) for r in raws])),
+        "regions": _quantiles(
+            np.vstack([r.region_row(tuple((c, r) for c, r in region_columns)) for r in raws])
+        ),
         "zones": _quantiles(np.array([[z[name] for name in ZONES] for z in zones], dtype=np.float64)),
         "reference": summary,
     }

@@ -149,12 +149,16 @@ class Pipeline:
         the request goes to the next choice, once. Returns the prediction and the route it took."""
         route = self.router.choose()
         try:
-            return self.client.predict(geometry.face, geometry.mask.labels, route.version), route
+            return self._send(geometry, route), route
         except VersionGone:
             logger.warning("model version %d went away during a request; choosing again", route.version)
             self.router.forget(route.version)
             route = self.router.choose()
-            return self.client.predict(geometry.face, geometry.mask.labels, route.version), route
+            return self._send(geometry, route), route
+
+    def _send(self, geometry: Geometry, route: Route) -> Prediction:
+        layout = self.router.layout(route.version)
+        return self.client.predict(geometry.face, geometry.mask.labels, route.version, layout)
 
     @staticmethod
     def _place_lesions(acne: dict[str, Any], geometry: Geometry, scale: float) -> None:

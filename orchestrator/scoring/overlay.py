@@ -15,7 +15,8 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from orchestrator.scoring.scorer import SEVERITY_BANDS, severity
+from orchestrator.scoring.scorer import severity
+from serving.concerns import SEVERITY_BANDS
 
 MAX_SIDE_PX = 1024
 # Acne's per-region values are lesion counts, not scores: lesions are ringed instead of tinting.
@@ -104,7 +105,7 @@ def region_marks(answer: Mapping[str, Any], scale: float) -> list[RegionMark]:
         ]
         if scores:
             score, concern = min(scores)
-            rgb = SEVERITY_RGB[severity(score)]
+            rgb = SEVERITY_RGB[severity(score, SEVERITY_BANDS)]
             label = f"{concern.replace('_', ' ')} {score:.0f}"
         else:
             rgb, label = UNSCORED_RGB, ""

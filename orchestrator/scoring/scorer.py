@@ -22,29 +22,19 @@ from numpy.typing import NDArray
 
 from orchestrator.errors import ModelBadResponse
 from orchestrator.predict.prediction import Prediction
-from orchestrator.scoring.concerns import (
-    CONCERN_REGIONS,
-    CONCERNS,
-    MEASURED,
-    REGION_COLUMNS,
-    ZONES,
-    face_lab,
-    raw_concerns,
-    zone_values,
-)
+from orchestrator.scoring.concerns import ZONES, face_lab, raw_concerns, zone_values
 from serving import contract
+from serving.concerns import ACNE_GRADES, Concern, registry
 from serving.fingerprint import content_fingerprint, is_fingerprint
 
 logger = logging.getLogger(__name__)
 
 # 4: bound to the model's content fingerprint ("model_fingerprint"); 3 named a version number instead.
 CALIBRATION_FORMAT = 4
-# Concerns that need colour; a greyscale photo cannot show them.
-COLOUR_CONCERNS = ("redness",)
-# Score bands for severity: a score at or above the bound earns the label.
-SEVERITY_BANDS: tuple[tuple[float, str], ...] = ((75, "none"), (50, "mild"), (25, "moderate"), (0, "severe"))
-# ACNE04's grades (Wu et al., ICCV 2019, after Hayashi's lesion-count bands).
-ACNE_GRADES: tuple[str, ...] = ("mild", "moderate", "severe", "very_severe")
+# Why a concern has no score where the version that answered does not measure it, or its calibration
+# has no reference values for it.
+NOT_MEASURED = "not scored by model version {version}: it does not measure {concern}"
+NOT_CALIBRATED = "not scored by model version {version}: its calibration has no reference values for it"
 # ITA categories (del Bino & Bernerd, Br J Dermatol 169 Suppl 3, 2013): lower bound in degrees.
 ITA_CATEGORIES: tuple[tuple[float, str], ...] = (
     (55, "very_light"),
@@ -78,10 +68,14 @@ class Calibration:
     model_fingerprint: str  # serving.fingerprint.content_fingerprint of the model it was fitted on
     acne_threshold: float
     acne_grade_model: Any  # sklearn classifier: [[log1p(lesion count over all skin)]] -> ACNE04 grade 0..3
-    face: Any  # QuantileTransformer over face-level raw values, columns MEASURED
-    regions: Any  # QuantileTransformer over per-region raw values, columns REGION_COLUMNS
+    face: Any  # QuantileTransformer over face-level raw values, columns `face_columns`
+    regions: Any  # QuantileTransformer over per-region raw values, columns `region_columns`
     zones: Any  # QuantileTransformer over shine of the T-zone and the cheeks, columns ZONES
     reference: dict[str, Any]  # what the percentiles are relative to
+    # The measured concerns (serving.concerns.measured) and (concern, region) pairs it was fitted on:
+    # a version calibrated on fewer concerns than this service knows scores those it has.
+    face_columns: tuple[str, ...] = ()
+    region_columns: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibration:
@@ -95,16 +89,15 @@ class Calibration:
         if not is_fingerprint(data.get("model_fingerprint")):
             raise CalibrationProblem("calibration_unbound", "its calibration records no model fingerprint")
         columns = data["columns"]
-        expected = {
-            "face": list(MEASURED),
-            "regions": [list(c) for c in REGION_COLUMNS],
-            "zones": list(ZONES),
-        }
-        for table, names in expected.items():
-            if [list(c) if isinstance(c, list | tuple) else c for c in columns[table]] != names:
-                raise CalibrationProblem(
-                    "calibration_columns", f"its calibration's {table} columns do not match this service"
-                )
+        face_columns = tuple(str(c) for c in columns["face"])
+        region_columns = tuple((str(c), str(r)) for c, r in columns["regions"])
+        sizes = {"face": len(face_columns), "regions": len(region_columns), "zones": len(ZONES)}
+        if list(columns["zones"]) != list(ZONES) or any(
+            np.asarray(data[table].quantiles_).shape[1] != size for table, size in sizes.items()
+        ):
+            raise CalibrationProblem(
+                "calibration_columns", "its calibration's columns do not match its tables"
+            )
         return cls(
             model_fingerprint=str(data["model_fingerprint"]),
             acne_threshold=float(data["acne_threshold"]),
@@ -113,6 +106,8 @@ class Calibration:
             regions=data["regions"],
             zones=data["zones"],
             reference=dict(data["reference"]),
+            face_columns=face_columns,
+            region_columns=region_columns,
         )
 
 
@@ -154,11 +149,12 @@ def check_binding(calibration: Calibration, version_dir: Path) -> None:
         )
 
 
-def severity(score: float) -> str:
-    for bound, label in SEVERITY_BANDS:
+def severity(score: float, bands: tuple[tuple[float, str], ...]) -> str:
+    """The label of the first band whose lower bound `score` reaches (bands from the concern's record)."""
+    for bound, label in bands:
         if score >= bound:
             return label
-    return SEVERITY_BANDS[-1][1]
+    return bands[-1][1]
 
 
 def ita_category(ita_deg: float) -> str:
@@ -240,30 +236,45 @@ class PostScorer:
         score leaves them out."""
         cal = self.calibration
         raw = raw_concerns(prediction.signals, prediction.acne_peaks, peak_labels, usable, cal.acne_threshold)
-        face = dict(zip(MEASURED, self._face.percentiles(raw.face_row()), strict=True))
-        regions = dict(zip(REGION_COLUMNS, self._regions.percentiles(raw.region_row()), strict=True))
-        concerns: dict[str, Any] = {"acne": self._acne(raw.face["acne"], raw.regions["acne"])}
-        for concern in MEASURED:
-            known = colour or concern not in COLOUR_CONCERNS
-            score = _score(face[concern]) if known else None
-            concerns[concern] = {
-                "score": score,
-                "severity": None if score is None else severity(score),
-                "regions": {
-                    region: _score(regions[(concern, region)]) if known else None
-                    for region in CONCERN_REGIONS[concern]
-                },
-                "raw": _round(raw.face[concern], 4) if known else None,
-            }
-        concerns["acne"]["lesions"] = [
-            {"region": region, "y_rel": round(y, 4), "x_rel": round(x, 4), "confidence": round(s, 3)}
-            for region, y, x, s in raw.acne_points
-        ]
+        face = dict(
+            zip(cal.face_columns, self._face.percentiles(raw.face_row(cal.face_columns)), strict=True)
+        )
+        regions = dict(
+            zip(
+                cal.region_columns, self._regions.percentiles(raw.region_row(cal.region_columns)), strict=True
+            )
+        )
+        concerns: dict[str, Any] = {}
+        for record in registry():
+            if record.name not in raw.measured:
+                reason = NOT_MEASURED.format(version=prediction.version, concern=record.name)
+                concerns[record.name] = _not_scored(record, reason)
+            elif record.raw == "lesions":
+                concerns[record.name] = self._acne(raw.face[record.name], raw.regions[record.name])
+                concerns[record.name]["lesions"] = [
+                    {"region": region, "y_rel": round(y, 4), "x_rel": round(x, 4), "confidence": round(s, 3)}
+                    for region, y, x, s in raw.acne_points
+                ]
+            elif record.name not in face:
+                reason = NOT_CALIBRATED.format(version=prediction.version)
+                concerns[record.name] = _not_scored(record, reason)
+            else:
+                known = colour or not record.needs_colour
+                score = _score(face[record.name]) if known else None
+                concerns[record.name] = {
+                    "score": score,
+                    "severity": None if score is None else severity(score, record.severities),
+                    "regions": {
+                        region: _score(regions.get((record.name, region), np.nan)) if known else None
+                        for region in record.regions
+                    },
+                    "raw": _round(raw.face[record.name], 4) if known else None,
+                }
         scored = [c["score"] for c in concerns.values() if c["score"] is not None]
         overall = float(np.mean(scored)) if scored else None
         no_tone = {"ita_deg": None, "category": None, "lab": None}
         return {
-            "concerns": {name: concerns[name] for name in CONCERNS},
+            "concerns": concerns,
             "overall": {"score": _round(overall) if overall is not None else None},
             "skin_tone": self._skin_tone(prediction, raw.usable) if colour else no_tone,
             "skin_type": self._skin_type(prediction, raw.usable),
@@ -326,6 +337,17 @@ class PostScorer:
         }
         probabilities = {k: round(v, 3) for k, v in probabilities.items()}
         return {"label": max(probabilities, key=probabilities.__getitem__), "probabilities": probabilities}
+
+
+def _not_scored(record: Concern, reason: str) -> dict[str, Any]:
+    """A concern the version that answered cannot score, with the reason."""
+    entry: dict[str, Any] = {"score": None, "severity": None, "regions": dict.fromkeys(record.regions)}
+    if record.raw == "lesions":
+        entry.update(count=None, lesions=[])
+    else:
+        entry["raw"] = None
+    entry["reason"] = reason
+    return entry
 
 
 class ScorerRegistry:

@@ -10,10 +10,11 @@ from typing import Any
 
 from orchestrator.errors import ERROR_TABLE, HTTP_CODES
 from orchestrator.face.views import VIEW_REQUESTS, VIEWS
-from orchestrator.scoring.concerns import CONCERN_REGIONS, CONCERNS
+from orchestrator.notices import REGION_REASON_TABLE, WARNING_TABLE
 from orchestrator.scoring.overlay import MAX_SIDE_PX
-from orchestrator.scoring.scorer import ACNE_GRADES, ITA_CATEGORIES, SEVERITY_BANDS, SKIN_TYPES
+from orchestrator.scoring.scorer import ITA_CATEGORIES, SKIN_TYPES
 from serving import contract
+from serving.concerns import Concern, registry
 
 API_VERSION = "2.0.0"
 
@@ -24,7 +25,6 @@ OVERLAY_FLAG: dict[str, Any] = {
     "default": "false",
     "description": "true adds overlay.png_base64, the answer drawn on the photo",
 }
-SEVERITIES = sorted({label for _, label in SEVERITY_BANDS} | set(ACNE_GRADES))
 
 
 def _box() -> dict[str, Any]:
@@ -42,7 +42,7 @@ def _region() -> dict[str, Any]:
         "required": ["visible", "reason", "polygon"],
         "properties": {
             "visible": {"type": "boolean"},
-            "reason": {"enum": ["outside_photo", "turned_away", "not_placed", "too_little_skin", None]},
+            "reason": {"enum": [*REGION_REASON_TABLE, None]},
             "polygon": {
                 "type": ["array", "null"],
                 "items": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2},
@@ -51,23 +51,28 @@ def _region() -> dict[str, Any]:
     }
 
 
-def _concern(name: str) -> dict[str, Any]:
-    regions = {r: {"type": ["number", "null"]} for r in CONCERN_REGIONS[name]}
+def _concern(record: Concern) -> dict[str, Any]:
+    regions = {r: {"type": ["number", "null"]} for r in record.regions}
     schema: dict[str, Any] = {
         "type": "object",
+        "description": record.label,
         "required": ["score", "severity", "regions"],
         "properties": {
             "score": {**NUMBER_OR_NULL, "minimum": 0, "maximum": 100},
-            "severity": {"enum": [*SEVERITIES, None]},
+            "severity": {"enum": [*record.severity_labels, None]},
             "regions": {"type": "object", "properties": regions, "additionalProperties": False},
+            "reason": {
+                "type": "string",
+                "description": "only when the version that answered does not score this concern: why",
+            },
         },
     }
-    if name == "acne":
+    if record.raw == "lesions":
         schema["required"] += ["count", "lesions"]
         schema["properties"]["count"] = {"type": ["integer", "null"]}
         schema["properties"]["grade_probabilities"] = {"type": "object"}
         schema["properties"]["regions"]["properties"] = {
-            r: {"type": ["integer", "null"]} for r in CONCERN_REGIONS[name]
+            r: {"type": ["integer", "null"]} for r in record.regions
         }
         schema["properties"]["lesions"] = {
             "type": "array",
@@ -154,7 +159,7 @@ def _report() -> dict[str, Any]:
                         "required": ["yaw_deg", "pitch_deg", "roll_deg"],
                         "properties": {k: {"type": "number"} for k in ("yaw_deg", "pitch_deg", "roll_deg")},
                     },
-                    "warnings": {"type": "array", "items": {"type": "string"}},
+                    "warnings": {"type": "array", "items": {"enum": list(WARNING_TABLE)}},
                 },
             },
             "skin_tone": {
@@ -176,8 +181,8 @@ def _report() -> dict[str, Any]:
             },
             "concerns": {
                 "type": "object",
-                "required": list(CONCERNS),
-                "properties": {name: _concern(name) for name in CONCERNS},
+                "required": [record.name for record in registry()],
+                "properties": {record.name: _concern(record) for record in registry()},
             },
             "overall": {
                 "type": "object",

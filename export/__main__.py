@@ -27,7 +27,7 @@ from export.publish import next_version, publish_version
 from export.savedmodel import write_saved_model, write_warmup
 from export.validate import InvalidVersion, validate_version
 from orchestrator.face.scene import SceneCheck
-from orchestrator.face.views import FaceGeometry
+from orchestrator.face.stage import FaceGeometry
 from orchestrator.predict.prediction import batch_signals
 from orchestrator.settings import Settings
 from serving import contract

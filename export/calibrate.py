@@ -27,7 +27,7 @@ from sklearn.preprocessing import QuantileTransformer
 from export.acne.dataset import grade_from_name, parse_voc_boxes
 from orchestrator.decode.images import decode_image
 from orchestrator.errors import ShineError
-from orchestrator.face.views import FaceGeometry, Geometry
+from orchestrator.face.stage import FaceGeometry, Geometry
 from orchestrator.scoring.concerns import (
     ZONES,
     RawConcerns,

@@ -1,8 +1,21 @@
-"""What an answer can tell a client beside scores: the warnings about the photo and the reasons a region
-was not read, each a code with the words a page shows for it (like errors.ERROR_TABLE). The OpenAPI
-enums, the demo page and the command line read them from here."""
+"""What an answer can tell a client beside scores: the warnings about the photo, the reasons a region was
+not read and the views, each a code with the words a page shows for it (like errors.ERROR_TABLE). The
+OpenAPI enums and the demo page's words (GET /api/v2/vocabulary, with the concern registry) come from here.
+"""
 
 from __future__ import annotations
+
+from typing import Any
+
+from serving.concerns import registry, severity_labels
+
+# View code -> words (answer.view): how the face stage read the photo.
+VIEW_TABLE: dict[str, str] = {
+    "frontal": "frontal",
+    "three_quarter": "three-quarter",
+    "profile": "profile",
+    "closeup": "skin close-up",
+}
 
 # Warning code -> what it means to the person who took the photo (answer.quality.warnings).
 WARNING_TABLE: dict[str, str] = {
@@ -39,3 +52,25 @@ def region_reason(code: str) -> str:
     if code not in REGION_REASON_TABLE:
         raise KeyError(code)
     return code
+
+
+def vocabulary() -> dict[str, Any]:
+    """Every code an answer can hold, with its words: the concerns (from the registry), severities,
+    warnings, region reasons and views. Served to the demo page, so it holds no copy of them."""
+    return {
+        "concerns": [
+            {
+                "name": c.name,
+                "label": c.label,
+                "regions": list(c.regions),
+                "severities": list(c.severity_labels),
+                "needs_colour": c.needs_colour,
+                "closeup": c.closeup,
+            }
+            for c in registry()
+        ],
+        "severities": {label: label.replace("_", " ") for label in severity_labels()},
+        "warnings": dict(WARNING_TABLE),
+        "region_reasons": dict(REGION_REASON_TABLE),
+        "views": dict(VIEW_TABLE),
+    }

@@ -19,7 +19,8 @@ import numpy as np
 from orchestrator.decode.images import decode_image
 from orchestrator.errors import FaceTooSmall, VersionGone
 from orchestrator.face.quality import measure_quality
-from orchestrator.face.views import FaceGeometry, Geometry
+from orchestrator.face.stage import FaceGeometry, Geometry
+from orchestrator.notices import region_reason, warning
 from orchestrator.predict.client import PredictClient
 from orchestrator.predict.prediction import Prediction
 from orchestrator.predict.routing import Route, VersionRouter
@@ -71,7 +72,7 @@ class Pipeline:
         self.recommender = recommender
 
     def analyze(self, data: bytes, timer: Timer, view: str = "auto", overlay: bool = False) -> dict[str, Any]:
-        """Analyse one photo; `view` is one of face.views.VIEW_REQUESTS; `overlay` adds the answer drawn
+        """Analyse one photo; `view` is one of face.stage.VIEW_REQUESTS; `overlay` adds the answer drawn
         on the photo (`overlay.png_base64`). Raises InvalidImage,
         UnsupportedFormat, ImageTooLargePixels, NoFaceFound, FaceTooSmall, ModelUnavailable,
         ModelTimeout, ModelBadResponse."""
@@ -103,13 +104,13 @@ class Pipeline:
             self._place_lesions(concerns["acne"], geometry, image.scale)
             warnings = []
             if geometry.faces_detected > 1:
-                warnings.append("MULTIPLE_FACES")
+                warnings.append(warning("MULTIPLE_FACES"))
             if image.grayscale:
-                warnings.append("GRAYSCALE_IMAGE")
+                warnings.append(warning("GRAYSCALE_IMAGE"))
             if "outside_photo" in mask.reasons.values():
-                warnings.append("FACE_PARTLY_OUTSIDE")
+                warnings.append(warning("FACE_PARTLY_OUTSIDE"))
             if geometry.view != "closeup" and not all(usable[r] for r in contract.REGION_NAMES):
-                warnings.append("REGIONS_NOT_VISIBLE")
+                warnings.append(warning("REGIONS_NOT_VISIBLE"))
             quality_dict = quality.as_dict()
             quality_dict["warnings"] = warnings + quality.warnings
         answer: dict[str, Any] = {
@@ -186,7 +187,7 @@ def _regions(geometry: Geometry, usable: dict[str, bool], scale: float) -> dict[
             polygon = [[round(float(x)), round(float(y))] for x, y in points]
         reason = mask.reasons.get(name)
         if reason is None and not usable[name]:
-            reason = "too_little_skin"
+            reason = region_reason("too_little_skin")
         regions[name] = {"visible": bool(usable[name]), "reason": reason, "polygon": polygon}
     return regions
 

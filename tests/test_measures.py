@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from orchestrator.face.views import Geometry
+from orchestrator.face.stage import Geometry
 from orchestrator.scoring.concerns import face_lab, usable_labels
 from orchestrator.scoring.scorer import ita_from_lab
 from serving import contract

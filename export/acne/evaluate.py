@@ -35,7 +35,7 @@ from export.acne.metrics import GRADES, confusion, match_points
 from orchestrator.decode.images import decode_image
 from orchestrator.errors import NoFaceFound
 from orchestrator.face.scene import SceneCheck
-from orchestrator.face.views import FaceGeometry
+from orchestrator.face.stage import FaceGeometry
 from orchestrator.predict.prediction import Prediction, batch_signals
 from orchestrator.scoring.concerns import lesion_labels, usable_labels
 from orchestrator.scoring.scorer import PostScorer, load_calibration

@@ -6,8 +6,9 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
+from orchestrator import notices
 from orchestrator.errors import ImageFileTooLarge, InvalidRequest, ModelError
-from orchestrator.face.views import VIEW_REQUESTS
+from orchestrator.face.stage import VIEW_REQUESTS
 from orchestrator.pipeline import Timer
 from orchestrator.web import metrics
 from orchestrator.web.ratelimit import client_ip
@@ -138,6 +139,12 @@ def models() -> Response:
             "labels": labels,
         }
     )
+
+
+@api.get("/api/v2/vocabulary")
+def vocabulary() -> Response:
+    """The words for every code an answer holds (concerns, severities, warnings, region reasons, views)."""
+    return jsonify(notices.vocabulary())
 
 
 @api.get("/api/v2/openapi.json")

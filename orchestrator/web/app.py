@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException
 from orchestrator.decode.formats import configure_decoders
 from orchestrator.errors import HTTP_CODES, ImageFileTooLarge, ShineError
 from orchestrator.face.scene import SceneCheck
-from orchestrator.face.views import FaceGeometry
+from orchestrator.face.stage import FaceGeometry
 from orchestrator.pipeline import Pipeline
 from orchestrator.predict.client import PredictClient
 from orchestrator.predict.routing import VersionRouter

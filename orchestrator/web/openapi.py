@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from orchestrator.errors import ERROR_TABLE, HTTP_CODES
-from orchestrator.face.views import VIEW_REQUESTS, VIEWS
+from orchestrator.face.stage import VIEW_REQUESTS, VIEWS
 from orchestrator.notices import REGION_REASON_TABLE, WARNING_TABLE
 from orchestrator.scoring.overlay import MAX_SIDE_PX
 from orchestrator.scoring.scorer import ITA_CATEGORIES, SKIN_TYPES
@@ -92,6 +92,31 @@ def _concern(record: Concern) -> dict[str, Any]:
     else:
         schema["properties"]["raw"] = NUMBER_OR_NULL
     return schema
+
+
+def _vocabulary() -> dict[str, Any]:
+    """GET /api/v2/vocabulary: every code of the answer with its words (orchestrator/notices.py)."""
+    words = {"type": "object", "additionalProperties": {"type": "string"}}
+    concern = {
+        "type": "object",
+        "required": ["name", "label", "regions", "severities", "needs_colour", "closeup"],
+        "properties": {
+            "name": {"enum": [record.name for record in registry()]},
+            "label": {"type": "string"},
+            "regions": {"type": "array", "items": {"enum": list(contract.LABEL_NAMES)}},
+            "severities": {"type": "array", "items": {"type": "string"}},
+            "needs_colour": {"type": "boolean"},
+            "closeup": {"type": "boolean"},
+        },
+    }
+    return {
+        "type": "object",
+        "required": ["concerns", "severities", "warnings", "region_reasons", "views"],
+        "properties": {
+            "concerns": {"type": "array", "items": concern},
+            **{key: words for key in ("severities", "warnings", "region_reasons", "views")},
+        },
+    }
 
 
 def _report() -> dict[str, Any]:
@@ -324,6 +349,13 @@ def build_openapi() -> dict[str, Any]:
                     },
                 }
             },
+            "/api/v2/vocabulary": {
+                "get": {
+                    "summary": "The words for every code an answer holds: concerns (label, regions, "
+                    "severities), severities, warnings, region reasons and views",
+                    "responses": {"200": {"description": "vocabulary", "content": json_of("Vocabulary")}},
+                }
+            },
             "/api/v2/openapi.json": {
                 "get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}
             },
@@ -355,6 +387,12 @@ def build_openapi() -> dict[str, Any]:
             },
         },
         "components": {
-            "schemas": {"Report": _report(), "Error": _error(), "Health": health, "Models": models}
+            "schemas": {
+                "Report": _report(),
+                "Error": _error(),
+                "Health": health,
+                "Models": models,
+                "Vocabulary": _vocabulary(),
+            }
         },
     }

@@ -29,11 +29,12 @@ from orchestrator.face.landmarks import FaceMesh, Mesh
 from orchestrator.face.pose import Pose, estimate_pose
 from orchestrator.face.regions import RegionMask, build_mask, close_up_mask, keypoint_mask, to_lab
 from orchestrator.face.scene import SceneCheck
+from orchestrator.notices import VIEW_TABLE
 from serving import contract
 
 logger = logging.getLogger(__name__)
 
-VIEWS: tuple[str, ...] = ("frontal", "three_quarter", "profile", "closeup")
+VIEWS: tuple[str, ...] = tuple(VIEW_TABLE)
 # What an app may ask for: any view the service finds, only a face, or a skin close-up.
 VIEW_REQUESTS: tuple[str, ...] = ("auto", "face", "closeup")
 # Yaw bounds of the views, degrees. Most ACNE04 three-quarter photos sit at 30-50.

@@ -162,13 +162,9 @@ def _quantiles(rows: NDArray[np.float64]) -> QuantileTransformer:
     return transformer.fit(rows)
 
 
-def fit_calibration(
-    reference: list[FaceSample], acne_valid: list[FaceSample]
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The calibration dict stored as calibration.skops (bound to its model by write_calibration), and a
-    summary for the model card."""
-    threshold, valid_mae = choose_threshold(acne_valid)
-    grade_model = fit_grade_model(acne_valid, threshold)
+def fit_reference(reference: list[FaceSample], threshold: float) -> dict[str, Any]:
+    """The percentile tables of the measured concerns this model measures, fitted on the reference faces
+    (mesh views only), with their columns: the part of calibration.skops that is not acne's."""
     reference = [s for s in reference if s.geometry.view in MESH_VIEWS]
     raws = [raw_of(s, threshold) for s in reference]
     zones = [
@@ -176,9 +172,37 @@ def fit_calibration(
         for s, r in zip(reference, raws, strict=True)
         if s.signals is not None
     ]
+    # The measured concerns this model measures, in registry order.
+    face_columns = tuple(c.name for c in measured() if raws and c.name in raws[0].measured)
+    region_columns = tuple((c.name, r) for c in measured() if c.name in face_columns for r in c.regions)
+    return {
+        "columns": {
+            "face": list(face_columns),
+            "regions": [list(c) for c in region_columns],
+            "zones": list(ZONES),
+        },
+        "face": _quantiles(np.vstack([r.face_row(face_columns) for r in raws])),
+        "regions": _quantiles(np.vstack([r.region_row(region_columns) for r in raws])),
+        "zones": _quantiles(np.array([[z[name] for name in ZONES] for z in zones], dtype=np.float64)),
+    }
+
+
+def fit_calibration(
+    reference: list[FaceSample], acne_valid: list[FaceSample]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The calibration dict stored as calibration.skops (bound to its model by write_calibration), and a
+    summary for the model card."""
+    threshold, valid_mae = choose_threshold(acne_valid)
+    grade_model = fit_grade_model(acne_valid, threshold)
     summary = {
-        "reference_faces": len(reference),
-        "reference_sources": sorted({"data/faces" if s.grade is None else "ACNE04 train" for s in reference}),
+        "reference_faces": sum(s.geometry.view in MESH_VIEWS for s in reference),
+        "reference_sources": sorted(
+            {
+                "data/faces" if s.grade is None else "ACNE04 train"
+                for s in reference
+                if s.geometry.view in MESH_VIEWS
+            }
+        ),
         "acne_threshold": threshold,
         "acne_valid_faces": len(acne_valid),
         "acne_valid_count_mae": round(valid_mae, 3),
@@ -187,23 +211,11 @@ def fit_calibration(
             float(grade_model.score(_log_counts(acne_valid, threshold), _grades(acne_valid))), 4
         ),
     }
-    # The measured concerns this model measures, in registry order.
-    face_columns = [c.name for c in measured() if c.name in raws[0].measured] if raws else []
-    region_columns = [[c.name, r] for c in measured() if c.name in face_columns for r in c.regions]
     calibration = {
         "format": CALIBRATION_FORMAT,
         "acne_threshold": threshold,
         "acne_grade_model": grade_model,
-        "columns": {
-            "face": face_columns,
-            "regions": region_columns,
-            "zones": list(ZONES),
-        },
-        "face": _quantiles(np.vstack([r.face_row(tuple(face_columns)) for r in raws])),
-        "regions": _quantiles(
-            np.vstack([r.region_row(tuple((c, r) for c, r in region_columns)) for r in raws])
-        ),
-        "zones": _quantiles(np.array([[z[name] for name in ZONES] for z in zones], dtype=np.float64)),
+        **fit_reference(reference, threshold),
         "reference": summary,
     }
     return calibration, summary

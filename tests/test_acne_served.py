@@ -41,7 +41,7 @@ def acne(rgb: np.ndarray) -> dict[str, object]:
     prediction = Prediction(contract.MODEL_NAME, version, first, peaks[0])
     usable = usable_labels(prediction.signals, geometry.mask.pixels, geometry.mask.visible)
     labels = lesion_labels(prediction.acne_peaks, geometry.mask.labels)
-    return scorer.score(prediction, labels, usable)["concerns"]["acne"]  # type: ignore[attr-defined,no-any-return]
+    return scorer.score(prediction, labels, usable).concerns["acne"].dump()  # type: ignore[attr-defined,no-any-return]
 
 
 @pytest.mark.parametrize("bioguide", PORTRAITS)

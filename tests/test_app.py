@@ -471,9 +471,10 @@ def test_the_vocabulary_is_the_registry_and_the_tables(client: FlaskClient) -> N
     assert [c["name"] for c in body["concerns"]] == list(concern_names())
     assert body["warnings"] == WARNING_TABLE and body["region_reasons"] == REGION_REASON_TABLE
     assert body["views"] == VIEW_TABLE
-    report = document["components"]["schemas"]["Report"]["properties"]
-    assert report["quality"]["properties"]["warnings"]["items"]["enum"] == list(WARNING_TABLE)
-    assert report["concerns"]["required"] == list(concern_names())
+    schemas = document["components"]["schemas"]
+    assert schemas["Quality"]["properties"]["warnings"]["items"]["enum"] == list(WARNING_TABLE)
+    assert schemas["Region"]["properties"]["reason"]["enum"] == [*REGION_REASON_TABLE, None]
+    assert schemas["Report"]["properties"]["concerns"]["required"] == list(concern_names())
     demo = (ROOT / "orchestrator" / "web" / "static" / "demo.js").read_text()
     for code in (*WARNING_TABLE, *REGION_REASON_TABLE, *concern_names()):
         assert f"{code}:" not in demo, f"demo.js keeps its own words for {code}"

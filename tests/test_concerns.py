@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import skops.io
 from flask.testing import FlaskClient
@@ -148,6 +149,13 @@ def client(published: Published, served: tuple[str, Path]) -> FlaskClient:
     return create_app(settings).test_client()
 
 
+def _check_against_the_document(client: FlaskClient, report: dict[str, Any]) -> None:
+    """Validate an answer against the served OpenAPI document's Report schema."""
+    schemas = client.get("/api/v2/openapi.json").get_json()["components"]["schemas"]
+    resolved = json.loads(json.dumps(schemas).replace("#/components/schemas/", "#/$defs/"))
+    jsonschema.validate(report, {"$defs": resolved, **resolved["Report"]})
+
+
 def _analyse(client: FlaskClient) -> tuple[int, dict[str, Any]]:
     with (data_dir("faces") / PORTRAIT).open("rb") as photo:
         response = client.post(
@@ -163,6 +171,10 @@ def test_the_added_concern_reaches_every_part(published: Published, client: Flas
     eye_bags = report["concerns"][CONCERN.name]
     assert 0 <= eye_bags["score"] <= 100 and eye_bags["severity"] in CONCERN.severity_labels
     assert set(eye_bags["regions"]) == set(UNDER_EYES) and "reason" not in eye_bags
+    _check_against_the_document(client, report)
+    broken = {**report, "concerns": {**report["concerns"], CONCERN.name: {**eye_bags, "severity": "dire"}}}
+    with pytest.raises(jsonschema.ValidationError):
+        _check_against_the_document(client, broken)
 
     document = client.get("/api/v2/openapi.json").get_json()
     schema = document["components"]["schemas"]["Report"]["properties"]["concerns"]

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from sklearn.preprocessing import QuantileTransformer
 
+from orchestrator.answer import ITA_CATEGORIES
 from orchestrator.errors import ModelBadResponse
 from orchestrator.predict.prediction import Prediction
 from orchestrator.scoring.concerns import lesion_labels, raw_concerns
 from orchestrator.scoring.scorer import (
-    ITA_CATEGORIES,
     PostScorer,
     QuantileTable,
     ScorerRegistry,
@@ -101,7 +101,7 @@ def _score(
     usable: dict[str, bool] = ALL,
     colour: bool = True,
 ) -> dict[str, Any]:
-    return scorer.score(prediction, labels, usable, colour=colour)
+    return scorer.score(prediction, labels, usable, colour=colour).dump()
 
 
 # A typical low and high value of each signal a concern is read from face-wide.

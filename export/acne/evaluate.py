@@ -120,9 +120,8 @@ def run_photo(
     prediction = Prediction(contract.MODEL_NAME, version, {n: v[0] for n, v in signals.items()}, peaks[0])
     mask = found.mask
     usable = usable_labels(prediction.signals, mask.pixels, mask.visible)
-    acne = scorer.score(prediction, lesion_labels(prediction.acne_peaks, mask.labels), usable)["concerns"][
-        "acne"
-    ]
+    scored = scorer.score(prediction, lesion_labels(prediction.acne_peaks, mask.labels), usable)
+    acne = scored.concerns["acne"].dump()
     result.view = found.view
     result.count = int(acne["count"] or 0)
     probabilities = acne.get("grade_probabilities") or {}

@@ -20,9 +20,20 @@ import numpy as np
 import skops.io
 from numpy.typing import NDArray
 
+from orchestrator.answer import (
+    ITA_CATEGORIES,
+    AcneScore,
+    ConcernScore,
+    Lab,
+    Lesion,
+    Overall,
+    Scored,
+    SkinTone,
+    SkinType,
+)
 from orchestrator.errors import ModelBadResponse
 from orchestrator.predict.prediction import Prediction
-from orchestrator.scoring.concerns import ZONES, face_lab, raw_concerns, zone_values
+from orchestrator.scoring.concerns import ZONES, RawConcerns, face_lab, raw_concerns, zone_values
 from serving import contract
 from serving.concerns import ACNE_GRADES, Concern, registry
 from serving.fingerprint import content_fingerprint, is_fingerprint
@@ -35,16 +46,6 @@ CALIBRATION_FORMAT = 4
 # has no reference values for it.
 NOT_MEASURED = "not scored by model version {version}: it does not measure {concern}"
 NOT_CALIBRATED = "not scored by model version {version}: its calibration has no reference values for it"
-# ITA categories (del Bino & Bernerd, Br J Dermatol 169 Suppl 3, 2013): lower bound in degrees.
-ITA_CATEGORIES: tuple[tuple[float, str], ...] = (
-    (55, "very_light"),
-    (41, "light"),
-    (28, "intermediate"),
-    (10, "tan"),
-    (-30, "brown"),
-    (-math.inf, "dark"),
-)
-SKIN_TYPES: tuple[str, ...] = ("oily", "dry", "normal", "combination")
 
 
 class CalibrationProblem(ValueError):
@@ -229,7 +230,7 @@ class PostScorer:
         peak_labels: list[str | None],
         usable: dict[str, bool],
         colour: bool = True,
-    ) -> dict[str, Any]:
+    ) -> Scored:
         """The concerns, skin tone, skin type and overall parts of a report. `peak_labels` names the
         mask label under each lesion candidate, `usable` which labels can be read; with `colour`
         False (a greyscale photo) the colour concerns and the skin tone are unknown, and the overall
@@ -244,46 +245,45 @@ class PostScorer:
                 cal.region_columns, self._regions.percentiles(raw.region_row(cal.region_columns)), strict=True
             )
         )
-        concerns: dict[str, Any] = {}
+        concerns: dict[str, ConcernScore | AcneScore] = {}
         for record in registry():
             if record.name not in raw.measured:
                 reason = NOT_MEASURED.format(version=prediction.version, concern=record.name)
                 concerns[record.name] = _not_scored(record, reason)
             elif record.raw == "lesions":
-                concerns[record.name] = self._acne(raw.face[record.name], raw.regions[record.name])
-                concerns[record.name]["lesions"] = [
-                    {"region": region, "y_rel": round(y, 4), "x_rel": round(x, 4), "confidence": round(s, 3)}
-                    for region, y, x, s in raw.acne_points
-                ]
+                concerns[record.name] = self._acne(raw.face[record.name], raw.regions[record.name], raw)
             elif record.name not in face:
-                reason = NOT_CALIBRATED.format(version=prediction.version)
-                concerns[record.name] = _not_scored(record, reason)
+                concerns[record.name] = _not_scored(record, NOT_CALIBRATED.format(version=prediction.version))
             else:
                 known = colour or not record.needs_colour
                 score = _score(face[record.name]) if known else None
-                concerns[record.name] = {
-                    "score": score,
-                    "severity": None if score is None else severity(score, record.severities),
-                    "regions": {
+                concerns[record.name] = ConcernScore(
+                    score=score,
+                    severity=None if score is None else severity(score, record.severities),
+                    regions={
                         region: _score(regions.get((record.name, region), np.nan)) if known else None
                         for region in record.regions
                     },
-                    "raw": _round(raw.face[record.name], 4) if known else None,
-                }
-        scored = [c["score"] for c in concerns.values() if c["score"] is not None]
+                    raw=_round(raw.face[record.name], 4) if known else None,
+                )
+        scored = [c.score for c in concerns.values() if c.score is not None]
         overall = float(np.mean(scored)) if scored else None
-        no_tone = {"ita_deg": None, "category": None, "lab": None}
-        return {
-            "concerns": concerns,
-            "overall": {"score": _round(overall) if overall is not None else None},
-            "skin_tone": self._skin_tone(prediction, raw.usable) if colour else no_tone,
-            "skin_type": self._skin_type(prediction, raw.usable),
-        }
+        no_tone = SkinTone(ita_deg=None, category=None, lab=None)
+        return Scored(
+            concerns=concerns,
+            overall=Overall(score=_round(overall) if overall is not None else None),
+            skin_tone=self._skin_tone(prediction, raw.usable) if colour else no_tone,
+            skin_type=self._skin_type(prediction, raw.usable),
+        )
 
-    def _acne(self, count: float, regions: dict[str, float]) -> dict[str, Any]:
+    def _acne(self, count: float, regions: dict[str, float], raw: RawConcerns) -> AcneScore:
         region_counts = {r: (None if np.isnan(v) else int(v)) for r, v in regions.items()}
+        lesions = [
+            Lesion(region=region, y_rel=round(y, 4), x_rel=round(x, 4), confidence=round(s, 3))
+            for region, y, x, s in raw.acne_points
+        ]
         if np.isnan(count):
-            return {"score": None, "severity": None, "regions": region_counts, "count": None}
+            return AcneScore(score=None, severity=None, regions=region_counts, count=None, lesions=lesions)
         probabilities = self.calibration.acne_grade_model.predict_proba(np.array([[math.log1p(count)]]))[0]
         classes = [int(c) for c in self.calibration.acne_grade_model.classes_]
         expected_grade = float(sum(p * c for p, c in zip(probabilities, classes, strict=True)))
@@ -291,28 +291,29 @@ class PostScorer:
         grade = classes[int(np.argmax(probabilities))]
         # ACNE04 grades patients, so its mildest grade covers a face with no lesion found; to a user that
         # face shows no acne. The grade probabilities stay ACNE04's.
-        return {
-            "score": _round(score),
-            "severity": ACNE_GRADES[grade] if count > 0 else "none",
-            "regions": region_counts,
-            "count": int(count),
-            "grade_probabilities": {
+        return AcneScore(
+            score=_round(score),
+            severity=ACNE_GRADES[grade] if count > 0 else "none",
+            regions=region_counts,
+            count=int(count),
+            grade_probabilities={
                 ACNE_GRADES[c]: round(float(p), 3) for c, p in zip(classes, probabilities, strict=True)
             },
-        }
+            lesions=lesions,
+        )
 
-    def _skin_tone(self, prediction: Prediction, usable: dict[str, bool]) -> dict[str, Any]:
+    def _skin_tone(self, prediction: Prediction, usable: dict[str, bool]) -> SkinTone:
         lab_l, lab_a, lab_b = face_lab(prediction.signals, usable)
         if np.isnan(lab_l):
-            return {"ita_deg": None, "category": None, "lab": None}
+            return SkinTone(ita_deg=None, category=None, lab=None)
         ita = ita_from_lab(lab_l, lab_b)
-        return {
-            "ita_deg": round(ita, 1),
-            "category": ita_category(ita),
-            "lab": {"l": round(lab_l, 1), "a": round(lab_a, 1), "b": round(lab_b, 1)},
-        }
+        return SkinTone(
+            ita_deg=round(ita, 1),
+            category=ita_category(ita),
+            lab=Lab(l=round(lab_l, 1), a=round(lab_a, 1), b=round(lab_b, 1)),
+        )
 
-    def _skin_type(self, prediction: Prediction, usable: dict[str, bool]) -> dict[str, Any]:
+    def _skin_type(self, prediction: Prediction, usable: dict[str, bool]) -> SkinType:
         """Oily / dry / normal / combination from T-zone and cheek shine.
 
         Combination skin is an oily T-zone with normal-to-dry cheeks (Youn et al., "Regional and
@@ -324,7 +325,7 @@ class PostScorer:
         """
         zones = zone_values(prediction.signals, usable, "specular")
         if np.isnan(zones["t_zone"]) or np.isnan(zones["cheeks"]):
-            return {"label": None, "probabilities": None}
+            return SkinType(label=None, probabilities=None)
         row = np.array([zones[z] for z in ZONES], dtype=np.float64)
         p_t, p_c = (float(p) for p in self._zones.percentiles(row))
         # Neither zone oily (mass m): the lower both are, the more of it is dry (m squared).
@@ -336,18 +337,17 @@ class PostScorer:
             "dry": m * m,
         }
         probabilities = {k: round(v, 3) for k, v in probabilities.items()}
-        return {"label": max(probabilities, key=probabilities.__getitem__), "probabilities": probabilities}
+        return SkinType(label=max(probabilities, key=probabilities.__getitem__), probabilities=probabilities)
 
 
-def _not_scored(record: Concern, reason: str) -> dict[str, Any]:
+def _not_scored(record: Concern, reason: str) -> ConcernScore | AcneScore:
     """A concern the version that answered cannot score, with the reason."""
-    entry: dict[str, Any] = {"score": None, "severity": None, "regions": dict.fromkeys(record.regions)}
     if record.raw == "lesions":
-        entry.update(count=None, lesions=[])
-    else:
-        entry["raw"] = None
-    entry["reason"] = reason
-    return entry
+        regions = dict.fromkeys(record.regions)
+        return AcneScore(score=None, severity=None, regions=regions, count=None, lesions=[], reason=reason)
+    return ConcernScore(
+        score=None, severity=None, regions=dict.fromkeys(record.regions), raw=None, reason=reason
+    )
 
 
 class ScorerRegistry:

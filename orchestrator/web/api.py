@@ -84,21 +84,20 @@ def analyze_guest() -> Response:
         raise InvalidRequest(f"The field 'view' must be one of {', '.join(VIEW_REQUESTS)}.")
     overlay = _flag("overlay")
     timing_ms: dict[str, float] = g.timing_ms
-    report: dict[str, Any] = {"request_id": g.request_id}
     timer = Timer()
     try:
-        report.update(shine.pipeline.analyze(data, timer, view, overlay=overlay))
+        analysis = shine.pipeline.analyze(data, timer, view, overlay=overlay)
     finally:
         timing_ms.update(timer.stages)
         for stage, ms in timer.stages.items():
             metrics.STAGES.labels(stage).observe(ms / 1000.0)
         for stage, ms in timer.cpu_ms.items():
             metrics.STAGE_CPU.labels(stage).inc(ms / 1000.0)
-    g.model_version = report["model"]["version"]
-    g.model_label = report["model"]["label"]
+    g.model_version = analysis.model.version
+    g.model_label = analysis.model.label
     metrics.ANSWERED_BY.labels(str(g.model_version), g.model_label or "none").inc()
-    report["timing_ms"] = {**timer.stages, "total": round(sum(timer.stages.values()), 2)}
-    return jsonify(report)
+    timing = {**timer.stages, "total": round(sum(timer.stages.values()), 2)}
+    return jsonify({"request_id": g.request_id, **analysis.dump(), "timing_ms": timing})
 
 
 def _flag(name: str) -> bool:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -73,7 +73,6 @@ class Geometry:
     confidence: float
     face_width_px: float  # in the decoded photo's pixels
     pose: Pose | None = None
-    warnings: list[str] = field(default_factory=list)
 
 
 class FaceGeometry:

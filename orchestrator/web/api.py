@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 
 from orchestrator import notices
 from orchestrator.errors import ImageFileTooLarge, InvalidRequest, ModelError
@@ -12,9 +12,7 @@ from orchestrator.face.stage import VIEW_REQUESTS
 from orchestrator.pipeline import Timer
 from orchestrator.web import metrics
 from orchestrator.web.ratelimit import client_ip
-
-if TYPE_CHECKING:
-    from orchestrator.web.app import Services
+from orchestrator.web.services import get_services
 
 api = Blueprint("api", __name__)
 
@@ -22,11 +20,6 @@ api = Blueprint("api", __name__)
 KNOWN_LABELS = ("stable", "canary")
 # How the `overlay` flag may be spelled, in the query string or as a form field.
 FLAG_VALUES = {"true": True, "1": True, "false": False, "0": False}
-
-
-def services() -> Services:
-    services: Services = current_app.extensions["shine"]
-    return services
 
 
 def _unavailable(body: dict[str, Any]) -> tuple[Response, int]:
@@ -41,7 +34,7 @@ def health() -> tuple[Response, int]:
     bound to its model) is served, "degraded" when other versions were refused (not loaded by the model
     server, or refused here); 503 with the reason otherwise. `version` is where requests go outside
     the canary share."""
-    shine = services()
+    shine = get_services()
     name = shine.settings.model_name
     try:
         versions = shine.router.versions(refresh=True)
@@ -64,7 +57,7 @@ def health() -> tuple[Response, int]:
 
 @api.post("/api/v2/analyze/guest")
 def analyze_guest() -> Response:
-    shine = services()
+    shine = get_services()
     settings = shine.settings
     shine.limiter.check(
         client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"), settings.trusted_proxies)
@@ -111,7 +104,7 @@ def _flag(name: str) -> bool:
 
 @api.get("/api/v2/models")
 def models() -> Response:
-    shine = services()
+    shine = get_services()
     versions = shine.router.versions(refresh=True)
     labels = {}
     for label in KNOWN_LABELS:
@@ -148,10 +141,10 @@ def vocabulary() -> Response:
 
 @api.get("/api/v2/openapi.json")
 def openapi() -> Response:
-    return jsonify(services().openapi)
+    return jsonify(get_services().openapi)
 
 
 @api.get("/metrics")
 def prometheus() -> Response:
-    body, content_type = metrics.render(services().settings.prometheus_multiproc_dir)
+    body, content_type = metrics.render(get_services().settings.prometheus_multiproc_dir)
     return Response(body, content_type=content_type)

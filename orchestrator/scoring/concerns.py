@@ -115,7 +115,7 @@ def raw_concerns(
                 record, acne_peaks, peak_labels, usable, acne_threshold
             )
         else:
-            per_region[record.name] = _RULES[record.raw](record, signals, usable)
+            per_region[record.name] = RULES[record.raw](record, signals, usable)
     face: dict[str, float] = {}
     for record in records:
         values = [v for v in per_region[record.name].values() if not np.isnan(v)]
@@ -175,7 +175,8 @@ def _below_cheeks(record: Concern, signals: Signals, usable: dict[str, bool]) ->
     return values
 
 
-_RULES = {"mean": _mean_rule, "above_face": _above_face, "below_cheeks": _below_cheeks}
+# Post-scoring of each raw rule of serving.concerns.RAW_RULES but "lesions" (counted apart).
+RULES = {"mean": _mean_rule, "above_face": _above_face, "below_cheeks": _below_cheeks}
 
 
 def closeup_values(signals: Signals, records: list[Concern]) -> dict[str, float]:

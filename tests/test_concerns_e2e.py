@@ -42,6 +42,7 @@ from export.card import write_model_card  # noqa: E402
 from export.model import SkinModel  # noqa: E402
 from export.savedmodel import write_saved_model, write_warmup  # noqa: E402
 from export.texture import fine_roughness  # noqa: E402
+from export.validate import validate_version  # noqa: E402
 from orchestrator.predict.prediction import batch_signals  # noqa: E402
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -117,6 +118,8 @@ def published(registry_with_one_more_concern: None, tmp_path_factory: pytest.Tem
     fingerprint = write_calibration(calibration, staged)
     facts = {"calibration": calibration["reference"]}
     write_model_card(staged / "assets.extra", added, model.describe(), facts, fingerprint)
+    report = validate_version(staged, added)  # raises InvalidVersion listing what breaks the contract
+    assert "rows independent of their batch" in report.checks
     staged.rename(base / str(added))
     return Published(repo, previous, added)
 

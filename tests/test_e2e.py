@@ -58,11 +58,11 @@ def stack(
 @pytest.fixture(scope="module")
 def report_schema(stack: tuple[ModelServerProcess, OrchestratorProcess]) -> dict[str, object]:
     document = requests.get(stack[1].url + "/api/v2/openapi.json", timeout=10).json()
-    schemas = document["components"]["schemas"]
-    return {
-        "$defs": schemas,
-        **json.loads(json.dumps(schemas["Report"]).replace("#/components/schemas/", "#/$defs/")),
-    }
+    # The document's references point into components/schemas; here they point into $defs.
+    schemas = json.loads(
+        json.dumps(document["components"]["schemas"]).replace("#/components/schemas/", "#/$defs/")
+    )
+    return {"$defs": schemas, **schemas["Report"]}
 
 
 def _post(url: str, path: Path) -> requests.Response:

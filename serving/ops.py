@@ -112,13 +112,35 @@ class ModelServerOps:
         except ServerDown as exc:
             raise OpsError(f"model server at {exc}") from exc
 
+    def settled(self, served: set[int], timeout_s: float = 120.0) -> None:
+        """Wait until the server has unloaded everything outside `served` (requests in flight on it
+        finished) and `served` are AVAILABLE; raises OpsError on timeout."""
+        deadline = time.monotonic() + timeout_s
+        last: object = "no answer"
+        while time.monotonic() < deadline:
+            try:
+                last = self.status()
+            except OpsError as exc:
+                last = exc
+            else:
+                live = {v for v, state in last.items() if state in ("LOADING", "AVAILABLE", "UNLOADING")}
+                if live == served and all(last[v] == "AVAILABLE" for v in served):
+                    return
+            time.sleep(0.1)
+        raise OpsError(f"server did not settle on versions {sorted(served)}: {last}")
+
     def pin(self, version: int) -> None:
-        """Serve only `version`, which must have passed admission; labels move to it."""
+        """Serve only `version`, which must have passed admission; labels move to it. Returns once the
+        other versions are unloaded."""
         self._do(lambda: self.admission.pin(version))
+        self.settled({version})
 
     def rollback(self) -> int:
-        """Pin the newest admitted version older than the served one; returns it."""
-        return self._do(self.admission.rollback)
+        """Pin the newest admitted version older than the served one; returns it once the others are
+        unloaded."""
+        target = self._do(self.admission.rollback)
+        self.settled({target})
+        return target
 
     def unpin(self) -> None:
         self._do(self.admission.unpin)

@@ -341,7 +341,9 @@ class Admission:
         leaving = configured - set(target)
         if leaving and previous is not None and set(previous.served) & leaving:
             self._sleep(self.drain_s)  # routers refresh their choice within this; then nothing is lost
-        if configured != set(target) or self.entry().version_labels != labels:
+        entry = self.entry()
+        # A policy other than `specific` would let the server load folders by itself: always explicit.
+        if configured != set(target) or entry.policy.kind != "specific" or entry.version_labels != labels:
             self._reload(set(target), labels)
         return new
 

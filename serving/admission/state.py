@@ -176,4 +176,4 @@ class StateReader:
 
 
 def now_unix() -> float:
-    return time.time()
+    return round(time.time(), 3)

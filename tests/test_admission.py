@@ -155,7 +155,9 @@ def test_warmup_requests_read_without_tensorflow_are_tensorflows() -> None:
     for mine, official in zip(ours, theirs, strict=True):
         assert set(mine.inputs) == set(official.inputs) == set(contract.INPUT_NAMES)
         for name in contract.INPUT_NAMES:
-            np.testing.assert_array_equal(make_ndarray(mine.inputs[name]), tf.make_ndarray(official.inputs[name]))
+            np.testing.assert_array_equal(
+                make_ndarray(mine.inputs[name]), tf.make_ndarray(official.inputs[name])
+            )
 
 
 def test_the_state_file_reads_back_what_was_written(tmp_path: Path) -> None:

@@ -12,6 +12,9 @@ from google.protobuf import text_format
 from serving import contract
 from serving.wire import model_status_pb2, predict_pb2, services_pb2_grpc
 
+# The server went away or did not answer in time (a connection cut mid-call is CANCELLED or UNAVAILABLE):
+# nothing is known about the config, so nothing is decided on it.
+_TRANSPORT_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
 STATE_NAMES = {v.number: v.name for v in model_status_pb2.ModelVersionStatus.State.DESCRIPTOR.values}
 
 
@@ -68,7 +71,8 @@ class ModelServerControl:
         try:
             response = self._models.HandleReloadConfigRequest(request, timeout=timeout_s)
         except grpc.RpcError as exc:
-            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            # TF Serving answers a refused config with an RPC error; the local server in the response.
+            if exc.code() in _TRANSPORT_CODES:
                 raise ServerDown(f"{self.address}: {exc.code().name} {exc.details()}") from exc
             raise ReloadRefused(f"{exc.code().name} {exc.details()}") from exc
         if response.status.error_code != 0:
@@ -83,7 +87,7 @@ class ModelServerControl:
         try:
             return self._predict.GetModelMetadata(request, timeout=self.timeout_s)
         except grpc.RpcError as exc:
-            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            if exc.code() in _TRANSPORT_CODES:
                 raise ServerDown(f"{self.address}: {exc.code().name} {exc.details()}") from exc
             raise
 
@@ -99,6 +103,6 @@ class ModelServerControl:
         try:
             return self._predict.Predict(probe, timeout=timeout_s)
         except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
                 raise ServerDown(f"{self.address}: {exc.code().name} {exc.details()}") from exc
             raise

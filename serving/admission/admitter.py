@@ -232,10 +232,12 @@ class Admission:
         unloaded again; `keep` are the versions that stay loaded whatever happens. Raises ServerDown."""
         self._listings[version] = folder_listing(folder)
         fingerprint = ""
+        started = time.monotonic()
         try:
             check_files(folder)
             fingerprint = check_binding(folder)
             probes = warmup_requests(folder, MAX_PROBE_RECORDS)
+            checked = time.monotonic()
             self._bring_up(version, probes)
         except Refusal as refusal:
             logger.error(
@@ -245,7 +247,14 @@ class Admission:
             if version not in keep and (version in self.configured() or (known and known.state != "END")):
                 self._reload((self.configured() - {version}) or keep, self._labels_without(version))
             return Decision(version, "refused", fingerprint, refusal.code, refusal.reason, now_unix())
-        logger.info("%s version %d admitted (%s)", self.model_name, version, fingerprint)
+        logger.info(
+            "%s version %d admitted (%s): files checked in %.2f s, loaded and probed in %.2f s",
+            self.model_name,
+            version,
+            fingerprint,
+            checked - started,
+            time.monotonic() - checked,
+        )
         return Decision(version, "admitted", fingerprint, decided_unix=now_unix())
 
     def _labels_without(self, version: int) -> dict[str, int]:

@@ -306,11 +306,11 @@ def hot_swap(url: str, ops: ModelServerOps, base: Path, photo: bytes) -> dict[st
         since = time.monotonic()
         for version in [*bad, copied]:
             shutil.rmtree(base / str(version))
-        wait("the copy out of service", lambda: ops.state().served == (source,))
+        wait("the copy out of service", lambda: ops.state().served[:1] == (source,))
         time.sleep(3)
         step("all removed with rm -rf, the serving copy last", since, f"serving {list(ops.state().served)}")
         stage_in(copied)
-        wait("the copy back", lambda: ops.state().served == (copied, source))
+        wait("the copy back", lambda: ops.state().served[:1] == (copied,))
         since = time.monotonic()
         rolled_to = ops.rollback()
         time.sleep(3)

@@ -112,6 +112,16 @@ def test_the_served_set_is_published_before_a_version_leaving_it_is_unloaded(sta
     stack.ops.settled({1, 2})
 
 
+def test_a_restarted_admission_keeps_the_served_set_while_it_checks_again(stack: Stack) -> None:
+    _stage(stack, 2)
+    _cycle(stack)
+    _stage(stack, 3)  # dropped while admission was down: it must settle first
+    restarted = Admission(stack.ops.control, stack.config, stack.repo, {"/models": stack.repo}, settle_s=60.0)
+    state = restarted.cycle()
+    assert state.served == (2, 1)  # checked and probed again at once, never dropped meanwhile
+    assert 3 not in state.decisions and read_state(restarted.state_file).served == (2, 1)  # type: ignore[union-attr]
+
+
 def test_ops_pin_rollback_and_labels_only_touch_versions_that_passed(stack: Stack) -> None:
     _stage(stack, 2)
     _cycle(stack)

@@ -191,11 +191,12 @@ class Admission:
         Raises ServerDown (nothing decided is lost: the next cycle starts over), ReloadRefused."""
         with self.locked():
             state = self.state()
-            if self._fresh:
-                # Nothing decided before this process started is trusted: every folder is checked and
-                # probed again (the routers keep the published served set meanwhile).
-                state = replace(state, decisions={})
             folders = version_folders(self.base)
+            # Nothing decided before this process started is trusted: every folder is checked and probed
+            # again, those decided before at once (they had settled then), the rest once they settle.
+            again = set(state.decisions) & set(folders) if self._fresh else set()
+            if self._fresh:
+                state = replace(state, decisions={})
             decisions = dict(state.decisions)
             for version in [v for v in decisions if v not in folders]:
                 logger.info("%s version %d: folder removed", self.model_name, version)
@@ -209,12 +210,17 @@ class Admission:
             pending = [
                 v
                 for v in sorted(folders, reverse=True)
-                if v not in decisions and self._settled(v, folders[v])
+                if v not in decisions and (v in again or self._settled(v, folders[v]))
             ]
             served = set(state.served) & set(folders)
             for version in pending:
                 decisions[version] = self._examine(version, folders[version], served)
             self._fresh = False
+            undecided = set(folders) - set(decisions)
+            admitted = any(d.verdict == "admitted" for d in decisions.values())
+            if served & undecided or (undecided and not admitted):
+                # Never publish a served set that lacks a version only for want of a decision yet.
+                return replace(state, decisions=decisions)
             return self._serve(replace(state, decisions=decisions))
 
     def _settled(self, version: int, folder: Path) -> bool:
@@ -311,7 +317,8 @@ class Admission:
         """Make the served set follow the decisions: bring up what must serve, publish, then unload
         what left it once requests moved off; returns the state written. Raises ServerDown."""
         decisions = dict(state.decisions)
-        while True:
+        # Each round serves or refuses one version, so the rounds are bounded by the versions on disk.
+        for _ in range(len(decisions) + 1):
             state = replace(state, decisions=decisions)
             if state.pinned is not None and state.pinned not in state.admitted():
                 logger.warning("%s: pinned version %d is gone; unpinned", self.model_name, state.pinned)
@@ -337,6 +344,8 @@ class Admission:
                     refusal.reason,
                     now_unix(),
                 )
+        else:
+            raise AdmissionError(f"versions {missing} of {list(target)} could not be brought into service")
         dropped = {k: v for k, v in state.labels.items() if v not in target}
         for label, version in dropped.items():
             logger.warning(

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import skops.io
 
-from orchestrator.errors import ModelUnavailable
+from orchestrator.errors import ModelTimeout, ModelUnavailable
 from orchestrator.predict.client import PredictClient
 from orchestrator.predict.routing import CANARY_LABEL, Route, VersionCheck, VersionRouter
 from orchestrator.scoring.scorer import ScorerRegistry
@@ -290,3 +290,34 @@ def test_an_unreadable_admission_state_keeps_the_last_one_read(
     assert router.choose() == Route(GOOD)
     path.write_text("{ half a file")
     assert router.versions(refresh=True) and router.choose() == Route(GOOD)
+
+
+class SlowStatus:
+    """A PredictClient whose status call times out once `slow` is set (the server busy loading)."""
+
+    def __init__(self, client: PredictClient) -> None:
+        self.client = client
+        self.slow = False
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.client, name)
+
+    def model_status(self) -> object:
+        if self.slow:
+            raise ModelTimeout()
+        return self.client.model_status()
+
+
+def test_a_refresh_that_times_out_keeps_the_last_choice(base: Path, client: PredictClient) -> None:
+    clock = Clock()
+    slow = SlowStatus(client)
+    router = _router(slow, base, clock=clock, refresh_s=1.0)  # type: ignore[arg-type]
+    assert router.choose() == Route(GOOD)
+    slow.slow = True
+    clock.now += 5.0
+    assert router.choose() == Route(GOOD)  # not a failed request
+    with pytest.raises(ModelTimeout):
+        router.versions(refresh=True)  # /health still tells the truth
+    router.forget(GOOD)  # the version went away under a request: nothing stale is left to use
+    with pytest.raises(ModelTimeout):
+        router.choose()

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from orchestrator.errors import ModelBadResponse, ModelError, ModelUnavailable
+from orchestrator.errors import ModelBadResponse, ModelError, ModelTimeout, ModelUnavailable
 from orchestrator.predict.client import PredictClient
 from orchestrator.scoring.scorer import CalibrationProblem
 from serving import contract
@@ -108,7 +108,18 @@ class VersionRouter:
         with self._lock:
             fresh = self._primary is not None and self._clock() < self._expires
         if not fresh:
-            self._refresh()
+            try:
+                self._refresh()
+            except ModelTimeout:
+                # The server was too busy to list its versions in time (loading one beside the others on
+                # shared cores): the last choice stands until a refresh succeeds; if its version went
+                # away meanwhile, the request meets VersionGone and is sent to the next choice.
+                with self._lock:
+                    stale = self._primary
+                if stale is None:
+                    raise
+                logger.warning("model versions not refreshed in time; routing on the last choice")
+                return stale
         with self._lock:
             if self._primary is None:
                 reasons = "; ".join(f"version {v.version}: {v.reason}" for v in self._versions if v.rejected)

@@ -30,6 +30,8 @@ from serving.admission.state import AdmissionState, StateError
 logger = logging.getLogger(__name__)
 
 CANARY_LABEL = "canary"
+# How old a choice may be and still be used when a refresh times out.
+STALE_CHOICE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,7 @@ class VersionRouter:
         self._primary: Route | None = None
         self._canary: int | None = None
         self._expires = 0.0
+        self._refreshed_at = float("-inf")
 
     def versions(self, refresh: bool = False) -> list[VersionCheck]:
         """Every version the server knows, with its usability; raises ModelUnavailable, ModelTimeout."""
@@ -110,14 +113,19 @@ class VersionRouter:
         if not fresh:
             try:
                 self._refresh()
-            except ModelTimeout:
+            except ModelTimeout as exc:
                 # The server was too busy to list its versions in time (loading one beside the others on
-                # shared cores): the last choice stands until a refresh succeeds; if its version went
-                # away meanwhile, the request meets VersionGone and is sent to the next choice.
+                # shared cores): a choice from a refresh a few seconds old stands (if its version went
+                # away meanwhile, the request meets VersionGone and goes to the next choice). With no
+                # such choice (the server restarting, say), nothing usable is known: 503, retry.
                 with self._lock:
-                    stale = self._primary
+                    recent = self._clock() - self._refreshed_at <= max(STALE_CHOICE_S, 3 * self.refresh_s)
+                    stale = self._primary if recent else None
                 if stale is None:
-                    raise
+                    raise ModelUnavailable(
+                        "The model server did not say in time which model versions it serves.",
+                        retry_after_s=1.0,
+                    ) from exc
                 logger.warning("model versions not refreshed in time; routing on the last choice")
                 return stale
         with self._lock:
@@ -197,6 +205,7 @@ class VersionRouter:
             self._primary = primary
             self._canary = canary
             self._expires = self._clock() + self.refresh_s
+            self._refreshed_at = self._clock()
         if self._observe is not None:
             self._observe(list(checks))
 

@@ -109,3 +109,21 @@ def input_spec(name: str) -> TensorSpec:
         if spec.name == name:
             return spec
     raise KeyError(name)
+
+
+# A served signature as {"inputs"|"outputs": {tensor name: (NumPy dtype name, shape)}}, None a free dim.
+Signature = dict[str, dict[str, tuple[str, tuple[int | None, ...]]]]
+
+
+def signature_problem(signature: Signature) -> str | None:
+    """Why a served signature is not the contract's (names, dtypes, shapes), or None when it is."""
+    for kind, specs in (("inputs", INPUTS), ("outputs", OUTPUTS)):
+        want = {spec.name: (spec.dtype, spec.shape) for spec in specs}
+        have = signature.get(kind, {})
+        if set(have) != set(want):
+            return f"signature {kind} {sorted(have)}, the contract's are {sorted(want)}"
+        for name, (dtype, shape) in want.items():
+            if have[name] != (dtype, shape):
+                got = f"{have[name][0]}{have[name][1]}"
+                return f"signature {kind[:-1]} {name} is {got}, the contract says {dtype}{shape}"
+    return None

@@ -10,12 +10,7 @@ SHINE_NGINX_OPTIONAL.
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
 import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,84 +19,21 @@ import pytest
 import requests
 
 from orchestrator.errors import ERROR_TABLE, HTTP_CODES
-from tests.conftest import IN_CI, ROOT, free_port, missing
+from tests.conftest import ROOT, free_port
+from tests.proxy import NginxProcess, replace_once, require_nginx
 
 NGINX_CONF = ROOT / "configs" / "nginx.conf"
-# Debian puts nginx in /usr/sbin, which is not on a non-root PATH.
-NGINX = os.environ.get("SHINE_NGINX") or shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
 MIB = 1024 * 1024
 
-if NGINX is None:
-    _REASON = "nginx not found (apt-get install nginx, or set SHINE_NGINX to its path)"
-    _OPTIONAL = os.environ.get("SHINE_NGINX_OPTIONAL", "")
-    if IN_CI and not _OPTIONAL:
-        missing(_REASON)
-    pytest.skip(f"{_REASON}; {_OPTIONAL}" if _OPTIONAL else _REASON, allow_module_level=True)
+require_nginx()
 
 
-def _replace_once(text: str, old: str, new: str) -> str:
-    assert text.count(old) == 1, f"configs/nginx.conf should hold {old!r} exactly once"
-    return text.replace(old, new)
-
-
-class NginxProcess:
-    """Debian's nginx running configs/nginx.conf on a loopback port, everything it writes under `folder`
-    (pid, logs, temporary bodies), so it needs no root paths."""
-
-    def __init__(self, folder: Path, upstream: str, read_timeout_s: int | None = None) -> None:
-        self.folder = folder
-        self.port = free_port()
-        site = NGINX_CONF.read_text()
-        site = _replace_once(site, "server orchestrator:8000;", f"server {upstream};")
-        site = _replace_once(site, "listen 80;", f"listen 127.0.0.1:{self.port};")
-        if read_timeout_s is not None:
-            site = _replace_once(site, "proxy_read_timeout 300s;", f"proxy_read_timeout {read_timeout_s}s;")
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "site.conf").write_text(site)
-        temp = "\n".join(
-            f"    {kind}_temp_path {folder / kind};"
-            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-        )
-        # As root, nginx's workers would switch to `nobody`, who cannot enter pytest's private folders.
-        user = "user root;\n" if os.geteuid() == 0 else ""
-        (folder / "nginx.conf").write_text(
-            f"{user}daemon off;\nworker_processes 1;\npid {folder / 'nginx.pid'};\n"
-            f"error_log {folder / 'error.log'} warn;\nevents {{ worker_connections 64; }}\n"
-            f"http {{\n    access_log {folder / 'access.log'};\n{temp}\n"
-            f"    include {folder / 'site.conf'};\n}}\n"
-        )
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        assert NGINX is not None
-        command = [NGINX, "-p", str(self.folder), "-e", str(self.folder / "error.log"), "-c", "nginx.conf"]
-        checked = subprocess.run([*command, "-t"], capture_output=True, text=True, timeout=30)
-        assert checked.returncode == 0, checked.stderr
-        with (self.folder / "stderr.log").open("ab") as out:
-            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"nginx exited; see {self.folder}") from None
-                time.sleep(0.05)
-        raise TimeoutError("nginx did not listen")
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+def shipped_site(upstream: str, read_timeout_s: int | None = None) -> str:
+    """configs/nginx.conf with its upstream (and read timeout) replaced."""
+    site = replace_once(NGINX_CONF.read_text(), "server orchestrator:8000;", f"server {upstream};")
+    if read_timeout_s is not None:
+        site = replace_once(site, "proxy_read_timeout 300s;", f"proxy_read_timeout {read_timeout_s}s;")
+    return site
 
 
 @pytest.fixture
@@ -110,7 +42,8 @@ def nginx_for(tmp_path: Path) -> Iterator[Any]:
     started: list[NginxProcess] = []
 
     def start(upstream: str, read_timeout_s: int | None = None) -> NginxProcess:
-        nginx = NginxProcess(tmp_path / f"nginx{len(started)}", upstream, read_timeout_s)
+        site = shipped_site(upstream, read_timeout_s)
+        nginx = NginxProcess(tmp_path / f"nginx{len(started)}", site, "listen 80;")
         started.append(nginx)
         nginx.start()
         return nginx

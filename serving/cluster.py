@@ -46,7 +46,8 @@ class ClusterOps:
         return sorted(self.bucket.complete_versions(self._folder()))
 
     def served(self) -> list[int]:
-        """The complete versions the served config selects, highest first."""
+        """The complete versions the served config selects, highest first (replicas leave out any whose
+        bytes do not match their record)."""
         return self.entry().policy.select(self.complete())
 
     def _folder(self) -> str:
@@ -83,9 +84,10 @@ class ClusterOps:
         self.apply(replace(self.entry(), policy=DEFAULT_POLICY))
 
     def label(self, label: str, version: int) -> None:
-        """Point `label` at a version the served config selects (TF Serving refuses any other)."""
-        if version not in self.served():
-            raise ClusterOpsError(f"version {version} is not served (served: {self.served()})")
+        """Point `label` at a complete version. Whether it is served is each replica's to say: a version
+        whose bytes do not match its record is complete here yet mirrored nowhere, and a model server
+        refuses a label on a version it does not serve, keeping its previous config."""
+        self._require_complete(version)
         entry = self.entry()
         self.apply(replace(entry, version_labels={**entry.version_labels, label: version}))
 
@@ -117,6 +119,6 @@ def run(ops: ClusterOps, command: str, version: int | None, label: str | None) -
     served = set(ops.served())
     for number in ops.complete():
         labels = [k for k, v in entry.version_labels.items() if v == number]
-        state = "served" if number in served else "complete"
+        state = "selected" if number in served else "complete"
         lines.append(f"version {number}: {state}" + (f"  labels: {', '.join(labels)}" if labels else ""))
     return lines

@@ -120,7 +120,7 @@ def test_cluster_ops_change_the_served_config(seaweed: SeaweedServer) -> None:
     ops.unpin()
     ops.label("stable", 5)
     assert ops.entry().version_labels == {"stable": 5}
-    with pytest.raises(ClusterOpsError, match="not served"):
+    with pytest.raises(ClusterOpsError, match="not complete"):
         ops.label("canary", 4)
     ops.unlabel("stable")
     assert ops.entry().version_labels == {}
@@ -151,7 +151,7 @@ def test_ops_and_export_command_lines(seaweed: SeaweedServer) -> None:
     writer.put_served("models.config", (ROOT / "serving" / "models.config").read_bytes())
     label = run(WRITER, "serving.ops", "--bucket", url, "label", "stable", "6")
     assert label.returncode == 0, label.stderr
-    assert "version 6: served  labels: stable" in label.stdout
+    assert "version 6: selected  labels: stable" in label.stdout
     assert ClusterOps(writer).entry().version_labels == {"stable": 6}
     refused = run(READER, "serving.ops", "--bucket", url, "unlabel", "stable")
     assert refused.returncode == 1 and "AccessDenied" in refused.stderr

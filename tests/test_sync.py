@@ -102,6 +102,23 @@ def test_removes_a_version_only_after_the_config_drops_it_and_its_grace(
     assert versions_on_disk(tmp_path / MODEL) == [5, 6, 7]
 
 
+def test_admission_mode_mirrors_every_complete_version_and_keeps_config_apart(
+    seaweed: SeaweedServer, tmp_path: Path
+) -> None:
+    writer = _bucket(seaweed, "admission", (4, 5, 6))
+    ClusterOps(writer).pin(5)
+    folder, bucket_config = tmp_path / "models", tmp_path / "bucket-config"
+    folder.mkdir()
+    (folder / "models.config").write_text("admission's own decision\n")
+    mirror = Mirror(
+        seaweed.bucket(READER, prefix="admission"), folder, all_versions=True, config_dir=bucket_config
+    )
+    report = mirror.sync_once()
+    assert report.served == {MODEL: [4, 5, 6]} and versions_on_disk(folder / MODEL) == [4, 5, 6]
+    assert (folder / "models.config").read_text() == "admission's own decision\n"
+    assert b"specific" in (bucket_config / "models.config").read_bytes()
+
+
 def test_bucket_away_keeps_what_is_mirrored(tmp_path: Path) -> None:
     server = SeaweedServer(tmp_path / "server")
     server.start()

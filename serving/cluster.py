@@ -4,11 +4,13 @@ The same commands as `python -m serving.ops` on one host (status, pin, rollback,
 unlabel), given `--bucket s3://BUCKET/PREFIX`: the change is one write of models.config in the bucket,
 and every replica's sync mirrors it (the versions first, then the config its model server polls).
 A version may be pinned or labelled only when it is complete in the bucket. Needs read-write keys.
+`push_served_config` uploads a config decided in a local folder (admission's) the same way.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 from serving import contract
 from serving.bucket import SERVED_CONFIG, ModelBucket
@@ -122,3 +124,23 @@ def run(ops: ClusterOps, command: str, version: int | None, label: str | None) -
         state = "selected" if number in served else "complete"
         lines.append(f"version {number}: {state}" + (f"  labels: {', '.join(labels)}" if labels else ""))
     return lines
+
+
+def push_served_config(
+    bucket: ModelBucket, folder: Path, names: tuple[str, ...] = (SERVED_CONFIG,)
+) -> list[str]:
+    """Upload the served config a decider wrote in `folder` (models.config, and admission's state file
+    by name) to the bucket, models.config last so its readers find the state it refers to; returns the
+    names uploaded. Raises ClusterOpsError when models.config is missing or malformed, AccessDenied with
+    read-only keys."""
+    config = folder / SERVED_CONFIG
+    if not config.is_file():
+        raise ClusterOpsError(f"no {SERVED_CONFIG} in {folder}")
+    try:
+        parse_model_config(config.read_text(), ModelServerConfig)
+    except ValueError as exc:
+        raise ClusterOpsError(f"{config} is not a valid config: {exc}") from exc
+    ordered = [n for n in names if n != SERVED_CONFIG] + [SERVED_CONFIG]
+    for name in ordered:
+        bucket.put_served(name, (folder / name).read_bytes())
+    return ordered

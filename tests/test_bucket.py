@@ -22,7 +22,7 @@ from serving.bucket import (
     VersionExists,
     record_of,
 )
-from serving.cluster import ClusterOps, ClusterOpsError
+from serving.cluster import ClusterOps, ClusterOpsError, push_served_config
 from serving.fingerprint import content_fingerprint
 from tests.conftest import MODEL_REPO, ROOT, free_port
 from tests.objectstore import READER, WRITER, SeaweedServer, require_weed, seaweed
@@ -156,3 +156,24 @@ def test_ops_and_export_command_lines(seaweed: SeaweedServer) -> None:
     refused = run(READER, "serving.ops", "--bucket", url, "unlabel", "stable")
     assert refused.returncode == 1 and "AccessDenied" in refused.stderr
     assert json.loads(writer.get(writer.url.key(MODEL, "6", RECORD_NAME)) or b"{}")["version"] == 6
+
+
+def test_a_locally_decided_config_is_pushed_state_first(seaweed: SeaweedServer, tmp_path: Path) -> None:
+    writer = seaweed.bucket(WRITER, prefix="push")
+    (tmp_path / "admission.json").write_text('{"admitted": [6]}')
+    with pytest.raises(ClusterOpsError, match=r"no models\.config"):
+        push_served_config(writer, tmp_path, ("models.config", "admission.json"))
+    (tmp_path / "models.config").write_text("not a config {")
+    with pytest.raises(ClusterOpsError, match="not a valid config"):
+        push_served_config(writer, tmp_path)
+    (tmp_path / "models.config").write_bytes((ROOT / "serving" / "models.config").read_bytes())
+    assert push_served_config(writer, tmp_path, ("models.config", "admission.json")) == [
+        "admission.json",
+        "models.config",
+    ]
+    assert writer.served_config() == {
+        "admission.json": b'{"admitted": [6]}',
+        "models.config": (ROOT / "serving" / "models.config").read_bytes(),
+    }
+    with pytest.raises(AccessDenied):
+        push_served_config(seaweed.bucket(READER, prefix="push"), tmp_path)

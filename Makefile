@@ -15,7 +15,7 @@ MODEL_PORT ?= 8500
 MODEL_HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint typecheck protos bundle bench screenshot publish train-acne evaluate-acne clean
+.PHONY: run test manifests lint typecheck protos bundle bench screenshot publish train-acne evaluate-acne clean
 
 $(STAMP): $(REQUIREMENTS) $(WEIGHTS)
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON)"; exit 1; }
@@ -49,8 +49,20 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy
 
-test: $(STAMP) $(SCENE) lint typecheck
+test: $(STAMP) $(SCENE) lint typecheck manifests
 	$(PY) -m pytest --cov --cov-branch --cov-report=term-missing:skip-covered
+
+# checkov in a virtualenv of its own (its dependencies differ from the project's pins).
+CHECKOV := build/checkov/bin/checkov
+$(CHECKOV): requirements/checkov.txt
+	test -x build/checkov/bin/python || $(PYTHON) -m venv build/checkov
+	build/checkov/bin/python -m pip install --quiet -r requirements/checkov.txt
+	touch $(CHECKOV)
+
+# Every overlay of deploy/k8s rendered with the pinned kubectl, validated for Kubernetes 1.30 and
+# scanned with checkov, offline.
+manifests: $(STAMP) $(CHECKOV)
+	SHINE_CHECKOV=$(CHECKOV) $(PY) scripts/manifests.py
 
 protos: $(STAMP)
 	$(PY) -m serving.wire.generate

@@ -12,6 +12,7 @@ pass can never be pinned or labelled. In-flight requests finish on the version t
     python -m serving.ops unpin               # back to the newest admitted version and one to roll back to
     python -m serving.ops label canary 4      # point a label at a served version
     python -m serving.ops unlabel canary      # take a label off
+    python -m serving.ops --bucket s3://BUCKET/PREFIX pin 3   # every replica of a cluster (serving.cluster)
 """
 
 from __future__ import annotations
@@ -162,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--address", default="127.0.0.1:8500")
     parser.add_argument("--config", type=Path, default=ROOT / "serving" / "models.config")
     parser.add_argument("--model-repo", type=Path, default=ROOT / "model_repo")
+    parser.add_argument("--bucket", help="s3://BUCKET/PREFIX: change the served config of a cluster")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("status")
     commands.add_parser("rollback")
@@ -174,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     unlabel = commands.add_parser("unlabel")
     unlabel.add_argument("label")
     args = parser.parse_args(argv)
+    if args.bucket:
+        return _main_bucket(args)
     try:
         ops = ModelServerOps(args.address, args.config, args.model_repo)
     except OpsError as exc:
@@ -214,6 +218,23 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         ops.close()
+    return 0
+
+
+def _main_bucket(args: argparse.Namespace) -> int:
+    """The same commands against the bucket's served config (serving.cluster)."""
+    from serving.bucket import BucketError, BucketSettings, BucketUrl, ModelBucket
+    from serving.cluster import ClusterOps, ClusterOpsError, run
+
+    try:
+        bucket = ModelBucket(BucketSettings.from_env(), BucketUrl.parse(args.bucket))
+        lines = run(
+            ClusterOps(bucket), args.command, getattr(args, "version", None), getattr(args, "label", None)
+        )
+    except (ValueError, BucketError, ClusterOpsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(lines))
     return 0
 
 

@@ -28,6 +28,7 @@ def test_bundle_entries_are_posix_and_clean(tmp_path: Path) -> None:
         "Procfile",
         "configs/nginx.conf",
         "configs/gunicorn.conf.py",
+        "deploy/k8s/base/kustomization.yaml",
         "serving/models.config",
         "serving/batching_parameters.txt",
         "orchestrator/wsgi.py",

@@ -90,6 +90,20 @@ def test_a_version_copied_in_under_a_new_number_is_chosen(
     assert _check(router, 7).usable
 
 
+def test_a_version_whose_copy_arrives_after_the_server_loads_it_is_chosen_then(
+    base: Path, script: Script, client: PredictClient
+) -> None:
+    # On a cluster the model server's sync may mirror version 7 before this replica's sync has.
+    script.versions = (GOOD, 7)
+    router = _router(client, base)
+    assert router.choose() == Route(GOOD)
+    assert _check(router, 7).code == "calibration_missing"
+    shutil.copytree(base / str(GOOD), base / "_staging")
+    (base / "_staging").rename(base / "7")
+    assert _check(router, 7).usable
+    assert router.choose() == Route(7)
+
+
 @pytest.mark.parametrize(
     ("break_version", "code", "words"),
     [

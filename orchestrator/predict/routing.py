@@ -239,8 +239,11 @@ class VersionRouter:
             if problem is not None:
                 reason, code = problem.reason, problem.code
         check = VersionCheck(version, "AVAILABLE", not reason, reason, code)
-        with self._lock:
-            self._checked[version] = check
+        # On a cluster each replica mirrors versions from the bucket on its own: the model server may load
+        # one before this replica's copy (and its calibration) has arrived, so that one is asked again.
+        if code != "calibration_missing":
+            with self._lock:
+                self._checked[version] = check
         return check
 
     def _log_rejections(self, checks: list[VersionCheck], server_errors: dict[int, str]) -> None:

@@ -277,6 +277,13 @@ def build_openapi() -> dict[str, Any]:
                     },
                 }
             },
+            "/livez": {
+                "get": {
+                    "summary": "200 whenever the service process can answer (liveness); never asks the "
+                    "model server",
+                    "responses": {"200": {"description": "alive", "content": json_of("Liveness")}},
+                }
+            },
             "/api/v2/analyze/guest": {
                 "post": {
                     "summary": "Analyse the skin in one photo (no login; nothing is stored)",
@@ -350,6 +357,16 @@ def build_openapi() -> dict[str, Any]:
             },
         },
         "components": {
-            "schemas": {"Report": _report(), "Error": _error(), "Health": health, "Models": models}
+            "schemas": {
+                "Report": _report(),
+                "Error": _error(),
+                "Health": health,
+                "Liveness": {
+                    "type": "object",
+                    "required": ["status"],
+                    "properties": {"status": {"const": "alive"}},
+                },
+                "Models": models,
+            }
         },
     }

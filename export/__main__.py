@@ -1,6 +1,7 @@
 """Export command line: build, calibrate, validate and publish a model version; train and evaluate acne.
 
 python -m export publish [--acne-head redness|detector] [--version N]   # next version by default
+python -m export publish --to s3://BUCKET/PREFIX [--source model_repo/skin_analyzer/6] [--version N]
 python -m export validate model_repo/skin_analyzer/2
 python -m export train-acne [--minutes 50]       # ACNE04 detector -> build/acne/
 python -m export evaluate-acne                   # held-out report -> reports/acne04_eval.*
@@ -23,7 +24,7 @@ import tensorflow as tf
 from export.calibrate import collect_faces, fit_calibration, image_files, run_model, write_calibration
 from export.card import write_model_card
 from export.model import DetectorHead, SkinModel
-from export.publish import next_version, publish_version
+from export.publish import next_version, publish_to_bucket, publish_version
 from export.savedmodel import write_saved_model, write_warmup
 from export.validate import InvalidVersion, validate_version
 from orchestrator.face.scene import SceneCheck
@@ -39,6 +40,8 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data"
 
 
 def _publish(args: argparse.Namespace) -> int:
+    if args.to and args.source:
+        return _upload(args, args.source, args.version)
     data: Path = args.data
     if not (data / "faces").is_dir() or not (data / "acne04").is_dir():
         print(f"publishing needs the data folder (faces/, acne04/) at {data}", file=sys.stderr)
@@ -88,6 +91,20 @@ def _publish(args: argparse.Namespace) -> int:
 
     final = publish_version(base, version, build)
     print(f"published {final}")
+    return _upload(args, final, version) if args.to else 0
+
+
+def _upload(args: argparse.Namespace, source: Path, version: int | None) -> int:
+    """Publish a local version folder to the bucket named by --to (keys from the environment)."""
+    from serving.bucket import BucketError, BucketSettings, BucketUrl, ModelBucket
+
+    try:
+        bucket = ModelBucket(BucketSettings.from_env(), BucketUrl.parse(args.to))
+        record = publish_to_bucket(bucket, source, version)
+    except (ValueError, BucketError, InvalidVersion) as exc:
+        print(f"not published: {exc}", file=sys.stderr)
+        return 1
+    print(f"published {source} to {bucket.url}/{record.model}/{record.version} ({record.fingerprint})")
     return 0
 
 
@@ -145,6 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     publish.add_argument("--version", type=int, default=None)
     publish.add_argument("--data", type=Path, default=DEFAULT_DATA)
     publish.add_argument("--model-repo", type=Path, default=ROOT / "model_repo")
+    publish.add_argument(
+        "--to", metavar="s3://BUCKET/PREFIX", help="also publish to the bucket (SHINE_S3_* keys, read-write)"
+    )
+    publish.add_argument(
+        "--source", type=Path, help="with --to: publish this existing version folder instead of building one"
+    )
     validate = commands.add_parser("validate", help="check version folders against the contract")
     validate.add_argument("paths", type=Path, nargs="+")
     commands.add_parser(

@@ -1,4 +1,5 @@
-"""Publishing a version atomically: build under a staging name, validate, then one rename.
+"""Publishing a version atomically: build under a staging name, validate, then one rename; or to the
+bucket, where the completion record written last plays the rename's part (serving/bucket.py).
 
 TF Serving (and the local model server) only look at integer folder names, so a version being
 written under `_staging-<n>-<pid>` is invisible to them until the rename, which on one filesystem is
@@ -14,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from export.validate import validate_version
+from serving import contract
+from serving.bucket import ModelBucket, VersionRecord
 from serving.repository import versions_on_disk
 
 logger = logging.getLogger(__name__)
@@ -56,3 +59,14 @@ def publish_version(base: Path, version: int, build: Callable[[Path], None]) -> 
         raise
     logger.info("published version %d at %s", version, final)
     return final
+
+
+def publish_to_bucket(
+    bucket: ModelBucket, version_dir: Path, version: int | None = None, model: str = contract.MODEL_NAME
+) -> VersionRecord:
+    """Validate a local version folder and publish it to the bucket as `version` (default: one more than
+    any version there); raises InvalidVersion, VersionExists, AccessDenied or BucketError."""
+    if version is None:
+        version = max(bucket.versions(model), default=0) + 1
+    validate_version(version_dir, version)
+    return bucket.publish(model, version, version_dir)

@@ -55,6 +55,7 @@ from scripts.load import (  # noqa: E402
     summarise,
 )
 from scripts.stack import (  # noqa: E402
+    AdmissionProcess,
     ModelServerProcess,
     OrchestratorProcess,
     free_port,
@@ -65,6 +66,7 @@ from scripts.stack import (  # noqa: E402
 from serving import contract  # noqa: E402
 from serving.ops import ModelServerOps  # noqa: E402
 from serving.repository import versions_on_disk  # noqa: E402
+from tests.repos import BAD_VERSIONS  # noqa: E402
 
 REPETITIONS = 3
 
@@ -237,13 +239,15 @@ class MonolithProcess:
         terminate(self.process)
 
 
-def hot_swap(url: str, model: ModelServerProcess, base: Path, photo: bytes) -> dict[str, Any]:
-    """Copy the newest version in under a new number, roll back and unpin while 20 clients keep asking;
-    count failures."""
+def hot_swap(url: str, ops: ModelServerOps, base: Path, photo: bytes) -> dict[str, Any]:
+    """While 20 clients keep asking: a good copy of the newest version dropped in under a new number, then
+    the six kinds of bad drop in a row (tests/repos.py), then each removed with rm -rf (the serving copy
+    last), then serving.ops rollback and unpin. One row per step: requests, failures, who answered."""
     versions = versions_on_disk(base)
-    new = versions[-1] + 1
-    statuses: list[int] = []
-    seen: set[int] = set()
+    source = versions[-1]
+    copied = source + 1
+    bad = {copied + 1 + i: (code, edit) for i, (code, edit) in enumerate(BAD_VERSIONS.items())}
+    answers: list[tuple[float, int, int | None]] = []  # (ended, status, version)
     stop = threading.Event()
     lock = threading.Lock()
 
@@ -251,38 +255,79 @@ def hot_swap(url: str, model: ModelServerProcess, base: Path, photo: bytes) -> d
         while not stop.is_set():
             status, body, _ = post(url, photo)
             with lock:
-                statuses.append(status)
-                if status == 200:
-                    seen.add(body["model"]["version"])
+                answers.append((time.monotonic(), status, body.get("model", {}).get("version")))
+
+    def stage_in(version: int, edit: Any = None) -> float:
+        # The TF Serving way: staged under a name no server reads, edited there, renamed in one step.
+        staged = base / f"_staging-{version}-bench"
+        shutil.copytree(base / str(source), staged)
+        if edit is not None:
+            edit(staged)
+        staged.rename(base / str(version))
+        return time.monotonic()
+
+    def wait(what: str, done: Any, timeout_s: float = 180.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not done():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"hot swap: {what} not seen in {timeout_s:g} s")
+            time.sleep(0.2)
+
+    steps: list[dict[str, Any]] = []
+
+    def step(name: str, since: float, outcome: str) -> None:
+        with lock:
+            seen = [a for a in answers if a[0] >= since]
+        steps.append(
+            {
+                "step": name,
+                "requests": len(seen),
+                "failed": sum(1 for _, status, _ in seen if status != 200),
+                "answered_by": sorted({v for _, status, v in seen if status == 200 and v is not None}),
+                "outcome": outcome,
+            }
+        )
 
     threads = [threading.Thread(target=client) for _ in range(20)]
     for thread in threads:
         thread.start()
-    ops = ModelServerOps(model.address, model.config)
     try:
         time.sleep(2)
-        # Copied in by hand, the TF Serving way: staged under a name no server reads, then renamed.
-        # Nothing in it is edited: the calibration is bound to the model's content, not to a number.
-        staged = base / f"_staging-{new}-bench"
-        shutil.copytree(base / str(versions[-1]), staged)
-        staged.rename(base / str(new))
-        ops.wait_for({*versions[-1:], new} if len(versions) >= 1 else {new})
+        dropped = stage_in(copied)
+        wait("answers from the copy", lambda: any(a[2] == copied and a[0] >= dropped for a in answers))
+        first = min(a[0] for a in answers if a[2] == copied and a[0] >= dropped)
+        step("good copy dropped in", dropped, f"served after {first - dropped:.1f} s")
+        for version, (code, edit) in bad.items():
+            since = stage_in(version, edit)
+            wait(f"version {version} refused", lambda v=version: ops.state().decisions.get(v) is not None)
+            decision = ops.state().decisions[version]
+            verdict = f"{decision.verdict} ({decision.code}) after {time.monotonic() - since:.1f} s"
+            step(f"bad drop: {code}", since, verdict)
+        since = time.monotonic()
+        for version in [*bad, copied]:
+            shutil.rmtree(base / str(version))
+        wait("the copy out of service", lambda: ops.state().served[:1] == (source,))
         time.sleep(3)
+        step("all removed with rm -rf, the serving copy last", since, f"serving {list(ops.state().served)}")
+        stage_in(copied)
+        wait("the copy back", lambda: ops.state().served[:1] == (copied,))
+        since = time.monotonic()
         rolled_to = ops.rollback()
         time.sleep(3)
+        step("serving.ops rollback", since, f"pinned {rolled_to}")
+        since = time.monotonic()
         ops.unpin()
         time.sleep(3)
+        step("serving.ops unpin", since, f"serving {list(ops.state().served)}")
     finally:
         stop.set()
         for thread in threads:
             thread.join()
-        ops.close()
     return {
-        "requests": len(statuses),
-        "failed": sum(1 for s in statuses if s != 200),
-        "versions_seen": sorted(seen),
-        "copied_in": new,
-        "rolled_back_to": rolled_to,
+        "requests": len(answers),
+        "failed": sum(1 for _, status, _ in answers if status != 200),
+        "versions_seen": sorted({v for _, status, v in answers if status == 200 and v is not None}),
+        "steps": steps,
     }
 
 
@@ -383,15 +428,22 @@ def render(results: dict[str, Any]) -> str:
     swap = results["hot_swap"]
     lines += [
         "",
-        "## Hot swap and rollback under 20 concurrent clients",
+        "## Hot swap, bad drops and rollback under 20 concurrent clients",
         "",
-        "The newest version is copied in by hand under a new number (staged, then renamed; nothing in it "
-        "edited), then `serving.ops` rolls back and unpins.",
+        "Admission (serving.admission) runs beside the model server. The newest version is copied in by "
+        "hand under a new number (staged, then renamed; nothing in it edited); then, in a row, six bad "
+        "versions (a cut-short calibration, cut-short weights, a calibration of another model, a signature "
+        "that is not the contract's, an empty folder, a half-copied folder renamed into place; "
+        "tests/repos.py); then each is removed with `rm -rf`, the serving copy last; then the copy again, "
+        "and `serving.ops` rolls back and unpins.",
         "",
-        "| requests | failed | versions seen | copied in as | rolled back to |",
+        "| step | requests | failed | answered by | outcome |",
         "| --- | --- | --- | --- | --- |",
-        f"| {swap['requests']} | {swap['failed']} | {swap['versions_seen']} | {swap['copied_in']} | "
-        f"{swap['rolled_back_to']} |",
+        *(
+            f"| {s['step']} | {s['requests']} | {s['failed']} | {s['answered_by']} | {s['outcome']} |"
+            for s in swap["steps"]
+        ),
+        f"| all steps | {swap['requests']} | {swap['failed']} | {swap['versions_seen']} | |",
         "",
     ]
     return "\n".join(lines + _targets(results))
@@ -442,7 +494,7 @@ def _targets(results: dict[str, Any]) -> list[str]:
         ("orchestrator PSS", "< 500 MB", f"{orchestrator:.0f} MB", orchestrator < 500),
         ("whole stack PSS", "< 1.5 GB", f"{stack:.0f} MB", stack < 1536),
         (
-            "hot swap + rollback: failed requests",
+            "hot swap, bad drops, rm -rf, rollback: failed requests",
             "0",
             str(results["hot_swap"]["failed"]),
             results["hot_swap"]["failed"] == 0,
@@ -490,6 +542,12 @@ def main(argv: list[str] | None = None) -> int:
         # Shine first: the model server alone, then the whole stack over it.
         model = ModelServerProcess(work / "model_server.log", config=config, model_repo=repo)
         model.start()
+        admission = AdmissionProcess(model.address, work / "admission.log", config, repo)
+        admission.start()
+        ops = ModelServerOps(model.address, config, repo)
+        deadline = time.monotonic() + 180
+        while not ops.state().served and time.monotonic() < deadline:  # admission's first decisions
+            time.sleep(0.5)
         orchestrator = OrchestratorProcess(
             model.address,
             work / "gunicorn.log",
@@ -520,9 +578,11 @@ def main(argv: list[str] | None = None) -> int:
                 stage: (stages_after[stage] - stages_before.get(stage, 0.0)) * 1000.0 / max(1, answered)
                 for stage in stages_after
             }
-            results["hot_swap"] = hot_swap(orchestrator.url, model, base, selfie)
+            results["hot_swap"] = hot_swap(orchestrator.url, ops, base, selfie)
         finally:
+            ops.close()
             orchestrator.stop()
+            admission.stop()
             model.stop()
         results["detection"] = {
             name: detection_stage(path.read_bytes(), args.runs) for name, path in inputs.items()

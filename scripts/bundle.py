@@ -26,6 +26,7 @@ INCLUDE = (
     "serving",
     "export",  # the Dockerfile's first stage builds the scene classifier with it
     "model_repo",
+    "deploy",  # the Kubernetes manifests (deploy/k8s)
 )
 # Never shipped: caches, local state, anything that looks like a credential.
 EXCLUDE = (

@@ -87,6 +87,44 @@ class ModelServerProcess:
         terminate(self.process)
 
 
+class AdmissionProcess:
+    """serving.admission beside a model server: what it loads and serves, over the same files."""
+
+    def __init__(
+        self,
+        model_address: str,
+        log: Path,
+        config: Path,
+        model_repo: Path,
+        poll_s: float = 0.3,
+        drain_s: float = 3.0,
+    ) -> None:
+        self.command = [
+            sys.executable,
+            "-m",
+            "serving.admission",
+            "--address",
+            model_address,
+            "--config",
+            str(config),
+            "--model-repo",
+            str(model_repo),
+            "--poll-s",
+            str(poll_s),
+            "--drain-s",
+            str(drain_s),
+        ]
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(self.command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+
+    def stop(self) -> None:
+        terminate(self.process)
+
+
 class OrchestratorProcess:
     def __init__(
         self, model_address: str, log: Path, workers: int = 2, model_repo: Path | None = None, **env: str

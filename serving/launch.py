@@ -14,9 +14,9 @@ import sys
 import time
 from pathlib import Path
 
+from serving.repository import CONTAINER_MODELS
+
 ROOT = Path(__file__).resolve().parent.parent
-# Where the compose file mounts model_repo/ in the model server container.
-CONTAINER_MODELS = "/models"
 
 
 def server_command(
@@ -27,8 +27,11 @@ def server_command(
     poll_s: float = 1.0,
     config_poll_s: float = 2.0,
     binary: str | None = None,
+    host: str = "127.0.0.1",
 ) -> list[str]:
-    """The command line that serves model_repo/ on `port` with batching on."""
+    """The command line that serves model_repo/ on `host`:`port` with batching on (the local server
+    binds `host`; tensorflow_model_server has no flag for it and binds every address, so run it on a
+    private network, as the compose file does)."""
     binary = binary if binary is not None else shutil.which("tensorflow_model_server")
     common = [
         f"--port={port}",
@@ -51,6 +54,7 @@ def server_command(
         "serving.local_server",
         f"--model_config_file={config}",
         f"--models_mount={CONTAINER_MODELS}={model_repo}",
+        f"--host={host}",
         *common,
     ]
 
@@ -83,6 +87,11 @@ def wait_available(address: str, model_name: str, timeout_s: float) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--port", type=int, default=8500)
+    parser.add_argument(
+        "--host",
+        default=os.environ.get("SHINE_MODEL_SERVER_HOST", "127.0.0.1"),
+        help="address the local model server binds (default loopback; SHINE_MODEL_SERVER_HOST)",
+    )
     parser.add_argument("--config", type=Path, default=ROOT / "serving" / "models.config")
     parser.add_argument("--batching", type=Path, default=ROOT / "serving" / "batching_parameters.txt")
     parser.add_argument("--model-repo", type=Path, default=ROOT / "model_repo")
@@ -95,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         ok = wait_available(args.wait, contract.MODEL_NAME, args.timeout)
         print("model server ready" if ok else f"model server not ready after {args.timeout:g} s")
         return 0 if ok else 1
-    command = server_command(args.port, args.config, args.batching, args.model_repo)
+    command = server_command(args.port, args.config, args.batching, args.model_repo, host=args.host)
     print("starting:", " ".join(command), flush=True)
     os.execvp(command[0], command)
 

@@ -44,7 +44,7 @@ from serving.config import (
     parse_batching_parameters,
     parse_model_config,
 )
-from serving.repository import versions_on_disk
+from serving.repository import inside_repository, versions_on_disk
 from serving.servables import (
     AVAILABLE,
     DEFAULT_DRAIN_TIMEOUT_S,
@@ -111,6 +111,18 @@ class ModelManager:
             with self._lock:
                 current = dict(self._models)
             for entry in entries:
+                # Only folders inside the model repository may be served: a reload naming any other
+                # base path (the RPC is unauthenticated) is refused.
+                if not inside_repository(
+                    map_base_path(entry.base_path, self.mounts), list(self.mounts.values())
+                ):
+                    roots = (
+                        ", ".join(f"{prefix} ({local})" for prefix, local in self.mounts.items()) or "none"
+                    )
+                    raise ConfigError(
+                        f"base_path {entry.base_path!r} of model {entry.name!r} is outside the model "
+                        f"repository ({roots}): refused"
+                    )
                 model = current.get(entry.name)
                 # A label must name a version this config will serve: loaded, or on disk and
                 # selected by the policy (so one config can move a policy and its labels together).
@@ -303,12 +315,17 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         return response
 
 
-def build_server(manager: ModelManager, port: int, max_workers: int = 64) -> tuple[grpc.Server, int]:
-    """Create (not start) the gRPC server; returns it and the port it bound (0 picks a free one)."""
+def build_server(
+    manager: ModelManager, port: int, max_workers: int = 64, host: str = "127.0.0.1"
+) -> tuple[grpc.Server, int]:
+    """Create (not start) the gRPC server on `host` (loopback unless told otherwise: its
+    HandleReloadConfigRequest is unauthenticated); returns it and the port it bound (0: a free one)."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"))
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(manager), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(manager), server)
-    bound = server.add_insecure_port(f"0.0.0.0:{port}")
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot bind {host}:{port}")
     return server, bound
 
 
@@ -337,6 +354,9 @@ def _bound_malloc_arenas() -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--port", type=int, default=8500)
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (0.0.0.0 only on a private network)"
+    )
     parser.add_argument("--model_config_file", type=Path, default=Path("serving/models.config"))
     parser.add_argument("--model_config_file_poll_wait_seconds", type=float, default=0.0)
     parser.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0)
@@ -347,6 +367,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0)
     parser.add_argument("--port_file", type=Path, help="write the bound port here once serving")
     args = parser.parse_args(argv)
+    if not args.models_mount:
+        parser.error("--models_mount is required: it names the model repository, where base paths must point")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     _bound_malloc_arenas()
     tf.config.threading.set_intra_op_parallelism_threads(args.tensorflow_intra_op_parallelism)
@@ -363,9 +385,9 @@ def main(argv: list[str] | None = None) -> None:
         file_system_poll_wait_s=args.file_system_poll_wait_seconds,
         config_poll_wait_s=args.model_config_file_poll_wait_seconds,
     )
-    server, port = build_server(manager, args.port)
+    server, port = build_server(manager, args.port, host=args.host)
     server.start()
-    logger.info("Running gRPC ModelServer at 0.0.0.0:%d", port)
+    logger.info("Running gRPC ModelServer at %s:%d", args.host, port)
     manager.start()
     if args.port_file:
         args.port_file.write_text(str(port))

@@ -1,95 +1,94 @@
 """Ops commands for a running model server: status, pin/rollback, unpin, labels. No TensorFlow needed.
 
-Each change rewrites models.config atomically (so a restart keeps it) and asks the server to reload it
-through ModelService.HandleReloadConfigRequest (so it applies now, on TF Serving and the local server
-alike). In-flight requests finish on the version they started on.
+Every change goes through admission (serving/admission): under its lock, only to versions that passed
+its checks, brought back into service with a probe when they are not loaded, published in its state
+file before anything is unloaded, then written to models.config and handed to the server through
+ModelService.HandleReloadConfigRequest (TF Serving and the local server alike). A version that did not
+pass can never be pinned or labelled. In-flight requests finish on the version they started on.
 
     python -m serving.ops status
-    python -m serving.ops rollback            # serve only the version before the newest one
-    python -m serving.ops pin 3               # serve only version 3
-    python -m serving.ops unpin               # back to the newest two versions
+    python -m serving.ops rollback            # serve only the admitted version before the served one
+    python -m serving.ops pin 3               # serve only version 3 (it must have passed admission)
+    python -m serving.ops unpin               # back to the newest admitted version and one to roll back to
     python -m serving.ops label canary 4      # point a label at a served version
     python -m serving.ops unlabel canary      # take a label off
+    python -m serving.ops --bucket s3://BUCKET/PREFIX pin 3   # every replica of a cluster (serving.cluster)
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import time
-from dataclasses import replace
+from collections.abc import Callable
 from pathlib import Path
-
-import grpc
-from google.protobuf import text_format
+from typing import TypeVar
 
 from serving import contract
-from serving.config import ModelEntry, VersionPolicy, parse_model_config, render_model_config
-from serving.wire import model_status_pb2, services_pb2_grpc
+from serving.admission.admitter import Admission, AdmissionError
+from serving.admission.control import ModelServerControl, ReloadRefused, ServerDown
+from serving.admission.state import AdmissionState
+from serving.config import ModelEntry, parse_model_config
+from serving.repository import CONTAINER_MODELS
 from serving.wire.model_status_pb2 import ModelServerConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-STATE_NAMES = {v.number: v.name for v in model_status_pb2.ModelVersionStatus.State.DESCRIPTOR.values}
-DEFAULT_POLICY = VersionPolicy("latest", num_versions=2)
+T = TypeVar("T")
 
 
 class OpsError(RuntimeError):
-    """The server refused a change or did not reach the asked-for state in time."""
+    """Admission or the server refused a change, or the server did not reach the asked-for state in time."""
 
 
 class ModelServerOps:
-    """Reads and changes what one model server serves."""
+    """Reads and changes what one model server serves, through admission."""
 
-    def __init__(self, address: str, config_path: Path, model_name: str = contract.MODEL_NAME) -> None:
+    def __init__(
+        self,
+        address: str,
+        config_path: Path,
+        model_repo: Path | None = None,
+        model_name: str = contract.MODEL_NAME,
+        drain_s: float = 5.0,
+    ) -> None:
         self.address = address
         self.config_path = config_path
         self.model_name = model_name
-        self._channel = grpc.insecure_channel(address)
-        self._stub = services_pb2_grpc.ModelServiceStub(self._channel)
+        self.control = ModelServerControl(address, model_name)
+        try:
+            self.admission = Admission(
+                self.control,
+                config_path,
+                model_repo or ROOT / "model_repo",
+                {CONTAINER_MODELS: model_repo or ROOT / "model_repo"},
+                model_name,
+                drain_s=drain_s,
+            )
+        except AdmissionError as exc:
+            self.control.close()
+            raise OpsError(str(exc)) from exc
 
     def close(self) -> None:
-        self._channel.close()
-
-    def entries(self) -> list[ModelEntry]:
-        return parse_model_config(self.config_path.read_text(), ModelServerConfig)
+        self.control.close()
 
     def entry(self) -> ModelEntry:
-        for entry in self.entries():
+        for entry in parse_model_config(self.config_path.read_text(), ModelServerConfig):
             if entry.name == self.model_name:
                 return entry
         raise OpsError(f"{self.config_path} has no model {self.model_name!r}")
 
+    def state(self) -> AdmissionState:
+        return self.admission.state()
+
     def status(self) -> dict[int, str]:
         """Version -> state name, as the server reports it; raises OpsError if it cannot be reached."""
-        request = model_status_pb2.GetModelStatusRequest()
-        request.model_spec.name = self.model_name
         try:
-            response = self._stub.GetModelStatus(request, timeout=5.0)
-        except grpc.RpcError as exc:
-            raise OpsError(f"model server at {self.address}: {exc.code().name} {exc.details()}") from exc
-        return {
-            int(item.version): STATE_NAMES.get(int(item.state), "UNKNOWN")
-            for item in response.model_version_status
-        }
+            return {v: item.state for v, item in self.control.status().items()}
+        except ServerDown as exc:
+            raise OpsError(f"model server at {exc}") from exc
 
     def available(self) -> list[int]:
         return sorted(v for v, state in self.status().items() if state == "AVAILABLE")
-
-    def apply(self, entry: ModelEntry) -> None:
-        """Write models.config atomically, then have the server reload it; raises OpsError."""
-        entries = [entry if e.name == entry.name else e for e in self.entries()]
-        text = render_model_config(entries)
-        request = model_status_pb2.ReloadConfigRequest()
-        text_format.Parse(text, request.config)
-        try:
-            response = self._stub.HandleReloadConfigRequest(request, timeout=120.0)
-        except grpc.RpcError as exc:
-            raise OpsError(f"reload refused: {exc.code().name} {exc.details()}") from exc
-        if response.status.error_code != 0:
-            raise OpsError(f"reload refused: {response.status.error_message}")
-        _write_atomically(self.config_path, text)
 
     def wait_for(self, serving: set[int], timeout_s: float = 120.0) -> None:
         """Wait until exactly `serving` are AVAILABLE; raises OpsError on timeout."""
@@ -106,47 +105,53 @@ class ModelServerOps:
             time.sleep(0.2)
         raise OpsError(f"server did not settle on versions {sorted(serving)}: {last}")
 
+    def _do(self, change: Callable[[], T]) -> T:
+        try:
+            return change()
+        except (AdmissionError, ReloadRefused) as exc:
+            raise OpsError(str(exc)) from exc
+        except ServerDown as exc:
+            raise OpsError(f"model server at {exc}") from exc
+
+    def settled(self, served: set[int], timeout_s: float = 120.0) -> None:
+        """Wait until the server has unloaded everything outside `served` (requests in flight on it
+        finished) and `served` are AVAILABLE; raises OpsError on timeout."""
+        deadline = time.monotonic() + timeout_s
+        last: object = "no answer"
+        while time.monotonic() < deadline:
+            try:
+                last = self.status()
+            except OpsError as exc:
+                last = exc
+            else:
+                live = {v for v, state in last.items() if state in ("LOADING", "AVAILABLE", "UNLOADING")}
+                if live == served and all(last[v] == "AVAILABLE" for v in served):
+                    return
+            time.sleep(0.1)
+        raise OpsError(f"server did not settle on versions {sorted(served)}: {last}")
+
     def pin(self, version: int) -> None:
-        """Serve only `version` (it must be on disk); labels that pointed elsewhere move to it."""
-        entry = self.entry()
-        labels = dict.fromkeys(entry.version_labels, version)
-        self.apply(
-            replace(entry, policy=VersionPolicy("specific", versions=(version,)), version_labels=labels)
-        )
-        self.wait_for({version})
+        """Serve only `version`, which must have passed admission; labels move to it. Returns once the
+        other versions are unloaded."""
+        self._do(lambda: self.admission.pin(version))
+        self.settled({version})
 
     def rollback(self) -> int:
-        """Pin the newest AVAILABLE version older than the newest one; returns it."""
-        available = self.available()
-        if len(available) < 2:
-            raise OpsError(f"nothing to roll back to: available versions {available}")
-        target = available[-2]
-        self.pin(target)
+        """Pin the newest admitted version older than the served one; returns it once the others are
+        unloaded."""
+        target = self._do(self.admission.rollback)
+        self.settled({target})
         return target
 
     def unpin(self) -> None:
-        entry = self.entry()
-        self.apply(replace(entry, policy=DEFAULT_POLICY))
+        self._do(self.admission.unpin)
 
     def label(self, label: str, version: int) -> None:
-        entry = self.entry()
-        self.apply(replace(entry, version_labels={**entry.version_labels, label: version}))
+        """Point `label` at a served version that passed admission."""
+        self._do(lambda: self.admission.label(label, version))
 
     def unlabel(self, label: str) -> None:
-        """Take a label off (before removing its version: a config whose label names a version that is
-        not served is refused, on a reload and at start-up)."""
-        entry = self.entry()
-        self.apply(
-            replace(entry, version_labels={k: v for k, v in entry.version_labels.items() if k != label})
-        )
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Write beside the target and rename over it, so a reader never sees half a config."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "w") as out:
-        out.write(text)
-    os.replace(temporary, path)
+        self._do(lambda: self.admission.unlabel(label))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--address", default="127.0.0.1:8500")
     parser.add_argument("--config", type=Path, default=ROOT / "serving" / "models.config")
+    parser.add_argument("--model-repo", type=Path, default=ROOT / "model_repo")
+    parser.add_argument("--bucket", help="s3://BUCKET/PREFIX: change the served config of a cluster")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("status")
     commands.add_parser("rollback")
@@ -169,7 +176,13 @@ def main(argv: list[str] | None = None) -> int:
     unlabel = commands.add_parser("unlabel")
     unlabel.add_argument("label")
     args = parser.parse_args(argv)
-    ops = ModelServerOps(args.address, args.config)
+    if args.bucket:
+        return _main_bucket(args)
+    try:
+        ops = ModelServerOps(args.address, args.config, args.model_repo)
+    except OpsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     try:
         if args.command == "rollback":
             print(f"rolled back: serving version {ops.rollback()} only")
@@ -178,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"pinned: serving version {args.version} only")
         elif args.command == "unpin":
             ops.unpin()
-            print("unpinned: serving the newest versions")
+            print("unpinned: serving the newest admitted version and one to roll back to")
         elif args.command == "label":
             ops.label(args.label, args.version)
             print(f"label {args.label} -> version {args.version}")
@@ -186,14 +199,42 @@ def main(argv: list[str] | None = None) -> int:
             ops.unlabel(args.label)
             print(f"label {args.label} removed")
         entry = ops.entry()
-        for version, state in sorted(ops.status().items()):
+        decisions = ops.state().decisions
+        served = ops.state().served
+        for version in sorted(set(ops.status()) | set(decisions)):
+            state = ops.status().get(version, "not loaded")
             labels = [k for k, v in entry.version_labels.items() if v == version]
-            print(f"version {version}: {state}" + (f"  labels: {', '.join(labels)}" if labels else ""))
+            decision = decisions.get(version)
+            verdict = "" if decision is None else f"  {decision.verdict}"
+            if decision is not None and decision.refused:
+                verdict += f" ({decision.code}: {decision.reason})"
+            print(
+                f"version {version}: {state}{verdict}"
+                + ("  served" if version in served else "")
+                + (f"  labels: {', '.join(labels)}" if labels else "")
+            )
     except OpsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
         ops.close()
+    return 0
+
+
+def _main_bucket(args: argparse.Namespace) -> int:
+    """The same commands against the bucket's served config (serving.cluster)."""
+    from serving.bucket import BucketError, BucketSettings, BucketUrl, ModelBucket
+    from serving.cluster import ClusterOps, ClusterOpsError, run
+
+    try:
+        bucket = ModelBucket(BucketSettings.from_env(), BucketUrl.parse(args.bucket))
+        lines = run(
+            ClusterOps(bucket), args.command, getattr(args, "version", None), getattr(args, "label", None)
+        )
+    except (ValueError, BucketError, ClusterOpsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(lines))
     return 0
 
 

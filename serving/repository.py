@@ -23,3 +23,13 @@ def versions_on_disk(base_path: Path) -> list[int]:
 def assets_extra(base_path: Path, version: int) -> Path:
     """The assets.extra/ folder of one version (calibration, model card, warmup records)."""
     return base_path / str(version) / "assets.extra"
+
+
+# Where models.config's base paths point: the compose mount of model_repo/ in every container.
+CONTAINER_MODELS = "/models"
+
+
+def inside_repository(path: Path, roots: list[Path]) -> bool:
+    """True when `path` (resolved) lies strictly inside one of the model repository `roots`."""
+    resolved = path.resolve()
+    return any(resolved != root.resolve() and resolved.is_relative_to(root.resolve()) for root in roots)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -31,9 +32,9 @@ def other_fingerprint(seed: str = "another model") -> str:
     return PREFIX + hashlib.sha256(seed.encode()).hexdigest()
 
 
-def bind_calibration(version_dir: Path, fingerprint: str | None = None) -> str:
-    """Re-write the version's calibration (and model card) in the current format, bound to `fingerprint`
-    (default: the folder's own content); returns the fingerprint written."""
+def bind_calibration(version_dir: Path, fingerprint: str | None = None, card: bool = True) -> str:
+    """Re-write the version's calibration (and, with `card`, its model card) in the current format, bound
+    to `fingerprint` (default: the folder's own content); returns the fingerprint written."""
     fingerprint = fingerprint or content_fingerprint(version_dir)
     extra = version_dir / "assets.extra"
     path = extra / contract.CALIBRATION_FILE
@@ -42,10 +43,10 @@ def bind_calibration(version_dir: Path, fingerprint: str | None = None) -> str:
     calibration.update(format=CALIBRATION_FORMAT, model_fingerprint=fingerprint)
     skops.io.dump(calibration, path)
     card_path = extra / contract.MODEL_CARD_JSON
-    if card_path.is_file():
-        card = json.loads(card_path.read_text())
-        card["model_fingerprint"] = fingerprint
-        card_path.write_text(json.dumps(card, indent=2) + "\n")
+    if card and card_path.is_file():
+        written = json.loads(card_path.read_text())
+        written["model_fingerprint"] = fingerprint
+        card_path.write_text(json.dumps(written, indent=2) + "\n")
     return fingerprint
 
 
@@ -63,3 +64,82 @@ def copy_repo(target: Path) -> Path:
     for version in versions_on_disk(PUBLISHED_BASE):
         copy_version(target / contract.MODEL_NAME / str(version), version)
     return target
+
+
+# Bad versions, as they reach a model repository by hand: each edits a staged copy of a good version
+# (`folder`) in place. Admission must refuse each with the reason code beside it.
+
+
+def cut_calibration(folder: Path) -> None:
+    """The calibration copied only half-way ("calibration_unreadable")."""
+    path = folder / "assets.extra" / contract.CALIBRATION_FILE
+    os.truncate(path, path.stat().st_size // 2)
+
+
+def cut_weights(folder: Path) -> None:
+    """The weights copied only half-way ("model_changed")."""
+    weights = next((folder / "variables").glob("variables.data-*"))
+    os.truncate(weights, weights.stat().st_size // 2)
+
+
+def calibration_of_another_model(folder: Path) -> None:
+    """A calibration fitted on another model copied in; the model card left as it was
+    ("calibration_mismatch")."""
+    bind_calibration(folder, other_fingerprint(), card=False)
+
+
+def empty(folder: Path) -> None:
+    """Nothing in the folder at all ("empty")."""
+    shutil.rmtree(folder)
+    folder.mkdir()
+
+
+def half_copied(folder: Path) -> None:
+    """A copy stopped part-way (the weights and assets.extra never arrived), then renamed into place
+    ("incomplete")."""
+    shutil.rmtree(folder / "assets.extra")
+    for weights in (folder / "variables").glob("variables.data-*"):
+        weights.unlink()
+
+
+def other_signature(folder: Path) -> None:
+    """A SavedModel that loads and answers the contract's inputs but whose "signals" output has one
+    column fewer than contract 2's named axis (it would be read wrong), with the good version's
+    assets.extra bound to it ("signature")."""
+    import tensorflow as tf
+
+    face_spec, mask_spec = contract.INPUTS
+    columns = len(contract.SIGNAL_AXIS_NAMES) - 1
+
+    class ShortSignals(tf.Module):
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec(face_spec.shape, tf.uint8, name="face"),
+                tf.TensorSpec(mask_spec.shape, tf.uint8, name="mask"),
+            ]
+        )
+        def serve(self, face: tf.Tensor, mask: tf.Tensor) -> dict[str, tf.Tensor]:
+            rows = tf.shape(face)[0]
+            level = tf.reduce_mean(tf.cast(face, tf.float32)) + tf.reduce_mean(tf.cast(mask, tf.float32))
+            return {
+                "signals": tf.fill([rows, len(contract.LABEL_NAMES), columns], level),
+                "acne_peaks": tf.fill([rows, *contract.ACNE_PEAKS.shape[1:]], 0.0 * level),
+            }
+
+    extra = folder.parent / f"_{folder.name}-extra"
+    shutil.move(str(folder / "assets.extra"), extra)
+    shutil.rmtree(folder)
+    module = ShortSignals()
+    tf.saved_model.save(module, str(folder), signatures={contract.SIGNATURE_NAME: module.serve})
+    shutil.move(str(extra), folder / "assets.extra")
+    bind_calibration(folder)
+
+
+BAD_VERSIONS = {
+    "calibration_unreadable": cut_calibration,
+    "model_changed": cut_weights,
+    "calibration_mismatch": calibration_of_another_model,
+    "signature": other_signature,
+    "empty": empty,
+    "incomplete": half_copied,
+}

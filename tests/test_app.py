@@ -441,6 +441,17 @@ def test_health_is_503_when_the_model_server_is_down() -> None:
     assert response.get_json()["status"] == "unavailable"
 
 
+def test_livez_is_200_while_the_model_server_is_down() -> None:
+    # Liveness never asks the model server: the same app answers 503 on /health and 200 on /livez.
+    client = create_app(_settings(f"127.0.0.1:{free_port()}", status_timeout_s=0.3)).test_client()
+    assert client.get("/health").status_code == 503
+    response = client.get("/livez")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "alive"}
+    document = client.get("/api/v2/openapi.json").get_json()
+    assert "200" in document["paths"]["/livez"]["get"]["responses"]
+
+
 def test_health_is_200_with_an_available_version(client: FlaskClient, script: Script) -> None:
     response = client.get("/health")
     assert response.status_code == 200

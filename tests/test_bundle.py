@@ -28,6 +28,7 @@ def test_bundle_entries_are_posix_and_clean(tmp_path: Path) -> None:
         "Procfile",
         "configs/nginx.conf",
         "configs/gunicorn.conf.py",
+        "deploy/k8s/base/kustomization.yaml",
         "serving/models.config",
         "serving/batching_parameters.txt",
         "orchestrator/wsgi.py",
@@ -90,3 +91,42 @@ def test_compose_file_is_valid() -> None:
         "--monitoring_config_file=",
     ):
         assert flag in result.stdout
+
+
+def test_compose_runs_admission_and_keeps_the_model_server_internal() -> None:
+    command = _compose_command()
+    if command is None:
+        pytest.skip("neither `docker compose` nor `docker-compose` is installed")
+    result = subprocess.run(
+        [*command, "-f", str(ROOT / "docker-compose.yml"), "config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    services = _service_blocks(result.stdout)
+    assert "- serving.admission" in services["admission"]
+    assert "--address=model-server:8500" in services["admission"]
+    # The model server publishes no port on the host: only the compose network reaches it.
+    assert "ports:" not in services["model-server"]
+    # Config by folder mount, so admission's atomic renames of models.config are seen.
+    assert "/serving:/config:ro" in services["model-server"]
+    assert "--model_config_file_poll" not in services["model-server"]
+
+
+def _service_blocks(text: str) -> dict[str, str]:
+    """Each service's part of `compose config` output (two-space-indented names under `services:`),
+    read as text: no YAML parser is among the pinned packages."""
+    blocks: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    inside = False
+    for line in text.splitlines():
+        if not line.startswith(" "):
+            inside = line.startswith("services:")
+            current = None
+        elif inside and line.startswith("  ") and not line.startswith("   ") and line.rstrip().endswith(":"):
+            current = blocks.setdefault(line.strip().rstrip(":"), [])
+        elif inside and current is not None:
+            current.append(line)
+    return {name: "\n".join(lines) for name, lines in blocks.items()}

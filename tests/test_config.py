@@ -16,6 +16,7 @@ from serving.config import (
     parse_model_config,
     render_model_config,
 )
+from serving.repository import versions_on_disk
 from serving.wire.model_status_pb2 import ModelServerConfig
 
 SERVING = Path(__file__).resolve().parent.parent / "serving"
@@ -25,7 +26,10 @@ def test_shipped_models_config_parses() -> None:
     (entry,) = parse_model_config((SERVING / "models.config").read_text(), ModelServerConfig)
     assert entry.name == "skin_analyzer"
     assert entry.base_path == "/models/skin_analyzer"
-    assert entry.policy == VersionPolicy("latest", num_versions=2)
+    # Admission's explicit served set (serving/admission): published versions only, named one by one.
+    assert entry.policy.kind == "specific"
+    on_disk = versions_on_disk(SERVING.parent / "model_repo" / "skin_analyzer")
+    assert entry.policy.versions and set(entry.policy.versions) <= set(on_disk)
 
 
 def test_shipped_batching_parameters_parse() -> None:

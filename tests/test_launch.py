@@ -19,6 +19,12 @@ def test_local_server_when_no_binary() -> None:
     assert f"--models_mount=/models={ROOT / 'model_repo'}" in command
     assert "--enable_batching" in command
     assert f"--batching_parameters_file={BATCHING}" in command
+    assert "--host=127.0.0.1" in command  # loopback unless told otherwise
+
+
+def test_the_local_server_binds_the_host_it_is_given() -> None:
+    command = server_command(8500, CONFIG, BATCHING, ROOT / "model_repo", binary="", host="10.0.0.5")
+    assert "--host=10.0.0.5" in command
 
 
 def test_real_binary_gets_the_same_files_with_absolute_paths() -> None:
@@ -30,4 +36,4 @@ def test_real_binary_gets_the_same_files_with_absolute_paths() -> None:
     localized = Path(next(a for a in command if a.startswith("--model_config_file=")).split("=", 1)[1])
     text = localized.read_text()
     assert f'base_path: "{(ROOT / "model_repo").resolve()}/skin_analyzer"' in text
-    assert "latest { num_versions: 2 }" in text
+    assert "specific {" in text

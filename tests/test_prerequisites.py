@@ -22,6 +22,7 @@ NEEDS_TENSORFLOW = (
     "test_acne.py",
     "test_acne_aligned.py",
     "test_acne_served.py",
+    "test_admission.py",
     "test_bench.py",
     "test_efficientnet.py",
     "test_export.py",

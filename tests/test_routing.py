@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import skops.io
 
-from orchestrator.errors import ModelUnavailable
+from orchestrator.errors import ModelTimeout, ModelUnavailable
 from orchestrator.predict.client import PredictClient
 from orchestrator.predict.routing import CANARY_LABEL, Route, VersionCheck, VersionRouter
 from orchestrator.scoring.scorer import ScorerRegistry
 from orchestrator.settings import Settings
 from serving import contract
+from serving.admission.state import AdmissionState, Decision, StateReader, write_state
 from tests.conftest import Clock
 from tests.fakes import Script, fake_model_server
 from tests.repos import bind_calibration, copy_version, other_fingerprint
@@ -86,6 +88,20 @@ def test_a_version_copied_in_under_a_new_number_is_chosen(
     router = _router(client, base)
     assert router.choose() == Route(7)
     assert _check(router, 7).usable
+
+
+def test_a_version_whose_copy_arrives_after_the_server_loads_it_is_chosen_then(
+    base: Path, script: Script, client: PredictClient
+) -> None:
+    # On a cluster the model server's sync may mirror version 7 before this replica's sync has.
+    script.versions = (GOOD, 7)
+    router = _router(client, base)
+    assert router.choose() == Route(GOOD)
+    assert _check(router, 7).code == "calibration_missing"
+    shutil.copytree(base / str(GOOD), base / "_staging")
+    (base / "_staging").rename(base / "7")
+    assert _check(router, 7).usable
+    assert router.choose() == Route(7)
 
 
 @pytest.mark.parametrize(
@@ -250,3 +266,73 @@ def test_the_observer_sees_every_refresh(base: Path, script: Script, client: Pre
     script.failed = {8: "load failed"}
     _router(client, base, observe=seen.append).versions(refresh=True)
     assert [(c.version, c.rejected) for c in seen[-1]] == [(GOOD, False), (8, True)]
+
+
+def test_admission_decides_first_candidates_wait_and_its_refusals_are_named(
+    base: Path, script: Script, client: PredictClient
+) -> None:
+    shutil.copytree(base / str(GOOD), base / "7")
+    script.versions = (GOOD, 7)  # 7 loaded beside GOOD as a candidate admission is probing
+    decisions = {
+        GOOD: Decision(GOOD, "admitted"),
+        9: Decision(9, "refused", code="empty", reason="the version folder is empty"),
+    }
+    state = AdmissionState(contract.MODEL_NAME, served=(GOOD,), decisions=decisions)
+    router = _router(client, base, admission=lambda: state)
+    assert router.choose() == Route(GOOD)  # not the newer candidate
+    seven, nine = _check(router, 7), _check(router, 9)
+    assert (seven.usable, seven.rejected) == (False, False)
+    assert (nine.state, nine.usable, nine.code, nine.reason) == (
+        "END",
+        False,
+        "empty",
+        state.decisions[9].reason,
+    )
+    # Admitted: 7 serves from the next refresh on.
+    state = replace(state, served=(7, GOOD), decisions={**decisions, 7: Decision(7, "admitted")})
+    assert router.versions(refresh=True) and router.choose() == Route(7)
+
+
+def test_an_unreadable_admission_state_keeps_the_last_one_read(
+    base: Path, script: Script, client: PredictClient, tmp_path: Path
+) -> None:
+    shutil.copytree(base / str(GOOD), base / "7")
+    script.versions = (GOOD, 7)
+    path = tmp_path / "admission.json"
+    write_state(path, AdmissionState(contract.MODEL_NAME, served=(GOOD,)))
+    router = _router(client, base, admission=StateReader(path).read)
+    assert router.choose() == Route(GOOD)
+    path.write_text("{ half a file")
+    assert router.versions(refresh=True) and router.choose() == Route(GOOD)
+
+
+class SlowStatus:
+    """A PredictClient whose status call times out once `slow` is set (the server busy loading)."""
+
+    def __init__(self, client: PredictClient) -> None:
+        self.client = client
+        self.slow = False
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.client, name)
+
+    def model_status(self) -> object:
+        if self.slow:
+            raise ModelTimeout()
+        return self.client.model_status()
+
+
+def test_a_refresh_that_times_out_keeps_a_recent_choice(base: Path, client: PredictClient) -> None:
+    clock = Clock()
+    slow = SlowStatus(client)
+    router = _router(slow, base, clock=clock, refresh_s=1.0)  # type: ignore[arg-type]
+    assert router.choose() == Route(GOOD)
+    slow.slow = True
+    clock.now += 2.0
+    assert router.choose() == Route(GOOD)  # not a failed request
+    with pytest.raises(ModelTimeout):
+        router.versions(refresh=True)  # /health still tells the truth
+    clock.now += 10.0  # no refresh has succeeded for longer than a choice may be trusted
+    with pytest.raises(ModelUnavailable) as unavailable:
+        router.choose()
+    assert unavailable.value.retry_after_s >= 1.0

@@ -8,8 +8,10 @@ scores, contract.read_layout), and its calibration is bound to the model in its 
 label's version, when that one is usable) and sends a share of requests (SHINE_CANARY_SHARE) to the
 `canary` label's version when that one is usable, so a version that breaks the contract, that
 post-scoring could not score, or that the model server failed to load never answers a request.
-Rejected versions are kept with their reason for /health and /api/v2/models, logged once, and handed
-to an observer (the metrics).
+Where admission runs (serving/admission), its state file decides first: only the versions it serves
+are routed to, a version it refused is rejected with its reason (whether the server loaded it or not),
+and a candidate it is still probing is never chosen. Rejected versions are kept with their reason for
+/health and /api/v2/models, logged once, and handed to an observer (the metrics).
 """
 
 from __future__ import annotations
@@ -21,14 +23,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from orchestrator.errors import ModelBadResponse, ModelError, ModelUnavailable
+from orchestrator.errors import ModelBadResponse, ModelError, ModelTimeout, ModelUnavailable
 from orchestrator.predict.client import PredictClient
 from orchestrator.scoring.scorer import CalibrationProblem
 from serving import contract
+from serving.admission.state import AdmissionState, StateError
 
 logger = logging.getLogger(__name__)
 
 CANARY_LABEL = "canary"
+# How old a choice may be and still be used when a refresh times out.
+STALE_CHOICE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,7 @@ class VersionRouter:
         clock: Callable[[], float] = time.monotonic,
         draw: Callable[[], float] = random.random,
         observe: Callable[[list[VersionCheck]], None] | None = None,
+        admission: Callable[[], AdmissionState | None] | None = None,
     ) -> None:
         self.client = client
         self.calibration_problem = calibration_problem
@@ -83,6 +89,8 @@ class VersionRouter:
         self._clock = clock
         self._draw = draw
         self._observe = observe
+        self._admission = admission
+        self._admission_state: AdmissionState | None = None
         self._lock = threading.Lock()
         # Checks of AVAILABLE versions, kept while they stay AVAILABLE: version -> the check.
         self._checked: dict[int, VersionCheck] = {}
@@ -91,6 +99,7 @@ class VersionRouter:
         self._primary: Route | None = None
         self._canary: int | None = None
         self._expires = 0.0
+        self._refreshed_at = float("-inf")
 
     def versions(self, refresh: bool = False) -> list[VersionCheck]:
         """Every version the server knows, with its usability; raises ModelUnavailable, ModelTimeout."""
@@ -105,7 +114,23 @@ class VersionRouter:
         with self._lock:
             fresh = self._primary is not None and self._clock() < self._expires
         if not fresh:
-            self._refresh()
+            try:
+                self._refresh()
+            except ModelTimeout as exc:
+                # The server was too busy to list its versions in time (loading one beside the others on
+                # shared cores): a choice from a refresh a few seconds old stands (if its version went
+                # away meanwhile, the request meets VersionGone and goes to the next choice). With no
+                # such choice (the server restarting, say), nothing usable is known: 503, retry.
+                with self._lock:
+                    recent = self._clock() - self._refreshed_at <= max(STALE_CHOICE_S, 3 * self.refresh_s)
+                    stale = self._primary if recent else None
+                if stale is None:
+                    raise ModelUnavailable(
+                        "The model server did not say in time which model versions it serves.",
+                        retry_after_s=1.0,
+                    ) from exc
+                logger.warning("model versions not refreshed in time; routing on the last choice")
+                return stale
         with self._lock:
             if self._primary is None:
                 reasons = "; ".join(f"version {v.version}: {v.reason}" for v in self._versions if v.rejected)
@@ -149,9 +174,18 @@ class VersionRouter:
         with self._lock:
             # A version that went away is checked afresh if it comes back (its folder may have changed).
             self._checked = {v: c for v, c in self._checked.items() if v in available}
+        admitted = self._read_admission()
+        served = set(admitted.served) if admitted is not None else None
+        refused = admitted.refused() if admitted is not None else {}
         checks = []
         for item in states:
-            if item.state == "AVAILABLE":
+            if item.version in refused:
+                decision = refused[item.version]
+                checks.append(VersionCheck(item.version, item.state, False, decision.reason, decision.code))
+            elif served is not None and item.state == "AVAILABLE" and item.version not in served:
+                # A candidate admission is still probing, or one leaving service: never chosen.
+                checks.append(VersionCheck(item.version, item.state, False, "not served by admission"))
+            elif item.state == "AVAILABLE":
                 checks.append(self._check(item.version))
             elif item.error:
                 # The server's message names its files: it goes to the log, not to clients.
@@ -162,6 +196,10 @@ class VersionRouter:
                 )
             else:
                 checks.append(VersionCheck(item.version, item.state, False))
+        known = {item.version for item in states}
+        for version, decision in refused.items():
+            if version not in known:  # refused before it was loaded, or unloaded since
+                checks.append(VersionCheck(version, "END", False, decision.reason, decision.code))
         self._log_rejections(checks, {item.version: item.error for item in states})
         usable = sorted(c.version for c in checks if c.usable)
         canary = canary_version if canary_version in usable else None
@@ -176,8 +214,19 @@ class VersionRouter:
             self._primary = primary
             self._canary = canary
             self._expires = self._clock() + self.refresh_s
+            self._refreshed_at = self._clock()
         if self._observe is not None:
             self._observe(list(checks))
+
+    def _read_admission(self) -> AdmissionState | None:
+        """Admission's state (None where none runs); the last one read while the file cannot be read."""
+        if self._admission is None:
+            return None
+        try:
+            self._admission_state = self._admission()
+        except (StateError, OSError) as exc:
+            logger.warning("cannot read the admission state (%s); keeping the last one read", exc)
+        return self._admission_state
 
     def _check(self, version: int) -> VersionCheck:
         with self._lock:
@@ -202,8 +251,11 @@ class VersionRouter:
             if problem is not None:
                 reason, code = problem.reason, problem.code
         check = VersionCheck(version, "AVAILABLE", not reason, reason, code, layout if not reason else None)
-        with self._lock:
-            self._checked[version] = check
+        # On a cluster each replica mirrors versions from the bucket on its own: the model server may load
+        # one before this replica's copy (and its calibration) has arrived, so that one is asked again.
+        if code != "calibration_missing":
+            with self._lock:
+                self._checked[version] = check
         return check
 
     def _log_rejections(self, checks: list[VersionCheck], server_errors: dict[int, str]) -> None:

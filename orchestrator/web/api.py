@@ -55,6 +55,13 @@ def health() -> tuple[Response, int]:
     return jsonify(body), 200
 
 
+@api.get("/livez")
+def livez() -> Response:
+    """200 whenever this worker can answer; asks nothing of the model server, so a model-server outage
+    fails readiness (/health) without restarting every orchestrator."""
+    return jsonify({"status": "alive"})
+
+
 @api.post("/api/v2/analyze/guest")
 def analyze_guest() -> Response:
     shine = get_services()

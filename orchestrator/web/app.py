@@ -31,6 +31,7 @@ from orchestrator.web.demo import demo
 from orchestrator.web.openapi import build_openapi
 from orchestrator.web.ratelimit import RateLimiter
 from orchestrator.web.services import Services, init_app
+from serving.admission.state import StateReader, state_path
 
 logger = logging.getLogger(__name__)
 request_log = logging.getLogger("shine.requests")
@@ -69,6 +70,7 @@ def create_app(
         canary_share=settings.canary_share,
         refresh_s=settings.routing_refresh_s,
         observe=metrics.RejectedVersions(),
+        admission=StateReader(state_path(settings.model_repo_dir / settings.model_name)).read,
     )
     pipeline = Pipeline(
         settings,

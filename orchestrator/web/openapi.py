@@ -122,6 +122,13 @@ def build_openapi() -> dict[str, Any]:
                     },
                 }
             },
+            "/livez": {
+                "get": {
+                    "summary": "200 whenever the service process can answer (liveness); never asks the "
+                    "model server",
+                    "responses": {"200": {"description": "alive", "content": json_of("Liveness")}},
+                }
+            },
             "/api/v2/analyze/guest": {
                 "post": {
                     "summary": "Analyse the skin in one photo (no login; nothing is stored)",
@@ -206,6 +213,11 @@ def build_openapi() -> dict[str, Any]:
                 **answer_schemas(),
                 "Error": _error(),
                 "Health": health,
+                "Liveness": {
+                    "type": "object",
+                    "required": ["status"],
+                    "properties": {"status": {"const": "alive"}},
+                },
                 "Models": models,
                 "Vocabulary": _vocabulary(),
             }

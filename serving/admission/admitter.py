@@ -1,0 +1,435 @@
+"""Admission's decisions and the config they become.
+
+Each cycle: a version folder that appeared (or changed) and has stopped changing is checked (files,
+fingerprint, calibration bound to it), loaded beside the served versions as a candidate, its served
+signature checked and its own warmup requests sent to it through Predict; only then is it admitted.
+The served set is the newest admitted version and the one before it (to roll back to), or the pinned
+one. A change of the served set is published in the state file first (the orchestrator routes by it)
+and the versions that left it are unloaded `drain_s` later, once requests have moved off them.
+models.config always lists exactly what the server is asked to load (TF Serving's `specific` policy),
+so no folder, good or bad, changes what is served by appearing. Ops commands (pin, rollback, labels)
+go through the same lock, checks and config.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import grpc
+
+from serving import contract
+from serving.admission.checks import (
+    MAX_PROBE_RECORDS,
+    Refusal,
+    check_answer,
+    check_binding,
+    check_files,
+    check_signature,
+    folder_listing,
+    read_signature,
+    warmup_requests,
+)
+from serving.admission.control import ModelServerControl, ReloadRefused
+from serving.admission.state import (
+    AdmissionState,
+    Decision,
+    now_unix,
+    read_state,
+    state_path,
+    write_atomically,
+    write_state,
+)
+from serving.config import ModelEntry, VersionPolicy, map_base_path, parse_model_config, render_model_config
+from serving.repository import inside_repository
+from serving.wire import predict_pb2
+from serving.wire.model_status_pb2 import ModelServerConfig
+
+logger = logging.getLogger(__name__)
+
+LOCK_FILE = ".admission.lock"
+# How many admitted versions stay loaded when nothing is pinned: the served one and one to roll back to.
+SERVED_VERSIONS = 2
+
+
+class AdmissionError(RuntimeError):
+    """A change admission will not make (a version that did not pass, a base path outside the model
+    repository), or one it could not make in time."""
+
+
+def resolve_base_path(base_path: str, mounts: Mapping[str, Path], model_repo: Path) -> Path:
+    """The local folder of a config base_path, which must lie inside the model repository; raises
+    AdmissionError naming the path otherwise."""
+    local = map_base_path(base_path, mounts)
+    if not inside_repository(local, [model_repo]):
+        raise AdmissionError(
+            f"base_path {base_path!r} is outside the model repository {str(model_repo.resolve())!r}: refused"
+        )
+    return local.resolve()
+
+
+def version_folders(base: Path) -> dict[int, Path]:
+    """Every integer-named folder, complete or not (TF Serving reads ASCII digits only)."""
+    if not base.is_dir():
+        return {}
+    return {
+        int(child.name): child
+        for child in base.iterdir()
+        if child.name.isascii() and child.name.isdigit() and child.is_dir()
+    }
+
+
+class Admission:
+    """Decides what one model server serves of one model; safe to use from several processes (a lock
+    file beside the state serializes them)."""
+
+    def __init__(
+        self,
+        control: ModelServerControl,
+        config_path: Path,
+        model_repo: Path,
+        mounts: Mapping[str, Path] | None = None,
+        model_name: str = contract.MODEL_NAME,
+        drain_s: float = 5.0,
+        settle_s: float = 0.5,
+        load_timeout_s: float = 180.0,
+        probe_timeout_s: float = 60.0,
+        sleep: Callable[[float], None] = time.sleep,
+        server_model_repo: str = "",
+    ) -> None:
+        self.control = control
+        self.config_path = config_path
+        self.model_repo = model_repo
+        self.mounts = dict(mounts or {})
+        self.model_name = model_name
+        self.drain_s = drain_s
+        self.settle_s = settle_s
+        self.load_timeout_s = load_timeout_s
+        self.probe_timeout_s = probe_timeout_s
+        self._sleep = sleep
+        # Where the server sees the model repository when it does not see it at the config's mount
+        # (tensorflow_model_server run outside a container reads absolute paths).
+        self.server_model_repo = server_model_repo
+        self.base = resolve_base_path(self.entry().base_path, self.mounts, model_repo)
+        self.state_file = state_path(self.base)
+        self._seen: dict[int, tuple[str, float]] = {}  # version -> (listing, since when unchanged)
+        self._listings: dict[int, str] = {}  # version -> its listing when it was decided on
+        self._fresh = True  # the first cycle decides every folder again
+
+    # -- the config -------------------------------------------------------------------------------
+
+    def entries(self) -> list[ModelEntry]:
+        entries = parse_model_config(self.config_path.read_text(), ModelServerConfig)
+        for entry in entries:
+            resolve_base_path(entry.base_path, self.mounts, self.model_repo)
+        return entries
+
+    def entry(self) -> ModelEntry:
+        for entry in self.entries():
+            if entry.name == self.model_name:
+                return entry
+        raise AdmissionError(f"{self.config_path} has no model {self.model_name!r}")
+
+    def configured(self) -> set[int]:
+        """The versions models.config asks the server to load."""
+        entry = self.entry()
+        if entry.policy.kind == "specific":
+            return set(entry.policy.versions)
+        return set(entry.policy.select(sorted(version_folders(self.base))))
+
+    def _reload(self, versions: set[int], labels: Mapping[str, int]) -> None:
+        """Have the server load exactly `versions` (labels on served ones), then keep that in
+        models.config for restarts; raises ReloadRefused, ServerDown."""
+        if not versions:
+            return
+        entry = replace(
+            self.entry(),
+            policy=VersionPolicy("specific", versions=tuple(sorted(versions))),
+            version_labels=dict(labels),
+        )
+        text = render_model_config([entry if e.name == entry.name else e for e in self.entries()])
+        server_text = text
+        if self.server_model_repo:
+            for prefix in self.mounts:
+                server_text = server_text.replace(f'"{prefix}/', f'"{self.server_model_repo.rstrip("/")}/')
+        self.control.reload(server_text, timeout_s=self.load_timeout_s)
+        write_atomically(self.config_path, text)
+
+    # -- the lock and the state -------------------------------------------------------------------
+
+    @contextmanager
+    def locked(self, timeout_s: float = 600.0) -> Iterator[None]:
+        """Hold the admission lock (one decision-maker at a time, across processes)."""
+        fd = os.open(self.base / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise AdmissionError(f"admission stayed busy for {timeout_s:g} s") from None
+                    time.sleep(0.1)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+    def state(self) -> AdmissionState:
+        return read_state(self.state_file) or AdmissionState(self.model_name)
+
+    # -- one cycle --------------------------------------------------------------------------------
+
+    def cycle(self) -> AdmissionState:
+        """Decide on every new, changed or removed folder and serve accordingly; returns the state.
+        Raises ServerDown (nothing decided is lost: the next cycle starts over), ReloadRefused."""
+        with self.locked():
+            state = self.state()
+            folders = version_folders(self.base)
+            # Nothing decided before this process started is trusted: every folder is checked and probed
+            # again, those decided before at once (they had settled then), the rest once they settle.
+            again = set(state.decisions) & set(folders) if self._fresh else set()
+            if self._fresh:
+                state = replace(state, decisions={})
+            decisions = dict(state.decisions)
+            for version in [v for v in decisions if v not in folders]:
+                logger.info("%s version %d: folder removed", self.model_name, version)
+                del decisions[version]
+                self._listings.pop(version, None)
+            for version in list(decisions):
+                if folder_listing(folders[version]) != self._listings.get(version):
+                    logger.info("%s version %d: folder changed; checking it again", self.model_name, version)
+                    del decisions[version]
+            self._seen = {v: seen for v, seen in self._seen.items() if v in folders}
+            pending = [
+                v
+                for v in sorted(folders, reverse=True)
+                if v not in decisions and (v in again or self._settled(v, folders[v]))
+            ]
+            served = set(state.served) & set(folders)
+            for version in pending:
+                decisions[version] = self._examine(version, folders[version], served)
+            self._fresh = False
+            undecided = set(folders) - set(decisions)
+            admitted = any(d.verdict == "admitted" for d in decisions.values())
+            if served & undecided or (undecided and not admitted):
+                # Never publish a served set that lacks a version only for want of a decision yet.
+                return replace(state, decisions=decisions)
+            return self._serve(replace(state, decisions=decisions))
+
+    def _settled(self, version: int, folder: Path) -> bool:
+        """True once the folder's files have not changed for settle_s (a copy in progress has not)."""
+        listing = folder_listing(folder)
+        seen = self._seen.get(version)
+        now = time.monotonic()
+        if seen is None or seen[0] != listing:
+            self._seen[version] = (listing, now)
+            return self.settle_s <= 0
+        return now - seen[1] >= self.settle_s
+
+    def _examine(self, version: int, folder: Path, keep: set[int]) -> Decision:
+        """Check, load as a candidate and probe one version; the decision. A refused candidate is
+        unloaded again; `keep` are the versions that stay loaded whatever happens. Raises ServerDown."""
+        self._listings[version] = folder_listing(folder)
+        fingerprint = ""
+        started = time.monotonic()
+        try:
+            check_files(folder)
+            fingerprint = check_binding(folder)
+            probes = warmup_requests(folder, MAX_PROBE_RECORDS)
+            checked = time.monotonic()
+            loaded = self._bring_up(version, probes)
+        except Refusal as refusal:
+            logger.error(
+                "%s version %d refused (%s): %s", self.model_name, version, refusal.code, refusal.reason
+            )
+            known = self.control.status().get(version)
+            if version not in keep and (version in self.configured() or (known and known.state != "END")):
+                self._reload((self.configured() - {version}) or keep, self._labels_without(version))
+            return Decision(version, "refused", fingerprint, refusal.code, refusal.reason, now_unix())
+        logger.info(
+            "%s version %d admitted (%s): files checked in %.2f s, loaded in %.2f s, probed in %.2f s",
+            self.model_name,
+            version,
+            fingerprint,
+            checked - started,
+            loaded - checked,
+            time.monotonic() - loaded,
+        )
+        return Decision(version, "admitted", fingerprint, decided_unix=now_unix())
+
+    def _labels_without(self, version: int) -> dict[str, int]:
+        return {k: v for k, v in self.entry().version_labels.items() if v != version}
+
+    def _bring_up(self, version: int, probes: list[predict_pb2.PredictRequest]) -> float:
+        """Load `version` beside what is loaded (if it is not yet), check its served signature and send
+        it its probes; returns when it was loaded (time.monotonic). Raises Refusal, ServerDown."""
+        configured = self.configured()
+        if version not in configured:
+            try:
+                self._reload(configured | {version}, self.entry().version_labels)
+            except ReloadRefused as exc:  # TF Serving answers a reload whose new version fails to load so
+                logger.error("%s version %d: reload with it refused: %s", self.model_name, version, exc)
+                raise Refusal("load_failed", "the model server could not load it") from exc
+        self._wait_available(version)
+        loaded = time.monotonic()
+        try:
+            check_signature(read_signature(self.control.metadata(version)))
+            for probe in probes:
+                check_answer(probe, self.control.predict(probe, version, self.probe_timeout_s), version)
+        except grpc.RpcError as exc:
+            logger.error(
+                "%s version %d probe failed: %s %s", self.model_name, version, exc.code(), exc.details()
+            )
+            raise Refusal("probe", f"it failed its warmup requests ({exc.code().name})") from exc
+        return loaded
+
+    def _wait_available(self, version: int) -> None:
+        deadline = time.monotonic() + self.load_timeout_s
+        while True:
+            item = self.control.status().get(version)
+            if item is not None and item.state == "AVAILABLE":
+                return
+            if item is not None and item.state == "END" and item.error:
+                logger.error("%s version %d failed to load: %s", self.model_name, version, item.error)
+                raise Refusal("load_failed", "the model server could not load it")
+            if time.monotonic() > deadline:
+                raise Refusal(
+                    "load_timeout", f"the model server did not load it in {self.load_timeout_s:g} s"
+                )
+            time.sleep(0.1)
+
+    # -- what is served ---------------------------------------------------------------------------
+
+    def _target(self, state: AdmissionState) -> tuple[int, ...]:
+        admitted = sorted(state.admitted(), reverse=True)
+        if state.pinned is not None and state.pinned in admitted:
+            return (state.pinned,)
+        return tuple(admitted[:SERVED_VERSIONS])
+
+    def _serve(self, state: AdmissionState) -> AdmissionState:
+        """Make the served set follow the decisions: bring up what must serve, publish, then unload
+        what left it once requests moved off; returns the state written. Raises ServerDown."""
+        decisions = dict(state.decisions)
+        # Each round serves or refuses one version, so the rounds are bounded by the versions on disk.
+        for _ in range(len(decisions) + 1):
+            state = replace(state, decisions=decisions)
+            if state.pinned is not None and state.pinned not in state.admitted():
+                logger.warning("%s: pinned version %d is gone; unpinned", self.model_name, state.pinned)
+                state = replace(state, pinned=None)
+            target = self._target(state)
+            missing = [v for v in target if v not in self._available()]
+            if not missing:
+                break
+            version = missing[0]
+            folder = self.base / str(version)
+            try:
+                # Back into service (a rollback, or the newest one was removed): probed again first.
+                self._bring_up(version, warmup_requests(folder, MAX_PROBE_RECORDS))
+            except Refusal as refusal:
+                logger.error(
+                    "%s version %d refused (%s): %s", self.model_name, version, refusal.code, refusal.reason
+                )
+                decisions[version] = Decision(
+                    version,
+                    "refused",
+                    decisions[version].fingerprint,
+                    refusal.code,
+                    refusal.reason,
+                    now_unix(),
+                )
+        else:
+            raise AdmissionError(f"versions {missing} of {list(target)} could not be brought into service")
+        dropped = {k: v for k, v in state.labels.items() if v not in target}
+        for label, version in dropped.items():
+            logger.warning(
+                "%s: label %r came off version %d, which is no longer served", self.model_name, label, version
+            )
+        labels = {k: v for k, v in state.labels.items() if v in target}
+        previous = read_state(self.state_file)
+        new = replace(state, served=target, labels=labels, updated_unix=now_unix())
+        if previous is None or _published(previous) != _published(new):
+            write_state(self.state_file, new)
+        configured = self.configured()
+        if not target:
+            return new  # nothing passed: leave the server as it is (routers serve nothing from it)
+        leaving = configured - set(target)
+        if leaving and previous is not None and set(previous.served) & leaving:
+            self._sleep(self.drain_s)  # routers refresh their choice within this; then nothing is lost
+        entry = self.entry()
+        # A policy other than `specific` would let the server load folders by itself: always explicit.
+        if configured != set(target) or entry.policy.kind != "specific" or entry.version_labels != labels:
+            self._reload(set(target), labels)
+        return new
+
+    def _available(self) -> set[int]:
+        return {v for v, item in self.control.status().items() if item.state == "AVAILABLE"}
+
+    # -- ops --------------------------------------------------------------------------------------
+
+    def pin(self, version: int) -> AdmissionState:
+        """Serve only `version`, which must have passed; labels move to it. Raises AdmissionError."""
+        with self.locked():
+            state = self.state()
+            self._require_admitted(state, version)
+            labels = dict.fromkeys(state.labels, version)
+            return self._serve(replace(state, pinned=version, labels=labels))
+
+    def unpin(self) -> AdmissionState:
+        with self.locked():
+            return self._serve(replace(self.state(), pinned=None))
+
+    def rollback(self) -> int:
+        """Pin the newest admitted version older than the one served now; returns it."""
+        with self.locked():
+            state = self.state()
+            older = [v for v in state.admitted() if state.served and v < max(state.served)]
+            if not older:
+                raise AdmissionError(
+                    f"nothing to roll back to: served {list(state.served)}, admitted {state.admitted()}"
+                )
+            target = max(older)
+        self.pin(target)
+        return target
+
+    def label(self, label: str, version: int) -> AdmissionState:
+        """Point `label` at a served version that passed; raises AdmissionError."""
+        with self.locked():
+            state = self.state()
+            self._require_admitted(state, version)
+            if version not in state.served:
+                raise AdmissionError(
+                    f"version {version} passed but is not served (served: {list(state.served)}); pin it first"
+                )
+            return self._serve(replace(state, labels={**state.labels, label: version}))
+
+    def unlabel(self, label: str) -> AdmissionState:
+        with self.locked():
+            state = self.state()
+            return self._serve(replace(state, labels={k: v for k, v in state.labels.items() if k != label}))
+
+    def _require_admitted(self, state: AdmissionState, version: int) -> None:
+        decision = state.decisions.get(version)
+        if decision is None:
+            raise AdmissionError(f"version {version} has not been admitted (not checked yet, or not on disk)")
+        if decision.refused:
+            raise AdmissionError(f"version {version} was refused ({decision.code}): {decision.reason}")
+
+
+def _published(state: AdmissionState) -> tuple[object, ...]:
+    """What readers act on (not when it was written)."""
+    return (
+        state.served,
+        state.pinned,
+        tuple(sorted(state.labels.items())),
+        tuple(
+            (d.version, d.verdict, d.code, d.reason, d.fingerprint)
+            for _, d in sorted(state.decisions.items())
+        ),
+    )

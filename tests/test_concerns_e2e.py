@@ -26,7 +26,7 @@ from orchestrator.cli import Outcome, format_report
 from orchestrator.face.stage import FaceGeometry
 from orchestrator.settings import Settings
 from orchestrator.web.app import create_app
-from scripts.stack import ROOT, ModelServerProcess
+from scripts.stack import ROOT, AdmissionProcess, ModelServerProcess
 from serving import concerns, contract
 from serving.concerns import UNDER_EYES, Concern
 from serving.ops import ModelServerOps
@@ -126,16 +126,25 @@ def published(registry_with_one_more_concern: None, tmp_path_factory: pytest.Tem
 
 @pytest.fixture(scope="module")
 def served(published: Published, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """The model server over the published copy; yields its address and its models.config."""
+    """The model server and admission over the published copy, serving both versions once admission
+    has passed them; yields the server's address and its models.config."""
     work = tmp_path_factory.mktemp("served")
     config = work / "models.config"
     shutil.copy(ROOT / "serving" / "models.config", config)
     server = ModelServerProcess(work / "model_server.log", config=config, model_repo=published.repo)
+    admission = AdmissionProcess(server.address, work / "admission.log", config, published.repo)
     server.start()
+    ops = ModelServerOps(server.address, config, published.repo)
     try:
-        ModelServerOps(server.address, config).wait_for({published.previous, published.added})
+        admission.start()
+        deadline = time.monotonic() + 300
+        while ops.state().served != (published.added, published.previous):
+            assert time.monotonic() < deadline, f"admission serves {ops.state().served}"
+            time.sleep(0.3)
         yield server.address, config
     finally:
+        ops.close()
+        admission.stop()
         server.stop()
 
 
@@ -207,7 +216,7 @@ def test_the_previous_version_pinned_still_serves_and_names_the_concern_not_scor
 ) -> None:
     status, report = _analyse(client)
     assert status == 200 and report["model"]["version"] == published.added
-    ops = ModelServerOps(served[0], served[1])
+    ops = ModelServerOps(served[0], served[1], published.repo)
     try:
         assert ops.rollback() == published.previous
         deadline = time.monotonic() + 60

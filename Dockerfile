@@ -22,7 +22,8 @@ RUN pip install --no-cache-dir -r requirements/orchestrator.txt \
 COPY orchestrator/ orchestrator/
 # What the orchestrator, admission (same image, its own service) and the sync sidecar need of serving/:
 # no TensorFlow.
-COPY serving/__init__.py serving/contract.py serving/tensors.py serving/config.py serving/repository.py \
+COPY serving/__init__.py serving/contract.py serving/concerns.py serving/tensors.py serving/config.py \
+     serving/repository.py \
      serving/fingerprint.py serving/ops.py serving/bucket.py serving/sync.py serving/cluster.py serving/
 COPY serving/admission/ serving/admission/
 COPY serving/wire/ serving/wire/

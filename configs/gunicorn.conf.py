@@ -12,10 +12,14 @@ import os
 import shutil
 import tempfile
 
-bind = os.environ.get("SHINE_BIND", "0.0.0.0:8000")
-workers = int(os.environ.get("SHINE_WORKERS", min(4, multiprocessing.cpu_count())))
+from orchestrator.settings import Settings
+
+# The orchestrator's one reader of the environment; a bad value stops gunicorn here, naming it.
+_settings = Settings.from_env()
+bind = _settings.bind
+workers = _settings.workers or min(4, multiprocessing.cpu_count())
 worker_class = "gthread"
-threads = int(os.environ.get("SHINE_THREADS", 4))
+threads = _settings.threads
 timeout = 120
 graceful_timeout = 30
 keepalive = 5
@@ -24,7 +28,7 @@ max_requests_jitter = 100
 preload_app = True
 accesslog = None
 errorlog = "-"
-loglevel = os.environ.get("SHINE_LOG_LEVEL", "info").lower()
+loglevel = _settings.log_level.lower()
 # Header and request-line limits stay at gunicorn's defaults; the body limit is the app's (100 MB).
 
 
@@ -82,8 +86,9 @@ def post_request(worker, req, environ, resp):
         _libc.malloc_trim(0)
 
 
-# prometheus_client sums metrics across workers from files in this directory (its own variable name).
-_metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="shine-metrics-")
+# prometheus_client sums metrics across workers from files in this directory; it reads its own variable,
+# so the directory is handed to it (and to the app's Settings) through the environment.
+_metrics_dir = _settings.prometheus_multiproc_dir or tempfile.mkdtemp(prefix="shine-metrics-")
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
 
 
@@ -91,11 +96,10 @@ def post_fork(server, worker):
     # Threads OpenCV may use inside one call (face search, resizing). Unset, OpenCV uses every core: in
     # one pair of benchmark runs on 2 cores that gave 76 ms p50 for a 1 MP selfie against 92 ms with 1
     # thread, and the same throughput at concurrency 20. Set 1 where many workers share few cores.
-    threads = os.environ.get("SHINE_OPENCV_THREADS")
-    if threads:
+    if _settings.opencv_threads:
         import cv2
 
-        cv2.setNumThreads(int(threads))
+        cv2.setNumThreads(_settings.opencv_threads)
 
 
 def on_starting(server):
@@ -110,5 +114,5 @@ def child_exit(server, worker):
 
 
 def on_exit(server):
-    if not os.environ.get("SHINE_KEEP_METRICS_DIR"):
+    if not _settings.keep_metrics_dir:
         shutil.rmtree(_metrics_dir, ignore_errors=True)

@@ -28,7 +28,8 @@ from export.publish import next_version, publish_to_bucket, publish_version
 from export.savedmodel import write_saved_model, write_warmup
 from export.validate import InvalidVersion, validate_version
 from orchestrator.face.scene import SceneCheck
-from orchestrator.face.views import FaceGeometry
+from orchestrator.face.stage import FaceGeometry
+from orchestrator.predict.prediction import batch_signals
 from orchestrator.settings import Settings
 from serving import contract
 
@@ -58,9 +59,12 @@ def _publish(args: argparse.Namespace) -> int:
         head = DetectorHead.from_dir(args.detector_dir)
     model = SkinModel(head)
 
-    def run(faces: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        out = model.serve(tf.constant(faces), tf.constant(masks))
-        return out["signals"].numpy(), out["acne_peaks"].numpy()
+    def run(faces: np.ndarray, masks: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        out = {
+            name: tensor.numpy()
+            for name, tensor in model.serve(tf.constant(faces), tf.constant(masks)).items()
+        }
+        return batch_signals(out), out[contract.ACNE_PEAKS.name]
 
     settings = Settings()
     geometry = FaceGeometry(scene=SceneCheck(settings.scene_model_path))

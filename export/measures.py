@@ -1,11 +1,13 @@
 """The measured (not learned) skin signals of the served model, as fixed TensorFlow ops: `compute_signals`
-fills the contract's "signals" output per face and region, `redness_peaks` is the fixed-filter acne head.
+gives each of the contract's signals per face and region (one output each), `redness_peaks` is the
+fixed-filter acne head. SIGNAL_MEASURES holds one measure per signal of contract.SIGNALS.
 Inputs are the contract's aligned face and its region mask; every statistic is per face and region.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -46,7 +48,7 @@ PEAK_MIN_EXCESS_A = 4.0
 PEAK_SCORE_SCALE_A = 4.0
 
 
-class _Maps(NamedTuple):
+class Maps(NamedTuple):
     """Per-pixel maps [B, 192, 192] and per-region colour, shared by the signals and the redness peaks."""
 
     colour: SkinColour
@@ -104,7 +106,7 @@ def _checked(face: tf.Tensor, mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return face, tf.ensure_shape(mask, [None, FINE_SIZE, FINE_SIZE])
 
 
-def _maps(face: tf.Tensor, mask: tf.Tensor) -> _Maps:
+def _maps(face: tf.Tensor, mask: tf.Tensor) -> Maps:
     """Every per-pixel map the measures need, from uint8 faces [B, 384, 384, 3] and masks [B, 384, 384]."""
     face, mask = _checked(face, mask)
     srgb, luma_variance = _pool_cells(tf.cast(face, tf.float32))
@@ -126,7 +128,7 @@ def _maps(face: tf.Tensor, mask: tf.Tensor) -> _Maps:
     sums = tf.reshape(separable_filter(planes, [surround], [surround])[0], [3, -1, WORK_SIZE, WORK_SIZE])
     ridge_max, ridge_min = hessian_eigenvalues(of_l[1], of_l[2], of_l[3])
     local_skin = sums[2]
-    return _Maps(
+    return Maps(
         colour=colour,
         smooth_l=of_l[0],
         smooth_a=separable_filter(lab_a, [smooth], [smooth])[0],
@@ -139,30 +141,36 @@ def _maps(face: tf.Tensor, mask: tf.Tensor) -> _Maps:
     )
 
 
-def _signals(maps: _Maps) -> tf.Tensor:
-    """The contract's signals [B, LABELS, len(SIGNAL_NAMES)] from the shared maps."""
-    colour = maps.colour
-    skin, labels = colour.skin, colour.labels
-    darker = maps.local_l - maps.smooth_l
-    specular, skin_fraction = shine_and_skin_share(colour)
-    columns = {
-        "lab_l": colour.median_lab[:, :, 0],
-        "lab_a": colour.median_lab[:, :, 1],
-        "lab_b": colour.median_lab[:, :, 2],
-        "ita_deg": ita_degrees(colour.median_lab),
-        "erythema": erythema(maps.smooth_a, colour),
-        "pigment_spots": dark_spot_share(darker, maps.ridge_max, maps.ridge_min, skin, labels),
-        "pigment_unevenness": pigment_unevenness(darker, skin, labels),
-        "wrinkles": wrinkle_strength(maps.ridge_max, maps.ridge_min, skin, labels),
-        "pores": pore_darkness(maps.smooth_l, colour.lab_l, skin, labels),
-        "texture": fine_roughness(maps.cell_variance, skin, labels),
-        "specular": specular,
-        "skin_fraction": skin_fraction,
-    }
-    signals = tf.stack([columns[name] for name in contract.SIGNAL_NAMES], axis=-1)
+def _darker(maps: Maps) -> tf.Tensor:
+    return maps.local_l - maps.smooth_l
+
+
+# One measure per signal of contract.SIGNALS: the shared maps -> [B, LABELS]. Each formula and its source
+# is in the docstring of the function it calls (export.colour, export.texture).
+SIGNAL_MEASURES: dict[str, Callable[[Maps], tf.Tensor]] = {
+    "lab_l": lambda m: m.colour.median_lab[:, :, 0],
+    "lab_a": lambda m: m.colour.median_lab[:, :, 1],
+    "lab_b": lambda m: m.colour.median_lab[:, :, 2],
+    "ita_deg": lambda m: ita_degrees(m.colour.median_lab),
+    "erythema": lambda m: erythema(m.smooth_a, m.colour),
+    "pigment_spots": lambda m: dark_spot_share(
+        _darker(m), m.ridge_max, m.ridge_min, m.colour.skin, m.colour.labels
+    ),
+    "pigment_unevenness": lambda m: pigment_unevenness(_darker(m), m.colour.skin, m.colour.labels),
+    "wrinkles": lambda m: wrinkle_strength(m.ridge_max, m.ridge_min, m.colour.skin, m.colour.labels),
+    "pores": lambda m: pore_darkness(m.smooth_l, m.colour.lab_l, m.colour.skin, m.colour.labels),
+    "texture": lambda m: fine_roughness(m.cell_variance, m.colour.skin, m.colour.labels),
+    "specular": lambda m: shine_and_skin_share(m.colour)[0],
+    "skin_fraction": lambda m: shine_and_skin_share(m.colour)[1],
+}
+
+
+def _signals(maps: Maps) -> dict[str, tf.Tensor]:
+    """The contract's signals, each [B, LABELS], from the shared maps."""
     # A region without skin (not visible, outside the photo) reports zeros, never NaN or the -90 deg ITA
     # of an empty median; post-scoring skips it on skin_fraction.
-    return signals * tf.cast(colour.skin_count > 0, tf.float32)[:, :, None]
+    present = tf.cast(maps.colour.skin_count > 0, tf.float32)
+    return {name: SIGNAL_MEASURES[name](maps) * present for name in contract.signal_names()}
 
 
 def _neighbourhood_max(values: tf.Tensor) -> tf.Tensor:
@@ -172,7 +180,7 @@ def _neighbourhood_max(values: tf.Tensor) -> tf.Tensor:
     return tf.maximum(tf.maximum(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])
 
 
-def _peaks(maps: _Maps, max_peaks: int) -> tf.Tensor:
+def _peaks(maps: Maps, max_peaks: int) -> tf.Tensor:
     """The strongest papule-scale a* maxima on skin as (y, x, score) rows [B, max_peaks, 3]."""
     excess = maps.smooth_a - maps.local_a
     is_peak = (excess >= _neighbourhood_max(excess)) & (maps.colour.skin > 0.5) & (excess > PEAK_MIN_EXCESS_A)
@@ -197,11 +205,11 @@ def _peaks(maps: _Maps, max_peaks: int) -> tf.Tensor:
 # Plain graph construction with no tensor-dependent Python control flow: AutoGraph would only spend
 # seconds rewriting it at every trace.
 @tf.autograph.experimental.do_not_convert
-def compute_signals(face: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
-    """uint8 faces [B, 384, 384, 3] and masks [B, 384, 384] -> float32 [B, LABELS, len(SIGNAL_NAMES)].
+def compute_signals(face: tf.Tensor, mask: tf.Tensor) -> dict[str, tf.Tensor]:
+    """uint8 faces [B, 384, 384, 3] and masks [B, 384, 384] -> each signal's float32 [B, LABELS].
 
     Each row depends on its own face alone (no batch statistics); a label without skin gives a row of
-    zeros. Each column's formula and source is in the docstring of the function computing it
+    zeros. Each signal's formula and source is in the docstring of the function computing it
     (export.colour, export.texture). Raises TypeError for non-uint8 inputs and ValueError for shapes
     other than the contract's.
     """
@@ -222,7 +230,7 @@ def redness_peaks(face: tf.Tensor, mask: tf.Tensor, max_peaks: int) -> tf.Tensor
 
 
 @tf.autograph.experimental.do_not_convert
-def measure_faces(face: tf.Tensor, mask: tf.Tensor, max_peaks: int) -> tuple[tf.Tensor, tf.Tensor]:
+def measure_faces(face: tf.Tensor, mask: tf.Tensor, max_peaks: int) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
     """(`compute_signals`, `redness_peaks`) from one shared pass over the faces."""
     maps = _maps(face, mask)
     return _signals(maps), _peaks(maps, max_peaks)

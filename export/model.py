@@ -4,7 +4,7 @@ Inputs are the aligned face and its region mask; the measured concerns are fixed
 (export/measures.py) read per region under the mask, and the acne head runs over the whole face image
 with its candidates kept only on skin (mask label > 0). The head is either the fixed redness-peak filter
 or a detector learned from ACNE04 (export/acne/); either can be swapped without the orchestrator
-noticing, because the signature never changes.
+noticing, because the outputs keep their names. Each signal is its own output (contract 3).
 """
 
 from __future__ import annotations
@@ -94,12 +94,12 @@ class SkinModel(tf.Module):
                 self.detector, tf.cast(face, tf.float32), flip_tta=self.head.flip_tta
             )
             peaks = decode_peaks(heatmap * skin_cells(mask), contract.MAX_LESIONS)
-        return {
-            "signals": tf.ensure_shape(
-                signals, [None, len(contract.LABEL_NAMES), len(contract.SIGNAL_NAMES)]
-            ),
-            "acne_peaks": tf.ensure_shape(peaks, [None, contract.MAX_LESIONS, 3]),
+        outputs = {
+            contract.SIGNAL_PREFIX + name: tf.ensure_shape(signal, [None, len(contract.LABEL_NAMES)])
+            for name, signal in signals.items()
         }
+        outputs[contract.ACNE_PEAKS.name] = tf.ensure_shape(peaks, [None, contract.MAX_LESIONS, 3])
+        return outputs
 
     def describe(self) -> str:
         if self.head is None:

@@ -119,7 +119,9 @@ def format_report(outcome: Outcome) -> str:
         f"  {'concern':<14}{'score':>6}  {'severity':<12}regions",
     ]
     for concern, entry in report["concerns"].items():
-        if concern == "acne":
+        if entry.get("reason"):
+            detail = entry["reason"]
+        elif "count" in entry:
             count = entry.get("count") or 0
             detail = {0: "no lesions", 1: "1 lesion"}.get(count, f"{count} lesions")
         else:

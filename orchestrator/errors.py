@@ -63,7 +63,7 @@ class ImageFileTooLarge(ClientError):
 class UnsupportedFormat(ClientError):
     status = 415
     code = "UNSUPPORTED_FORMAT"
-    default_message = "Unsupported image format; send JPEG, PNG, WebP, HEIC/HEIF, AVIF, BMP or TIFF."
+    default_message = "Unsupported image format; send JPEG, PNG, WebP, HEIC/HEIF, AVIF, GIF, BMP or TIFF."
 
 
 class ImageTooLargePixels(ClientError):

@@ -12,14 +12,28 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import numpy as np
 
+from orchestrator.answer import (
+    AcneScore,
+    Analysis,
+    FaceInfo,
+    ImageInfo,
+    Lesion,
+    ModelInfo,
+    Overlay,
+    Quality,
+    Recommendation,
+    Region,
+)
+from orchestrator.answer import Box as BoxInfo
 from orchestrator.decode.images import decode_image
 from orchestrator.errors import FaceTooSmall, VersionGone
+from orchestrator.face.detection import Box
 from orchestrator.face.quality import measure_quality
-from orchestrator.face.views import FaceGeometry, Geometry
+from orchestrator.face.stage import FaceGeometry, Geometry
+from orchestrator.notices import region_reason, warning
 from orchestrator.predict.client import PredictClient
 from orchestrator.predict.prediction import Prediction
 from orchestrator.predict.routing import Route, VersionRouter
@@ -70,8 +84,8 @@ class Pipeline:
         self.scorers = scorers
         self.recommender = recommender
 
-    def analyze(self, data: bytes, timer: Timer, view: str = "auto", overlay: bool = False) -> dict[str, Any]:
-        """Analyse one photo; `view` is one of face.views.VIEW_REQUESTS; `overlay` adds the answer drawn
+    def analyze(self, data: bytes, timer: Timer, view: str = "auto", overlay: bool = False) -> Analysis:
+        """Analyse one photo; `view` is one of face.stage.VIEW_REQUESTS; `overlay` adds the answer drawn
         on the photo (`overlay.png_base64`). Raises InvalidImage,
         UnsupportedFormat, ImageTooLargePixels, NoFaceFound, FaceTooSmall, ModelUnavailable,
         ModelTimeout, ModelBadResponse."""
@@ -99,49 +113,51 @@ class Pipeline:
             scored = self.scorers.for_version(prediction.version).score(
                 prediction, peak_labels, usable, colour=not image.grayscale
             )
-            concerns = scored["concerns"]
-            self._place_lesions(concerns["acne"], geometry, image.scale)
+            for entry in scored.concerns.values():
+                if isinstance(entry, AcneScore):
+                    self._place_lesions(entry.lesions, geometry, image.scale)
             warnings = []
             if geometry.faces_detected > 1:
-                warnings.append("MULTIPLE_FACES")
+                warnings.append(warning("MULTIPLE_FACES"))
             if image.grayscale:
-                warnings.append("GRAYSCALE_IMAGE")
+                warnings.append(warning("GRAYSCALE_IMAGE"))
             if "outside_photo" in mask.reasons.values():
-                warnings.append("FACE_PARTLY_OUTSIDE")
+                warnings.append(warning("FACE_PARTLY_OUTSIDE"))
             if geometry.view != "closeup" and not all(usable[r] for r in contract.REGION_NAMES):
-                warnings.append("REGIONS_NOT_VISIBLE")
+                warnings.append(warning("REGIONS_NOT_VISIBLE"))
             quality_dict = quality.as_dict()
             quality_dict["warnings"] = warnings + quality.warnings
-        answer: dict[str, Any] = {
-            "model": {
-                "name": prediction.model_name,
-                "version": prediction.version,
-                "label": route.label if route.version == prediction.version else None,
-            },
-            "view": geometry.view,
-            "faces_detected": geometry.faces_detected,
-            "face": {
-                "box": _box_dict(geometry.box, image.scale),
-                "confidence": geometry.confidence,
-            },
-            "image": {
-                "format": image.format,
-                "width_px": image.width_px,
-                "height_px": image.height_px,
-                "exif_orientation": image.exif_orientation,
-            },
-            "regions": _regions(geometry, usable, image.scale),
-            "quality": quality_dict,
-            "skin_tone": scored["skin_tone"],
-            "skin_type": scored["skin_type"],
-            "concerns": concerns,
-            "overall": scored["overall"],
-            "recommendations": self.recommender.recommend(concerns, scored["skin_type"]),
-        }
+        concerns = {name: entry.dump() for name, entry in scored.concerns.items()}
+        answer = Analysis(
+            model=ModelInfo(
+                name=prediction.model_name,
+                version=prediction.version,
+                label=route.label if route.version == prediction.version else None,
+            ),
+            view=geometry.view,
+            faces_detected=geometry.faces_detected,
+            face=FaceInfo(box=_box(geometry.box, image.scale), confidence=geometry.confidence),
+            image=ImageInfo(
+                format=image.format,
+                width_px=image.width_px,
+                height_px=image.height_px,
+                exif_orientation=image.exif_orientation,
+            ),
+            regions=_regions(geometry, usable, image.scale),
+            quality=Quality.model_validate(quality_dict),
+            skin_tone=scored.skin_tone,
+            skin_type=scored.skin_type,
+            concerns=scored.concerns,
+            overall=scored.overall,
+            recommendations=[
+                Recommendation.model_validate(r)
+                for r in self.recommender.recommend(concerns, scored.skin_type.dump())
+            ],
+        )
         if overlay:
             with timer.stage("overlay"):
-                png = draw_overlay(image.rgb, answer)
-                answer["overlay"] = {"png_base64": base64.b64encode(png).decode("ascii")}
+                png = draw_overlay(image.rgb, answer.dump())
+                answer.overlay = Overlay(png_base64=base64.b64encode(png).decode("ascii"))
         return answer
 
     def _predict(self, geometry: Geometry) -> tuple[Prediction, Route]:
@@ -149,30 +165,33 @@ class Pipeline:
         the request goes to the next choice, once. Returns the prediction and the route it took."""
         route = self.router.choose()
         try:
-            return self.client.predict(geometry.face, geometry.mask.labels, route.version), route
+            return self._send(geometry, route), route
         except VersionGone:
             logger.warning("model version %d went away during a request; choosing again", route.version)
             self.router.forget(route.version)
             route = self.router.choose()
-            return self.client.predict(geometry.face, geometry.mask.labels, route.version), route
+            return self._send(geometry, route), route
+
+    def _send(self, geometry: Geometry, route: Route) -> Prediction:
+        layout = self.router.layout(route.version)
+        return self.client.predict(geometry.face, geometry.mask.labels, route.version, layout)
 
     @staticmethod
-    def _place_lesions(acne: dict[str, Any], geometry: Geometry, scale: float) -> None:
+    def _place_lesions(lesions: list[Lesion], geometry: Geometry, scale: float) -> None:
         """Add each lesion's position in original-photo pixels beside its face-image position."""
-        lesions = acne.get("lesions", [])
         if not lesions:
             return
         size = geometry.alignment.size
-        frame = np.array([[lesion["x_rel"] * size, lesion["y_rel"] * size] for lesion in lesions])
+        frame = np.array([[lesion.x_rel * size, lesion.y_rel * size] for lesion in lesions])
         photo = geometry.alignment.to_photo(frame) / scale
         for lesion, (x, y) in zip(lesions, photo, strict=True):
-            lesion["x"] = round(float(x))
-            lesion["y"] = round(float(y))
+            lesion.x = round(float(x))
+            lesion.y = round(float(y))
 
 
-def _regions(geometry: Geometry, usable: dict[str, bool], scale: float) -> dict[str, Any]:
+def _regions(geometry: Geometry, usable: dict[str, bool], scale: float) -> dict[str, Region]:
     """Each named region: whether it was read, why not, and its outline in original-photo pixels."""
-    regions: dict[str, Any] = {}
+    regions: dict[str, Region] = {}
     mask = geometry.mask
     for name in contract.REGION_NAMES:
         outline = mask.polygons.get(name)
@@ -182,16 +201,16 @@ def _regions(geometry: Geometry, usable: dict[str, bool], scale: float) -> dict[
             polygon = [[round(float(x)), round(float(y))] for x, y in points]
         reason = mask.reasons.get(name)
         if reason is None and not usable[name]:
-            reason = "too_little_skin"
-        regions[name] = {"visible": bool(usable[name]), "reason": reason, "polygon": polygon}
+            reason = region_reason("too_little_skin")
+        regions[name] = Region(visible=bool(usable[name]), reason=reason, polygon=polygon)
     return regions
 
 
-def _box_dict(box: Any, scale: float) -> dict[str, int]:
+def _box(box: Box, scale: float) -> BoxInfo:
     """A box in original-photo pixels (decoding may have reduced the photo by `scale`)."""
-    return {
-        "x": round(box.x / scale),
-        "y": round(box.y / scale),
-        "width": round(box.width / scale),
-        "height": round(box.height / scale),
-    }
+    return BoxInfo(
+        x=round(box.x / scale),
+        y=round(box.y / scale),
+        width=round(box.width / scale),
+        height=round(box.height / scale),
+    )

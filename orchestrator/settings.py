@@ -69,6 +69,15 @@ class Settings:
     # Routine suggestions table.
     recommendations_file: Path = Path("configs/recommendations.json")
     log_level: str = "INFO"
+    # gunicorn (configs/gunicorn.conf.py): where to listen, worker processes (0: one per CPU core, at most
+    # four) and request threads per worker.
+    bind: str = "0.0.0.0:8000"
+    workers: int = 0
+    threads: int = 4
+    # Threads OpenCV may use inside one call; 0 leaves OpenCV's own choice (every core).
+    opencv_threads: int = 0
+    # Keep the metrics directory when gunicorn exits (tests read it afterwards).
+    keep_metrics_dir: bool = False
     # Set by gunicorn's config (PROMETHEUS_MULTIPROC_DIR, prometheus_client's own name for it) so /metrics
     # sums all workers; empty outside gunicorn.
     prometheus_multiproc_dir: str = ""
@@ -104,6 +113,11 @@ class Settings:
         for key, value in positive.items():
             if value <= 0:
                 raise SettingsError(f"{ENV_PREFIX}{key.upper()} must be positive, got {value!r}")
+        if self.workers < 0 or self.threads <= 0 or self.opencv_threads < 0:
+            raise SettingsError(
+                f"{ENV_PREFIX}WORKERS and {ENV_PREFIX}OPENCV_THREADS must not be negative, "
+                f"{ENV_PREFIX}THREADS must be positive"
+            )
         if self.predict_retries < 0 or self.retry_backoff_s < 0 or self.breaker_open_s < 0:
             raise SettingsError(
                 f"{ENV_PREFIX}PREDICT_RETRIES, RETRY_BACKOFF_S and BREAKER_OPEN_S must not be negative"

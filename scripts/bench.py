@@ -38,7 +38,7 @@ from orchestrator.decode.images import decode_image  # noqa: E402
 from orchestrator.face.alignment import align_face  # noqa: E402
 from orchestrator.face.detection import FaceDetector  # noqa: E402
 from orchestrator.face.landmarks import FaceMesh  # noqa: E402
-from orchestrator.face.views import FaceGeometry  # noqa: E402
+from orchestrator.face.stage import FaceGeometry  # noqa: E402
 from scripts import monolith  # noqa: E402
 from scripts.load import (  # noqa: E402
     DATA,

@@ -24,7 +24,7 @@ from flask import Flask
 from numpy.typing import NDArray
 
 from orchestrator.predict.client import PredictClient, VersionState
-from orchestrator.predict.prediction import Prediction
+from orchestrator.predict.prediction import Prediction, batch_signals
 from orchestrator.settings import Settings
 from orchestrator.web.app import create_app
 from serving import contract
@@ -54,17 +54,18 @@ class InProcessModel(PredictClient):
             return self._loaded[1]
 
     def predict(
-        self, face: NDArray[np.uint8], mask: NDArray[np.uint8], version: int | None = None
+        self,
+        face: NDArray[np.uint8],
+        mask: NDArray[np.uint8],
+        version: int | None = None,
+        layout: contract.Layout | None = None,
     ) -> Prediction:
         import tensorflow as tf
 
-        outputs = self._signature()(face=tf.constant(face[None]), mask=tf.constant(mask[None]))
-        return Prediction(
-            contract.MODEL_NAME,
-            self.version,
-            outputs["signals"].numpy()[0],
-            outputs["acne_peaks"].numpy()[0],
-        )
+        tensors = self._signature()(face=tf.constant(face[None]), mask=tf.constant(mask[None]))
+        outputs = {name: tensor.numpy() for name, tensor in tensors.items()}
+        signals = {name: value[0] for name, value in batch_signals(outputs).items()}
+        return Prediction(contract.MODEL_NAME, self.version, signals, outputs[contract.ACNE_PEAKS.name][0])
 
     def model_status(self) -> list[VersionState]:
         return [VersionState(self.version, "AVAILABLE")]

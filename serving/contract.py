@@ -13,13 +13,15 @@ MODEL_NAME = "skin_analyzer"
 SIGNATURE_NAME = "serving_default"
 METHOD_NAME = "tensorflow/serving/predict"
 
-# Contract 2: one row of the batch per face. The face is sent aligned (upright, at a fixed scale, see
+# One row of the batch per face. The face is sent aligned (upright, at a fixed scale, see
 # orchestrator/face/alignment.py) as a square image, with a mask of the same size that labels every
 # pixel: 0 = not skin (eyes, brows, lips, nostrils, hair, background, outside the photo), 1..7 = the
 # regions below in this order, 8 = other visible skin (jaw, temples, neck, or all of a close-up's
 # skin). No region is resized on its own, so none is stretched. "left" and "right" are the subject's
 # own (the subject's left cheek appears on the right of an unmirrored photo).
-CONTRACT_VERSION = 2
+CONTRACT_VERSION = 3
+# Contracts whose versions this service still reads (see SIGNAL_AXIS for 2's one difference).
+READABLE_CONTRACTS: tuple[int, ...] = (2, 3)
 REGION_NAMES: tuple[str, ...] = (
     "forehead",
     "left_cheek",
@@ -41,22 +43,44 @@ FACE_SIZE_PX = 384
 # carry about 100 labelled lesions).
 MAX_LESIONS = 128
 
-# Columns of the "signals" output: one row per mask label, each a raw measurement of that label's
-# pixels alone; post-scoring (per version, in assets.extra/) turns them into scores.
-SIGNAL_NAMES: tuple[str, ...] = (
-    "lab_l",  # median CIELAB L* (D65) of the label's well-lit skin (50th-90th percentile of L*), 0..100
-    "lab_a",  # same, a*
-    "lab_b",  # same, b*
-    "ita_deg",  # individual typology angle from lab_l and lab_b, degrees
-    "erythema",  # mean over skin of max(a*, median a*): the median a* plus red patches, a* units
-    "pigment_spots",  # share of skin area darker than its surroundings (dark spots), 0..1
-    "pigment_unevenness",  # spread of L* after removing slow shading, L* units
-    "wrinkles",  # mean dark-ridge (line) response, L* units
-    "pores",  # density of small dark blobs, L* units
-    "texture",  # fine-scale roughness of L*, L* units
-    "specular",  # share of skin area that is a specular highlight (shine), 0..1
-    "skin_fraction",  # share of the label's pixels the model reads as skin, 0..1
+
+@dataclass(frozen=True)
+class Signal:
+    """One raw measurement the model makes of each mask label's pixels alone; post-scoring (per version,
+    in assets.extra/) turns signals into scores."""
+
+    name: str
+    about: str  # what it measures, and its unit
+
+
+# What the model measures, per mask label. A new measurement is one record here and one measure in
+# export/measures.py; export writes it as its own output, and versions without it still serve.
+SIGNALS: tuple[Signal, ...] = (
+    Signal(
+        "lab_l", "median CIELAB L* (D65) of the label's well-lit skin (50th-90th percentile of L*), 0..100"
+    ),
+    Signal("lab_a", "same, a*"),
+    Signal("lab_b", "same, b*"),
+    Signal("ita_deg", "individual typology angle from lab_l and lab_b, degrees"),
+    Signal("erythema", "mean over skin of max(a*, median a*): the median a* plus red patches, a* units"),
+    Signal("pigment_spots", "share of skin area darker than its surroundings (dark spots), 0..1"),
+    Signal("pigment_unevenness", "spread of L* after removing slow shading, L* units"),
+    Signal("wrinkles", "mean dark-ridge (line) response, L* units"),
+    Signal("pores", "density of small dark blobs, L* units"),
+    Signal("texture", "fine-scale roughness of L*, L* units"),
+    Signal("specular", "share of skin area that is a specular highlight (shine), 0..1"),
+    Signal("skin_fraction", "share of the label's pixels the model reads as skin, 0..1"),
 )
+
+
+def signal_names() -> tuple[str, ...]:
+    """The names of SIGNALS, in order (read at call time, so a record added to SIGNALS counts)."""
+    return tuple(signal.name for signal in SIGNALS)
+
+
+# Without these no answer can be made (which regions count, the skin tone): a version lacking one is
+# refused; any other signal a version lacks only leaves the concerns that read it unscored.
+REQUIRED_SIGNALS: tuple[str, ...] = ("lab_l", "lab_a", "lab_b", "skin_fraction")
 
 
 @dataclass(frozen=True)
@@ -76,14 +100,97 @@ INPUTS: tuple[TensorSpec, ...] = (
 )
 INPUT_NAMES: tuple[str, ...] = tuple(spec.name for spec in INPUTS)
 
-OUTPUTS: tuple[TensorSpec, ...] = (
-    TensorSpec("signals", "float32", (None, len(LABEL_NAMES), len(SIGNAL_NAMES))),
-    # Lesion candidates on skin (mask label > 0) as (y, x, score): y and x relative to the face image
-    # in [0, 1], score in [0, 1], sorted by score, zero rows where there are fewer candidates.
-    TensorSpec("acne_peaks", "float32", (None, MAX_LESIONS, 3)),
+# Contract 3: every signal is its own output, [faces, labels], named SIGNAL_PREFIX + its name, so a
+# version's signature lists what it measures and the orchestrator reads outputs by name.
+SIGNAL_PREFIX = "signal_"
+# Lesion candidates on skin (mask label > 0) as (y, x, score): y and x relative to the face image in
+# [0, 1], score in [0, 1], sorted by score, zero rows where there are fewer candidates.
+ACNE_PEAKS = TensorSpec("acne_peaks", "float32", (None, MAX_LESIONS, 3))
+# Contract 2 (versions 5 and 6): all signals in one output whose last axis is these names, in order.
+# Frozen: those versions keep serving through it.
+SIGNAL_AXIS_NAMES: tuple[str, ...] = (
+    "lab_l",
+    "lab_a",
+    "lab_b",
+    "ita_deg",
+    "erythema",
+    "pigment_spots",
+    "pigment_unevenness",
+    "wrinkles",
+    "pores",
+    "texture",
+    "specular",
+    "skin_fraction",
 )
+SIGNAL_AXIS = TensorSpec("signals", "float32", (None, len(LABEL_NAMES), len(SIGNAL_AXIS_NAMES)))
 
-OUTPUT_NAMES: tuple[str, ...] = tuple(spec.name for spec in OUTPUTS)
+
+def signal_output(name: str) -> TensorSpec:
+    """The contract-3 output of one signal."""
+    return TensorSpec(SIGNAL_PREFIX + name, "float32", (None, len(LABEL_NAMES)))
+
+
+def outputs() -> tuple[TensorSpec, ...]:
+    """The outputs export writes (contract 3): one per signal, then the acne candidates."""
+    return (*(signal_output(name) for name in signal_names()), ACNE_PEAKS)
+
+
+Signature = dict[str, dict[str, tuple[str, tuple[int | None, ...]]]]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one version's answer is read: the outputs to ask for (`output_filter`), the signals it
+    measures, and whether they come in contract 2's single "signals" output."""
+
+    outputs: tuple[str, ...]
+    signals: tuple[str, ...]
+    signal_axis: bool
+    acne: bool
+
+
+def signature_problem(signature: Signature) -> str | None:
+    """Why a version with this serving signature would answer wrongly (None when it would not): an input
+    the orchestrator cannot send, a known output of another dtype or shape, or a required signal
+    missing. Outputs this service does not know are ignored; known ones a version lacks only leave
+    the concerns that read them unscored. `signature` is {"inputs"|"outputs": {name: (dtype, shape)}}."""
+    inputs = signature.get("inputs", {})
+    want = {spec.name: (spec.dtype, spec.shape) for spec in INPUTS}
+    if set(inputs) != set(want):
+        return f"signature inputs {sorted(inputs)}, the contract's are {sorted(want)}"
+    for name, (dtype, shape) in want.items():
+        if inputs[name] != (dtype, shape):
+            got = f"{inputs[name][0]}{inputs[name][1]}"
+            return f"signature input {name} is {got}, the contract says {dtype}{shape}"
+    given = signature.get("outputs", {})
+    known = {spec.name: spec for spec in (*outputs(), SIGNAL_AXIS)}
+    for name, (dtype, shape) in given.items():
+        spec = known.get(name)
+        if spec is not None and (dtype, shape) != (spec.dtype, spec.shape):
+            return f"signature output {name} is {dtype}{shape}, the contract says {spec.dtype}{spec.shape}"
+    layout = read_layout(signature)
+    missing = [name for name in REQUIRED_SIGNALS if name not in layout.signals]
+    if missing:
+        return f"signature outputs {sorted(given)} lack the signals {', '.join(missing)}"
+    return None
+
+
+def read_layout(signature: Signature) -> Layout:
+    """The outputs of a signature this service reads (assumes signature_problem found none)."""
+    given = signature.get("outputs", {})
+    if SIGNAL_AXIS.name in given:
+        signals = tuple(name for name in SIGNAL_AXIS_NAMES if name in signal_names())
+        wanted = [SIGNAL_AXIS.name]
+        axis = True
+    else:
+        signals = tuple(name for name in signal_names() if SIGNAL_PREFIX + name in given)
+        wanted = [SIGNAL_PREFIX + name for name in signals]
+        axis = False
+    acne = ACNE_PEAKS.name in given
+    if acne:
+        wanted.append(ACNE_PEAKS.name)
+    return Layout(outputs=tuple(wanted), signals=signals, signal_axis=axis, acne=acne)
+
 
 # TensorFlow's DataType enum values (tensorflow/core/framework/types.proto) for the dtypes used here.
 DATA_TYPE_ENUM: dict[str, int] = {"float32": 1, "int32": 3, "uint8": 4, "int64": 9}
@@ -93,37 +200,3 @@ WARMUP_FILE = "tf_serving_warmup_requests"
 CALIBRATION_FILE = "calibration.skops"
 MODEL_CARD_FILE = "model_card.md"
 MODEL_CARD_JSON = "model_card.json"
-
-
-def output_spec(name: str) -> TensorSpec:
-    """Return the spec of the output called `name`; raises KeyError for a name the contract lacks."""
-    for spec in OUTPUTS:
-        if spec.name == name:
-            return spec
-    raise KeyError(name)
-
-
-def input_spec(name: str) -> TensorSpec:
-    """Return the spec of the input called `name`; raises KeyError for a name the contract lacks."""
-    for spec in INPUTS:
-        if spec.name == name:
-            return spec
-    raise KeyError(name)
-
-
-# A served signature as {"inputs"|"outputs": {tensor name: (NumPy dtype name, shape)}}, None a free dim.
-Signature = dict[str, dict[str, tuple[str, tuple[int | None, ...]]]]
-
-
-def signature_problem(signature: Signature) -> str | None:
-    """Why a served signature is not the contract's (names, dtypes, shapes), or None when it is."""
-    for kind, specs in (("inputs", INPUTS), ("outputs", OUTPUTS)):
-        want = {spec.name: (spec.dtype, spec.shape) for spec in specs}
-        have = signature.get(kind, {})
-        if set(have) != set(want):
-            return f"signature {kind} {sorted(have)}, the contract's are {sorted(want)}"
-        for name, (dtype, shape) in want.items():
-            if have[name] != (dtype, shape):
-                got = f"{have[name][0]}{have[name][1]}"
-                return f"signature {kind[:-1]} {name} is {got}, the contract says {dtype}{shape}"
-    return None

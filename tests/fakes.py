@@ -23,7 +23,10 @@ class Script:
 
     `broken_signature` lists versions whose served signature breaks the contract; `versions` lists the
     AVAILABLE versions (default: the answering `version` only); `failed` lists versions the server
-    failed to load (state END) with its error message; `labels` maps version labels to versions.
+    failed to load (state END) with its error message; `labels` maps version labels to versions;
+    `outputs` gives a version's outputs (default: contract 2's, as the published versions 5 and 6 have).
+    Like TF Serving, Predict answers only the outputs a request's `output_filter` names (all when empty),
+    and records each filter in `output_filters`.
     """
 
     version: int = 1
@@ -36,12 +39,17 @@ class Script:
     broken_signature: frozenset[int] = frozenset()
     failed: dict[int, str] = field(default_factory=dict)
     labels: dict[str, int] = field(default_factory=dict)
+    outputs: dict[int, tuple[contract.TensorSpec, ...]] = field(default_factory=dict)
+    output_filters: list[tuple[str, ...]] = field(default_factory=list)
     calls: int = 0
     asked_versions: list[int | None] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def available(self) -> tuple[int, ...]:
         return self.versions or (self.version,)
+
+    def outputs_of(self, version: int) -> tuple[contract.TensorSpec, ...]:
+        return self.outputs.get(version, (contract.SIGNAL_AXIS, contract.ACNE_PEAKS))
 
 
 _DTYPES = contract.DATA_TYPE_ENUM
@@ -64,22 +72,35 @@ class _Prediction(services_pb2_grpc.PredictionServiceServicer):
             failing = script.fail_code is not None and script.calls <= script.fail_first
             asked = request.model_spec.version.value if request.model_spec.HasField("version") else None
             script.asked_versions.append(asked)
+            script.output_filters.append(tuple(request.output_filter))
         if failing:
             context.abort(script.fail_code, "scripted failure")
         if asked is not None and asked not in script.available():
             context.abort(grpc.StatusCode.NOT_FOUND, f"version {asked} is not loaded")
         time.sleep(script.delay_s)
         rows = make_ndarray(request.inputs["face"]).shape[0]
-        labels = len(contract.LABEL_NAMES)
-        signals = np.ones(script.signals_shape or (rows, labels, len(contract.SIGNAL_NAMES)), np.float32)
-        if script.nan:
-            signals.flat[0] = np.nan
-        peaks = np.zeros((rows, contract.MAX_LESIONS, 3), np.float32)
+        version = asked if asked is not None else script.version
+        specs = {spec.name: spec for spec in script.outputs_of(version)}
+        wanted = list(request.output_filter) or list(specs)
+        unknown = [name for name in wanted if name not in specs]
+        if unknown:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"output tensor alias not found: {unknown[0]}")
         response = predict_pb2.PredictResponse()
         response.model_spec.name = request.model_spec.name
-        response.model_spec.version.value = asked if asked is not None else script.version
-        fill_tensor_proto(response.outputs["signals"], signals)
-        fill_tensor_proto(response.outputs["acne_peaks"], peaks)
+        response.model_spec.version.value = version
+        for name in wanted:
+            spec = specs[name]
+            shape = (rows, *spec.shape[1:])
+            if name == contract.SIGNAL_AXIS.name and script.signals_shape:
+                shape = script.signals_shape
+            value = (
+                np.zeros(shape, np.float32)
+                if name == contract.ACNE_PEAKS.name
+                else np.ones(shape, np.float32)
+            )
+            if script.nan and name != contract.ACNE_PEAKS.name:
+                value.flat[0] = np.nan
+            fill_tensor_proto(response.outputs[name], value)
         return response
 
     def GetModelMetadata(self, request, context):  # noqa: N802 - gRPC signature
@@ -91,7 +112,7 @@ class _Prediction(services_pb2_grpc.PredictionServiceServicer):
         for spec in contract.INPUTS:
             shape = spec.shape[:-1] if version in self.script.broken_signature else spec.shape
             _tensor_info(signature.inputs[spec.name], spec.dtype, shape)
-        for spec in contract.OUTPUTS:
+        for spec in self.script.outputs_of(version):
             _tensor_info(signature.outputs[spec.name], spec.dtype, spec.shape)
         response = predict_pb2.GetModelMetadataResponse()
         response.model_spec.name = request.model_spec.name

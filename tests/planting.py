@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 
 from orchestrator.decode.images import decode_image
 from orchestrator.face.detection import Box
-from orchestrator.face.views import FaceGeometry, Geometry
+from orchestrator.face.stage import FaceGeometry, Geometry
 from tests.conftest import DATA
 
 FACES = DATA / "faces"

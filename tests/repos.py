@@ -103,15 +103,15 @@ def half_copied(folder: Path) -> None:
 
 
 def other_signature(folder: Path) -> None:
-    """A SavedModel that loads and answers the contract's inputs but whose signature lacks the
-    contract's acne_peaks output, with the good version's assets.extra bound to it ("signature")."""
+    """A SavedModel that loads and answers the contract's inputs but whose "signals" output has one
+    column fewer than contract 2's named axis (it would be read wrong), with the good version's
+    assets.extra bound to it ("signature")."""
     import tensorflow as tf
 
-    face_spec = contract.input_spec("face")
-    mask_spec = contract.input_spec("mask")
-    signals = contract.output_spec("signals")
+    face_spec, mask_spec = contract.INPUTS
+    columns = len(contract.SIGNAL_AXIS_NAMES) - 1
 
-    class SignalsOnly(tf.Module):
+    class ShortSignals(tf.Module):
         @tf.function(
             input_signature=[
                 tf.TensorSpec(face_spec.shape, tf.uint8, name="face"),
@@ -121,12 +121,15 @@ def other_signature(folder: Path) -> None:
         def serve(self, face: tf.Tensor, mask: tf.Tensor) -> dict[str, tf.Tensor]:
             rows = tf.shape(face)[0]
             level = tf.reduce_mean(tf.cast(face, tf.float32)) + tf.reduce_mean(tf.cast(mask, tf.float32))
-            return {"signals": tf.fill([rows, *signals.shape[1:]], level)}
+            return {
+                "signals": tf.fill([rows, len(contract.LABEL_NAMES), columns], level),
+                "acne_peaks": tf.fill([rows, *contract.ACNE_PEAKS.shape[1:]], 0.0 * level),
+            }
 
     extra = folder.parent / f"_{folder.name}-extra"
     shutil.move(str(folder / "assets.extra"), extra)
     shutil.rmtree(folder)
-    module = SignalsOnly()
+    module = ShortSignals()
     tf.saved_model.save(module, str(folder), signatures={contract.SIGNATURE_NAME: module.serve})
     shutil.move(str(extra), folder / "assets.extra")
     bind_calibration(folder)

@@ -37,10 +37,11 @@ def acne(rgb: np.ndarray) -> dict[str, object]:
     serve, scorer, version = served()
     geometry = geometry_stage().analyse(rgb)
     signals, peaks = serve(geometry.face[None], geometry.mask.labels[None])  # type: ignore[operator]
-    prediction = Prediction(contract.MODEL_NAME, version, signals[0], peaks[0])
+    first = {name: column[0] for name, column in signals.items()}  # type: ignore[attr-defined]
+    prediction = Prediction(contract.MODEL_NAME, version, first, peaks[0])
     usable = usable_labels(prediction.signals, geometry.mask.pixels, geometry.mask.visible)
     labels = lesion_labels(prediction.acne_peaks, geometry.mask.labels)
-    return scorer.score(prediction, labels, usable)["concerns"]["acne"]  # type: ignore[attr-defined,no-any-return]
+    return scorer.score(prediction, labels, usable).concerns["acne"].dump()  # type: ignore[attr-defined,no-any-return]
 
 
 @pytest.mark.parametrize("bioguide", PORTRAITS)

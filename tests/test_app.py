@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import jsonschema
 import numpy as np
 import pytest
 from flask import Flask
@@ -25,11 +26,13 @@ from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator.errors import ERROR_TABLE, HTTP_CODES
-from orchestrator.face.views import FaceGeometry, Geometry
+from orchestrator.face.stage import FaceGeometry, Geometry
+from orchestrator.notices import REGION_REASON_TABLE, VIEW_TABLE, WARNING_TABLE
 from orchestrator.settings import Settings
 from orchestrator.web.app import create_app
 from orchestrator.web.ratelimit import RateLimiter
 from serving import contract
+from serving.concerns import concern_names
 from serving.repository import versions_on_disk
 from tests.conftest import MODEL_REPO, StallingClock, data_dir, free_port, hold_lock_in_a_process
 from tests.fakes import Script, fake_model_server
@@ -99,15 +102,7 @@ def test_portrait_gets_a_report_from_the_version_that_answered(client: FlaskClie
     assert response.status_code == 200, response.get_data(as_text=True)
     report = response.get_json()
     assert report["model"] == {"name": contract.MODEL_NAME, "version": script.version, "label": None}
-    assert set(report["concerns"]) == {
-        "acne",
-        "redness",
-        "dark_spots",
-        "wrinkles",
-        "pores",
-        "oiliness",
-        "dark_circles",
-    }
+    assert list(report["concerns"]) == list(concern_names())
     assert report["timing_ms"]["total"] > 0
 
 
@@ -476,3 +471,21 @@ def test_openapi_lists_every_error_code(client: FlaskClient) -> None:
     responses = document["paths"]["/api/v2/analyze/guest"]["post"]["responses"]
     for cls in ERROR_TABLE:
         assert cls.code in responses[str(cls.status)]["description"]
+
+
+def test_the_vocabulary_is_the_registry_and_the_tables(client: FlaskClient) -> None:
+    """The demo page's words come from here: every concern of the registry, every warning, reason and
+    view of the tables, in the shape the OpenAPI document gives."""
+    body = client.get("/api/v2/vocabulary").get_json()
+    document = client.get("/api/v2/openapi.json").get_json()
+    jsonschema.validate(body, document["components"]["schemas"]["Vocabulary"])
+    assert [c["name"] for c in body["concerns"]] == list(concern_names())
+    assert body["warnings"] == WARNING_TABLE and body["region_reasons"] == REGION_REASON_TABLE
+    assert body["views"] == VIEW_TABLE
+    schemas = document["components"]["schemas"]
+    assert schemas["Quality"]["properties"]["warnings"]["items"]["enum"] == list(WARNING_TABLE)
+    assert schemas["Region"]["properties"]["reason"]["enum"] == [*REGION_REASON_TABLE, None]
+    assert schemas["Report"]["properties"]["concerns"]["required"] == list(concern_names())
+    demo = (ROOT / "orchestrator" / "web" / "static" / "demo.js").read_text()
+    for code in (*WARNING_TABLE, *REGION_REASON_TABLE, *concern_names()):
+        assert f"{code}:" not in demo, f"demo.js keeps its own words for {code}"

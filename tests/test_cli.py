@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from scripts.stack import ModelServerProcess, OrchestratorProcess
+from serving.concerns import concern_names
 from tests.conftest import ROOT, data_dir
 
 pytestmark = pytest.mark.e2e
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.e2e
 Stack = tuple[ModelServerProcess, OrchestratorProcess]
 FACE = "congress_B001270.jpg"
 NONFACE = "skimage_coffee.png"
-CONCERNS = ("acne", "redness", "dark spots", "wrinkles", "pores", "oiliness", "dark circles")
+CONCERNS = tuple(name.replace("_", " ") for name in concern_names())
 
 
 def _run(*args: str, timeout_s: float = 180) -> subprocess.CompletedProcess[str]:
@@ -41,7 +42,7 @@ def test_one_face_prints_a_table_and_exits_0(live_stack: Stack) -> None:
     lines = result.stdout.splitlines()
     assert lines[0].startswith(str(data_dir("faces") / FACE) + ": frontal view, overall ")
     assert lines[1].split() == ["concern", "score", "severity", "regions"]
-    rows = {line[2:16].strip(): line[16:].split() for line in lines[2:9]}
+    rows = {line[2:16].strip(): line[16:].split() for line in lines[2 : 2 + len(CONCERNS)]}
     assert tuple(rows) == CONCERNS
     for concern, (score, *rest) in rows.items():
         assert 0 <= float(score) <= 100, concern

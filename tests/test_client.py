@@ -34,8 +34,9 @@ def test_answer_names_its_version_and_carries_the_servers_values() -> None:
         prediction = _client(address).predict(FACE, MASK)
     assert prediction.version == 4
     # The client refuses any other shape, so the shapes are given; the values are what the fake sent.
-    assert np.all(prediction.signals == 1.0)
-    assert not np.any(prediction.acne_peaks)
+    assert set(prediction.signals) == set(contract.SIGNAL_AXIS_NAMES)
+    assert all(np.all(column == 1.0) for column in prediction.signals.values())
+    assert prediction.acne_peaks is not None and not np.any(prediction.acne_peaks)
 
 
 def test_a_version_asked_for_is_the_one_that_answers() -> None:
@@ -56,8 +57,33 @@ def test_signature_is_read_from_model_metadata() -> None:
         client = _client(address)
         good, broken = client.signature(1), client.signature(2)
     assert good["inputs"] == {spec.name: (spec.dtype, spec.shape) for spec in contract.INPUTS}
-    assert good["outputs"] == {spec.name: (spec.dtype, spec.shape) for spec in contract.OUTPUTS}
-    assert broken["inputs"]["face"] == ("uint8", contract.input_spec("face").shape[:-1])
+    assert good["outputs"] == {
+        spec.name: (spec.dtype, spec.shape) for spec in (contract.SIGNAL_AXIS, contract.ACNE_PEAKS)
+    }
+    assert broken["inputs"]["face"] == ("uint8", contract.INPUTS[0].shape[:-1])
+
+
+def test_outputs_are_read_by_name_and_only_those_of_the_layout_are_asked_for() -> None:
+    """A contract-3 version answers one output per signal; the request's output_filter names only the
+    outputs this service reads, and an output the version has but the service does not know is never
+    asked for."""
+    names = ("lab_l", "lab_a", "lab_b", "skin_fraction", "pores")
+    outputs = (
+        *(contract.signal_output(n) for n in names),
+        contract.TensorSpec("future", "float32", (None, 8)),
+    )
+    script = Script(version=7, outputs={7: outputs})
+    with fake_model_server(script) as address:
+        client = _client(address)
+        signature = client.signature(7)
+        assert contract.signature_problem(signature) is None
+        layout = contract.read_layout(signature)
+        prediction = client.predict(FACE, MASK, version=7, layout=layout)
+    assert script.output_filters == [
+        tuple(contract.SIGNAL_PREFIX + n for n in contract.signal_names() if n in names)
+    ]
+    assert set(prediction.signals) == set(names)
+    assert prediction.acne_peaks is None
 
 
 def test_unavailable_is_retried_within_the_deadline() -> None:

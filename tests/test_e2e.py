@@ -58,11 +58,11 @@ def stack(
 @pytest.fixture(scope="module")
 def report_schema(stack: tuple[ModelServerProcess, OrchestratorProcess]) -> dict[str, object]:
     document = requests.get(stack[1].url + "/api/v2/openapi.json", timeout=10).json()
-    schemas = document["components"]["schemas"]
-    return {
-        "$defs": schemas,
-        **json.loads(json.dumps(schemas["Report"]).replace("#/components/schemas/", "#/$defs/")),
-    }
+    # The document's references point into components/schemas; here they point into $defs.
+    schemas = json.loads(
+        json.dumps(document["components"]["schemas"]).replace("#/components/schemas/", "#/$defs/")
+    )
+    return {"$defs": schemas, **schemas["Report"]}
 
 
 def _post(url: str, path: Path) -> requests.Response:
@@ -138,7 +138,8 @@ def test_overlay_answer_follows_the_document_and_shows_the_answer(
     assert response.status_code == 200, response.text
     report = response.json()
     jsonschema.validate(report, report_schema)
-    assert "png_base64" in report_schema["properties"]["overlay"]["properties"]  # type: ignore[index]
+    assert report_schema["properties"]["overlay"]["$ref"] == "#/$defs/Overlay"  # type: ignore[index]
+    assert "png_base64" in report_schema["$defs"]["Overlay"]["properties"]  # type: ignore[index]
     assert report["timing_ms"]["overlay"] > 0
     png = base64.b64decode(report["overlay"]["png_base64"], validate=True)
     picture = cv2.cvtColor(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)

@@ -14,7 +14,7 @@ from orchestrator.face.detection import FaceDetector
 from orchestrator.face.landmarks import FaceMesh
 from orchestrator.face.pose import estimate_pose
 from orchestrator.face.quality import measure_quality
-from orchestrator.face.views import FaceGeometry, Geometry
+from orchestrator.face.stage import FaceGeometry, Geometry
 
 PORTRAIT = "congress_C001091.jpg"
 

@@ -24,7 +24,7 @@ from orchestrator.face.regions import (
     RIGHT_EYE,
     feature_mask,
 )
-from orchestrator.face.views import FaceGeometry, Geometry
+from orchestrator.face.stage import FaceGeometry, Geometry
 from serving import contract
 from tests.conftest import DATA
 

@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from orchestrator.face.views import Geometry
+from orchestrator.face.stage import Geometry
 from orchestrator.scoring.concerns import face_lab, usable_labels
 from orchestrator.scoring.scorer import ita_from_lab
 from serving import contract
@@ -51,7 +51,7 @@ from export.measures import compute_signals, measure_faces, redness_peaks  # noq
 pytestmark = pytest.mark.skipif(not FACES.is_dir(), reason=f"portraits not found at {FACES}")
 
 LABEL = {name: index for index, name in enumerate(contract.LABEL_NAMES)}
-SIGNAL = {name: index for index, name in enumerate(contract.SIGNAL_NAMES)}
+SIGNAL = {name: index for index, name in enumerate(contract.signal_names())}
 Measure = Callable[[Image8, Image8], tuple[NDArray[np.float32], NDArray[np.float32]]]
 
 # A spread of skin tones as the photos render them (SOURCES.md): very light, light, medium,
@@ -85,9 +85,19 @@ def measure() -> Measure:
 
     def run(faces: Image8, masks: Image8) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
         signals, peaks = graph(tf.constant(faces), tf.constant(masks))
-        return signals.numpy(), peaks.numpy()
+        return stacked(signals), peaks.numpy()
 
     return run
+
+
+def stacked(signals: dict[str, tf.Tensor]) -> NDArray[np.float32]:
+    """The named signals as one [faces, labels, signals] array, columns in contract.SIGNALS order."""
+    return np.stack([signals[name].numpy() for name in contract.signal_names()], axis=-1)
+
+
+def named(signals: NDArray[np.float32]) -> dict[str, NDArray[np.float32]]:
+    """One face's [labels, signals] array as post-scoring reads it: by signal name."""
+    return {name: signals[:, index] for name, index in SIGNAL.items()}
 
 
 def read(
@@ -114,7 +124,7 @@ def skin_labels(geometry: Geometry) -> list[int]:
 def test_outputs_follow_the_contract(measure: Measure) -> None:
     _rgb, geometry = portrait("C000984")
     signals, peaks = measure(geometry.face[None], geometry.mask.labels[None])
-    assert signals.shape == (1, len(contract.LABEL_NAMES), len(contract.SIGNAL_NAMES))
+    assert signals.shape == (1, len(contract.LABEL_NAMES), len(contract.signal_names()))
     assert peaks.shape == (1, contract.MAX_LESIONS, 3)
     assert signals.dtype == np.float32 and peaks.dtype == np.float32
     assert np.isfinite(signals).all() and np.isfinite(peaks).all()
@@ -132,7 +142,7 @@ def test_public_functions_match_the_shared_pass(measure: Measure) -> None:
     signals, peaks = measure(face, mask)
     # Two graphs of the same ops: float rounding moves a histogram median by up to ~5e-4 a* units.
     np.testing.assert_allclose(
-        compute_signals(tf.constant(face), tf.constant(mask)).numpy(), signals, rtol=1e-5, atol=1e-3
+        stacked(compute_signals(tf.constant(face), tf.constant(mask))), signals, rtol=1e-5, atol=1e-3
     )
     direct = redness_peaks(tf.constant(face), tf.constant(mask), contract.MAX_LESIONS).numpy()
     np.testing.assert_allclose(direct, peaks, atol=1e-5)
@@ -301,7 +311,7 @@ def test_dark_circles_lower_under_eye_lightness_against_the_cheeks(measure: Meas
 def face_ita(measure: Measure, bioguide: str) -> float:
     """The report's ITA for a portrait: the face's colour over its usable regions."""
     rgb, geometry = portrait(bioguide)
-    signals = read(measure, rgb, geometry)[0]
+    signals = named(read(measure, rgb, geometry)[0])
     usable = usable_labels(signals, geometry.mask.pixels, geometry.mask.visible)
     lab_l, _, lab_b = face_lab(signals, usable)
     return ita_from_lab(lab_l, lab_b)
@@ -345,7 +355,7 @@ def test_exif_rotated_copies_read_the_same_tone(measure: Measure, orientation: i
     angles = []
     for rgb in (upright, rotated):
         geometry = geometry_stage().analyse(rgb)
-        signals = read(measure, rgb, geometry)[0]
+        signals = named(read(measure, rgb, geometry)[0])
         lab_l, _, lab_b = face_lab(
             signals, usable_labels(signals, geometry.mask.pixels, geometry.mask.visible)
         )
@@ -385,7 +395,7 @@ def test_same_input_same_output_and_faces_differ(measure: Measure) -> None:
     rows = [LABEL["forehead"], LABEL["left_cheek"], LABEL["right_cheek"], LABEL["nose"]]
     differing = np.abs(once[0][0][rows] - other[rows]) > 1e-3
     # Every column but the two shares that can sit at exactly 0 or 1 differs somewhere.
-    varying = [SIGNAL[name] for name in contract.SIGNAL_NAMES if name not in ("specular", "skin_fraction")]
+    varying = [SIGNAL[name] for name in contract.signal_names() if name not in ("specular", "skin_fraction")]
     assert differing[:, varying].any(axis=0).all()
 
 
@@ -394,5 +404,5 @@ def test_no_signal_is_constant_across_portraits(measure: Measure) -> None:
         [read(measure, *portrait(b))[0][skin_labels(portrait(b)[1])] for b in TONE_SPREAD]
     )
     spread = signals.std(axis=0)
-    for name in contract.SIGNAL_NAMES:
+    for name in contract.signal_names():
         assert spread[SIGNAL[name]] > 0.0, name

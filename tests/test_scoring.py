@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 import shutil
 from pathlib import Path
@@ -11,11 +13,11 @@ import numpy as np
 import pytest
 from sklearn.preprocessing import QuantileTransformer
 
+from orchestrator.answer import ITA_CATEGORIES
 from orchestrator.errors import ModelBadResponse
 from orchestrator.predict.prediction import Prediction
-from orchestrator.scoring.concerns import CONCERN_REGIONS, CONCERNS, lesion_labels, raw_concerns
+from orchestrator.scoring.concerns import lesion_labels, raw_concerns
 from orchestrator.scoring.scorer import (
-    ITA_CATEGORIES,
     PostScorer,
     QuantileTable,
     ScorerRegistry,
@@ -24,12 +26,12 @@ from orchestrator.scoring.scorer import (
     severity,
 )
 from serving import contract
+from serving.concerns import SEVERITY_BANDS, concern, concern_names, measured
 from serving.fingerprint import content_fingerprint
 from serving.repository import versions_on_disk
 from tests.conftest import MODEL_REPO
 from tests.repos import bind_calibration, other_fingerprint
 
-SIGNAL = {name: i for i, name in enumerate(contract.SIGNAL_NAMES)}
 LABEL = {name: i for i, name in enumerate(contract.LABEL_NAMES)}
 ALL = dict.fromkeys(contract.LABEL_NAMES, True)
 NO_LESIONS: list[str | None] = [None] * contract.MAX_LESIONS
@@ -59,18 +61,29 @@ def _prediction(**signals: float) -> Prediction:
         "skin_fraction": 0.99,
     }
     typical.update(signals)
-    row = np.array([typical[name] for name in contract.SIGNAL_NAMES], np.float32)
     rows = len(contract.LABEL_NAMES)
-    return Prediction(
-        contract.MODEL_NAME, 1, np.tile(row, (rows, 1)), np.zeros((contract.MAX_LESIONS, 3), np.float32)
-    )
+    columns = {name: np.full(rows, typical[name], np.float32) for name in contract.signal_names()}
+    return Prediction(contract.MODEL_NAME, 1, columns, np.zeros((contract.MAX_LESIONS, 3), np.float32))
+
+
+def _changed(prediction: Prediction, signal: str, regions: tuple[str, ...], value: float) -> Prediction:
+    """The prediction with one signal set to `value` in `regions`."""
+    signals = {name: column.copy() for name, column in prediction.signals.items()}
+    for region in regions:
+        signals[signal][LABEL[region]] = value
+    return Prediction(prediction.model_name, prediction.version, signals, prediction.acne_peaks)
+
+
+def _peaks(prediction: Prediction) -> np.ndarray:
+    assert prediction.acne_peaks is not None
+    return prediction.acne_peaks.copy()
 
 
 def _with_lesions(
     prediction: Prediction, per_region: int, score: float = 0.9
 ) -> tuple[Prediction, list[str | None]]:
     """Lesion candidates, `per_region` on each of the five skin regions, and the label under each."""
-    peaks = prediction.acne_peaks.copy()
+    peaks = _peaks(prediction)
     labels = list(NO_LESIONS)
     row = 0
     for region in ("forehead", "left_cheek", "right_cheek", "nose", "chin"):
@@ -88,26 +101,29 @@ def _score(
     usable: dict[str, bool] = ALL,
     colour: bool = True,
 ) -> dict[str, Any]:
-    return scorer.score(prediction, labels, usable, colour=colour)
+    return scorer.score(prediction, labels, usable, colour=colour).dump()
+
+
+# A typical low and high value of each signal a concern is read from face-wide.
+SIGNAL_RANGES = {
+    "erythema": (12.0, 30.0),
+    "pigment_spots": (0.0, 0.04),
+    "wrinkles": (0.15, 1.2),
+    "pores": (0.08, 1.0),
+    "specular": (0.0, 0.2),
+}
 
 
 @pytest.mark.parametrize(
-    ("concern", "signal", "low", "high"),
-    [
-        ("redness", "erythema", 12.0, 30.0),
-        ("dark_spots", "pigment_spots", 0.0, 0.04),
-        ("wrinkles", "wrinkles", 0.15, 1.2),
-        ("pores", "pores", 0.08, 1.0),
-        ("oiliness", "specular", 0.0, 0.2),
-    ],
+    "name", [c.name for c in measured() if c.raw in ("mean", "above_face") and c.signals[0] in SIGNAL_RANGES]
 )
-def test_more_of_a_concern_scores_lower(
-    scorer: PostScorer, concern: str, signal: str, low: float, high: float
-) -> None:
-    good = _score(scorer, _prediction(**{signal: low}))["concerns"][concern]
-    bad = _score(scorer, _prediction(**{signal: high}))["concerns"][concern]
+def test_more_of_a_concern_scores_lower(scorer: PostScorer, name: str) -> None:
+    signal = concern(name).signals[0]
+    low, high = SIGNAL_RANGES[signal]
+    good = _score(scorer, _prediction(**{signal: low}))["concerns"][name]
+    bad = _score(scorer, _prediction(**{signal: high}))["concerns"][name]
     assert 0 <= bad["score"] < good["score"] <= 100
-    assert set(bad["regions"]) == set(CONCERN_REGIONS[concern])
+    assert set(bad["regions"]) == set(concern(name).regions)
     assert all(bad["regions"][r] <= good["regions"][r] for r in bad["regions"])
 
 
@@ -133,7 +149,7 @@ def test_more_lesions_mean_lower_acne_score_and_worse_grade(scorer: PostScorer) 
 
 def test_one_lesion_is_mild_acne(scorer: PostScorer) -> None:
     prediction, labels = _with_lesions(_prediction(), 0)
-    peaks = prediction.acne_peaks.copy()
+    peaks = _peaks(prediction)
     peaks[0] = [0.5, 0.5, 0.9]
     labels[0] = "left_cheek"
     one = _score(scorer, Prediction(prediction.model_name, 1, prediction.signals, peaks), labels)
@@ -156,10 +172,7 @@ def test_lesions_on_skin_the_regions_do_not_name_still_count(scorer: PostScorer)
 
 def test_dark_circles_grow_with_darker_under_eyes(scorer: PostScorer) -> None:
     prediction = _prediction()
-    darker = prediction.signals.copy()
-    for region in ("left_under_eye", "right_under_eye"):
-        darker[LABEL[region], SIGNAL["lab_l"]] -= 12
-    worse = Prediction(prediction.model_name, 1, darker, prediction.acne_peaks)
+    worse = _changed(prediction, "lab_l", ("left_under_eye", "right_under_eye"), 62.0 - 12)
     assert (
         _score(scorer, worse)["concerns"]["dark_circles"]["score"]
         < _score(scorer, prediction)["concerns"]["dark_circles"]["score"]
@@ -175,7 +188,7 @@ def test_unusable_regions_are_left_out(scorer: PostScorer) -> None:
     assert report["concerns"]["acne"]["count"] == 8, "lesions on a region that cannot be read are not counted"
     nothing = dict.fromkeys(contract.LABEL_NAMES, False)
     blind = _score(scorer, _prediction(), usable=nothing)
-    assert all(blind["concerns"][c]["score"] is None for c in CONCERNS)
+    assert all(blind["concerns"][c]["score"] is None for c in concern_names())
     assert blind["skin_tone"]["ita_deg"] is None
     assert blind["overall"]["score"] is None
 
@@ -183,21 +196,24 @@ def test_unusable_regions_are_left_out(scorer: PostScorer) -> None:
 def test_a_closeup_is_read_on_its_skin(scorer: PostScorer) -> None:
     closeup = {**dict.fromkeys(contract.LABEL_NAMES, False), "other_skin": True}
     report = _score(scorer, _prediction(), usable=closeup)
-    for concern in ("redness", "dark_spots", "wrinkles", "pores", "oiliness"):
-        assert report["concerns"][concern]["score"] is not None, concern
-        assert all(value is None for value in report["concerns"][concern]["regions"].values())
-    assert report["concerns"]["dark_circles"]["score"] is None
+    for record in measured():
+        entry = report["concerns"][record.name]
+        assert (entry["score"] is not None) == record.closeup, record.name
+        assert all(value is None for value in entry["regions"].values())
     assert report["skin_tone"]["ita_deg"] is not None
     assert report["skin_type"]["label"] is None
 
 
 def test_greyscale_leaves_colour_out_of_every_part(scorer: PostScorer) -> None:
     report = _score(scorer, _prediction(erythema=30.0), colour=False)
-    redness = report["concerns"]["redness"]
-    assert redness["score"] is None and redness["severity"] is None and redness["raw"] is None
-    assert all(value is None for value in redness["regions"].values())
+    colour = [c.name for c in measured() if c.needs_colour]
+    assert colour
+    for name in colour:
+        entry = report["concerns"][name]
+        assert entry["score"] is None and entry["severity"] is None and entry["raw"] is None
+        assert all(value is None for value in entry["regions"].values())
     assert report["skin_tone"] == {"ita_deg": None, "category": None, "lab": None}
-    scores = [c["score"] for name, c in report["concerns"].items() if name != "redness"]
+    scores = [c["score"] for name, c in report["concerns"].items() if name not in colour]
     assert report["overall"]["score"] == pytest.approx(
         np.mean([s for s in scores if s is not None]), abs=0.06
     )
@@ -206,11 +222,7 @@ def test_greyscale_leaves_colour_out_of_every_part(scorer: PostScorer) -> None:
 def test_skin_type_follows_the_t_zone_and_the_cheeks(scorer: PostScorer) -> None:
     assert _score(scorer, _prediction(specular=0.3))["skin_type"]["label"] == "oily"
     assert _score(scorer, _prediction(specular=0.0))["skin_type"]["label"] in ("dry", "normal")
-    signals = _prediction().signals.copy()
-    signals[:, SIGNAL["specular"]] = 0.0
-    for zone in ("forehead", "nose", "chin"):
-        signals[LABEL[zone], SIGNAL["specular"]] = 0.3
-    combination = Prediction(contract.MODEL_NAME, 1, signals, _prediction().acne_peaks)
+    combination = _changed(_prediction(specular=0.0), "specular", ("forehead", "nose", "chin"), 0.3)
     assert _score(scorer, combination)["skin_type"]["label"] == "combination"
 
 
@@ -222,7 +234,13 @@ def test_ita_formula_and_categories() -> None:
 
 
 def test_severity_bands() -> None:
-    assert [severity(s) for s in (100, 75, 60, 40, 10)] == ["none", "none", "mild", "moderate", "severe"]
+    assert [severity(s, SEVERITY_BANDS) for s in (100, 75, 60, 40, 10)] == [
+        "none",
+        "none",
+        "mild",
+        "moderate",
+        "severe",
+    ]
 
 
 def test_missing_calibration_is_a_bad_response() -> None:
@@ -298,3 +316,50 @@ def test_a_lesion_on_a_bare_cell_takes_the_label_of_the_skin_beside_it() -> None
     peaks[1] = [120 / size, 142 / size, 0.8]  # the next cell, bare: the model keeps it (one-cell margin)
     peaks[2] = [120 / size, 160 / size, 0.7]  # far from any skin
     assert lesion_labels(peaks, labels)[:4] == ["left_cheek", "left_cheek", None, None]
+
+
+def test_a_concern_the_version_does_not_measure_is_not_scored_by_it(scorer: PostScorer) -> None:
+    """A version without a concern's signals (an older one) answers every other concern as before and
+    names that one as not scored by it."""
+    full = _prediction(pores=0.5)
+    signals = {name: column for name, column in full.signals.items() if name != "pores"}
+    older = Prediction(full.model_name, 5, signals, full.acne_peaks)
+    report, before = _score(scorer, older), _score(scorer, full)
+    missing = [c.name for c in measured() if "pores" in c.signals]
+    assert missing == ["pores"]
+    pores = report["concerns"]["pores"]
+    assert pores["score"] is None and pores["severity"] is None and pores["raw"] is None
+    assert pores["reason"] == "not scored by model version 5: it does not measure pores"
+    assert all(value is None for value in pores["regions"].values())
+    for name in concern_names():
+        if name not in missing:
+            assert report["concerns"][name] == before["concerns"][name], name
+    others = [
+        c["score"] for n, c in before["concerns"].items() if n not in missing and c["score"] is not None
+    ]
+    assert report["overall"]["score"] == pytest.approx(np.mean(others), abs=0.06)
+
+
+def test_a_version_without_an_acne_head_leaves_acne_unscored(scorer: PostScorer) -> None:
+    full = _prediction()
+    report = _score(scorer, Prediction(full.model_name, 9, full.signals, None), [])
+    acne = report["concerns"]["acne"]
+    assert acne["score"] is None and acne["count"] is None and acne["lesions"] == []
+    assert "not scored by model version 9" in acne["reason"]
+    assert report["concerns"]["redness"]["score"] is not None
+
+
+def test_a_concern_its_calibration_lacks_is_not_scored(scorer: PostScorer) -> None:
+    """A version calibrated on fewer concerns than this service knows scores those it has."""
+    cal = scorer.calibration
+    keep = [i for i, c in enumerate(cal.face_columns) if c != "wrinkles"]
+    face = copy.deepcopy(cal.face)
+    face.quantiles_ = cal.face.quantiles_[:, keep]
+    face.n_features_in_ = len(keep)
+    fewer = dataclasses.replace(
+        cal, face=face, face_columns=tuple(c for c in cal.face_columns if c != "wrinkles")
+    )
+    report = _score(PostScorer(fewer), _prediction())
+    assert report["concerns"]["wrinkles"]["score"] is None
+    assert "calibration" in report["concerns"]["wrinkles"]["reason"]
+    assert report["concerns"]["pores"] == _score(scorer, _prediction())["concerns"]["pores"]

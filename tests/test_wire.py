@@ -61,7 +61,7 @@ def test_predict_response_from_official_parses_in_subset() -> None:
     theirs = official_predict.PredictResponse()
     theirs.model_spec.name = contract.MODEL_NAME
     theirs.model_spec.version.value = 3
-    signals = np.linspace(-5, 5, 7 * len(contract.SIGNAL_NAMES), dtype=np.float32).reshape(7, -1)
+    signals = np.linspace(-5, 5, 7 * len(contract.SIGNAL_AXIS_NAMES), dtype=np.float32).reshape(7, -1)
     theirs.outputs["signals"].CopyFrom(tf.make_tensor_proto(signals))
     # TensorFlow writes small tensors as float_val and large ones as tensor_content: read both.
     theirs.outputs["small"].CopyFrom(tf.make_tensor_proto(np.float32(2.5), shape=[2, 2]))

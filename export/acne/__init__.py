@@ -1,7 +1,9 @@
-"""The learned acne lesion detector (CenterNet-style, trained on ACNE04) and its evaluation.
+"""The learned acne lesion detectors (CenterNet-style heatmaps, trained on ACNE04) and their evaluation.
 
-Served use: `build_detector()` then `load_weights("build/acne/detector.weights.h5")`; the model gives
-heatmap logits, `decode_peaks(tf.sigmoid(logits), max_peaks)` gives (y, x, score) rows.
+Two networks: "plain" (`network.build_detector`) and "lite" (the EfficientNet-Lite one in
+`lite_detector.py`, the head of the published version 6); `export.model.DetectorHead` names which one a
+trained folder holds and loads it. The model gives heatmap logits; `network.decode_peaks` turns
+probabilities into (y, x, score) rows.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from orchestrator.decode.images import decode_image
 from orchestrator.errors import NoFaceFound
 from orchestrator.face.alignment import Alignment
 from orchestrator.face.scene import SceneCheck
-from orchestrator.face.views import VIEWS, FaceGeometry
+from orchestrator.face.stage import VIEWS, FaceGeometry
 from orchestrator.settings import Settings
 from serving import contract
 
@@ -45,7 +45,7 @@ class AlignedSplit:
     split: str
     files: NDArray[np.str_]  # [N] analysed photos, index.csv order
     grades: NDArray[np.int64]  # [N] ACNE04 grade 0-3
-    views: NDArray[np.str_]  # [N] orchestrator.face.views.VIEWS
+    views: NDArray[np.str_]  # [N] orchestrator.face.stage.VIEWS
     faces: NDArray[np.uint8]  # [N, S, S, 3] RGB, S = contract.FACE_SIZE_PX
     labels: NDArray[np.uint8]  # [N, S, S] mask labels (contract.LABEL_NAMES, 0 not skin)
     matrices: NDArray[np.float64]  # [N, 2, 3] photo -> frame

@@ -35,19 +35,22 @@ from export.acne.metrics import GRADES, confusion, match_points
 from orchestrator.decode.images import decode_image
 from orchestrator.errors import NoFaceFound
 from orchestrator.face.scene import SceneCheck
-from orchestrator.face.views import FaceGeometry
-from orchestrator.predict.prediction import Prediction
+from orchestrator.face.stage import FaceGeometry
+from orchestrator.predict.prediction import Prediction, batch_signals
 from orchestrator.scoring.concerns import lesion_labels, usable_labels
-from orchestrator.scoring.scorer import ACNE_GRADES, PostScorer, load_calibration
+from orchestrator.scoring.scorer import PostScorer, load_calibration
 from orchestrator.settings import Settings
 from serving import contract
+from serving.concerns import ACNE_GRADES
 from serving.repository import versions_on_disk
 
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "acne04"
-Serve = Callable[[NDArray[np.uint8], NDArray[np.uint8]], tuple[NDArray[np.float32], NDArray[np.float32]]]
+Serve = Callable[
+    [NDArray[np.uint8], NDArray[np.uint8]], tuple[dict[str, NDArray[np.float32]], NDArray[np.float32]]
+]
 
 
 @dataclass
@@ -92,9 +95,11 @@ def load_version(folder: Path) -> tuple[Serve, PostScorer]:
 
     def serve(
         faces: NDArray[np.uint8], masks: NDArray[np.uint8]
-    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-        out = signature(face=tf.constant(faces), mask=tf.constant(masks))
-        return out["signals"].numpy(), out["acne_peaks"].numpy()
+    ) -> tuple[dict[str, NDArray[np.float32]], NDArray[np.float32]]:
+        out = {
+            name: t.numpy() for name, t in signature(face=tf.constant(faces), mask=tf.constant(masks)).items()
+        }
+        return batch_signals(out), out[contract.ACNE_PEAKS.name]
 
     calibration = load_calibration(folder / "assets.extra" / contract.CALIBRATION_FILE)
     return serve, PostScorer(calibration)
@@ -112,12 +117,11 @@ def run_photo(
     except NoFaceFound:
         return result
     signals, peaks = serve(found.face[None], found.mask.labels[None])
-    prediction = Prediction(contract.MODEL_NAME, version, signals[0], peaks[0])
+    prediction = Prediction(contract.MODEL_NAME, version, {n: v[0] for n, v in signals.items()}, peaks[0])
     mask = found.mask
     usable = usable_labels(prediction.signals, mask.pixels, mask.visible)
-    acne = scorer.score(prediction, lesion_labels(prediction.acne_peaks, mask.labels), usable)["concerns"][
-        "acne"
-    ]
+    scored = scorer.score(prediction, lesion_labels(prediction.acne_peaks, mask.labels), usable)
+    acne = scored.concerns["acne"].dump()
     result.view = found.view
     result.count = int(acne["count"] or 0)
     probabilities = acne.get("grade_probabilities") or {}

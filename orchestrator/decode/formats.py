@@ -103,7 +103,7 @@ def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
         foreign = _foreign_format(data)
         if foreign is not None:
             raise UnsupportedFormat(
-                f"{foreign} files are not supported; send JPEG, PNG, WebP, HEIC/HEIF, AVIF, BMP or TIFF."
+                f"{foreign} files are not supported; send JPEG, PNG, WebP, HEIC/HEIF, AVIF, GIF, BMP or TIFF."
             ) from exc
         raise InvalidImage(_corrupt_message(data)) from exc
     except DECODER_ERRORS as exc:

@@ -65,16 +65,18 @@ class Alignment:
         height, width = rgb.shape[:2]
         corners = np.array([[0.0, 0.0], [width, 0.0], [width, height], [0.0, height]])
         inside = np.zeros((self.size, self.size), dtype=np.uint8)
-        cv2.fillConvexPoly(inside, _fixed(self.to_frame(corners)), 1, lineType=cv2.LINE_8, shift=_SHIFT)
+        cv2.fillConvexPoly(
+            inside, fixed_point(self.to_frame(corners)), 1, lineType=cv2.LINE_8, shift=FIXED_POINT_BITS
+        )
         return face, inside.astype(bool)
 
 
-_SHIFT = 4  # fixed-point bits for OpenCV polygon drawing: sub-pixel precise outlines
+FIXED_POINT_BITS = 4  # fixed-point bits for OpenCV polygon drawing: sub-pixel precise outlines
 
 
-def _fixed(points: NDArray[np.floating]) -> NDArray[np.int32]:
+def fixed_point(points: NDArray[np.floating]) -> NDArray[np.int32]:
     """Continuous pixel coordinates -> OpenCV's fixed-point vertex coordinates (centre-at-integer)."""
-    return np.round((np.asarray(points) - 0.5) * (1 << _SHIFT)).astype(np.int32)
+    return np.round((np.asarray(points) - 0.5) * (1 << FIXED_POINT_BITS)).astype(np.int32)
 
 
 def _sampling_matrix(matrix: NDArray[np.float64]) -> NDArray[np.float64]:

@@ -42,13 +42,6 @@ class Box:
     width: float
     height: float
 
-    @property
-    def area(self) -> float:
-        return self.width * self.height
-
-    def scaled(self, factor: float) -> Box:
-        return Box(self.x * factor, self.y * factor, self.width * factor, self.height * factor)
-
 
 @dataclass(frozen=True)
 class Detection:

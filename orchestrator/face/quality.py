@@ -13,7 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from orchestrator.face.pose import Pose
-from orchestrator.face.views import Geometry
+from orchestrator.face.stage import Geometry
 
 # Variance of the Laplacian (Pech-Pacheco et al., "Diatom autofocusing in brightfield microscopy: a
 # comparative study", ICPR 2000) over the middle of the aligned face (eyes, nose, mouth and cheeks).

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from orchestrator.face.alignment import _SHIFT, Alignment, _fixed
+from orchestrator.face.alignment import FIXED_POINT_BITS, Alignment, fixed_point
 from orchestrator.face.detection import Detection
 from serving import contract
 
@@ -141,7 +141,7 @@ def face_outline(frame_points: NDArray[np.float64], size: int) -> NDArray[np.flo
 
 
 def _fill(canvas: NDArray[np.uint8], polygon: NDArray[np.float64], value: int) -> None:
-    cv2.fillPoly(canvas, [_fixed(polygon)], value, lineType=cv2.LINE_8, shift=_SHIFT)
+    cv2.fillPoly(canvas, [fixed_point(polygon)], value, lineType=cv2.LINE_8, shift=FIXED_POINT_BITS)
 
 
 def grow(area: NDArray[np.uint8], radius: int) -> NDArray[np.bool_]:

@@ -28,7 +28,7 @@ from tenacity import (
 
 from orchestrator.errors import ModelBadResponse, ModelError, ModelTimeout, ModelUnavailable, VersionGone
 from orchestrator.predict.breaker import CircuitBreaker, CircuitOpen
-from orchestrator.predict.prediction import Prediction
+from orchestrator.predict.prediction import Prediction, signal_columns
 from orchestrator.settings import Settings
 from serving import contract
 from serving.tensors import fill_tensor_proto, make_ndarray
@@ -97,9 +97,15 @@ class PredictClient:
             self._pid = None
 
     def predict(
-        self, face: NDArray[np.uint8], mask: NDArray[np.uint8], version: int | None = None
+        self,
+        face: NDArray[np.uint8],
+        mask: NDArray[np.uint8],
+        version: int | None = None,
+        layout: contract.Layout | None = None,
     ) -> Prediction:
-        """Send one aligned face and its region mask to `version` (the server's choice when None).
+        """Send one aligned face and its region mask to `version` (the server's choice when None), asking
+        only for the outputs of `layout` (read from the version's signature; None: every output, read by
+        the names in the response).
 
         Raises ModelUnavailable, ModelTimeout, ModelBadResponse, and VersionGone when the asked-for
         version is no longer loaded.
@@ -111,11 +117,13 @@ class PredictClient:
         request.model_spec.signature_name = contract.SIGNATURE_NAME
         fill_tensor_proto(request.inputs["face"], face[None])
         fill_tensor_proto(request.inputs["mask"], mask[None])
+        if layout is not None:
+            request.output_filter.extend(layout.outputs)
         predict_stub, _ = self._stubs()
         response = self._call(
             predict_stub.Predict, request, self.settings.predict_timeout_s, gone_is_error=version is not None
         )
-        return _read_prediction(response)
+        return _read_prediction(response, layout)
 
     def signature(self, version: int) -> dict[str, dict[str, tuple[str, tuple[int | None, ...]]]]:
         """The serving signature of one version as {"inputs"|"outputs": {name: (dtype, shape)}}, from
@@ -251,38 +259,54 @@ def _tensor_info(info: tensor_pb2.TensorInfo) -> tuple[str, tuple[int | None, ..
     return names.get(int(info.dtype), f"enum {int(info.dtype)}"), shape
 
 
-def _read_prediction(response: predict_pb2.PredictResponse, rows: int = 1) -> Prediction:
-    """Check a PredictResponse for one face against the contract; raises ModelBadResponse."""
-    arrays = {}
-    for spec in contract.OUTPUTS:
-        if spec.name not in response.outputs:
-            logger.error("model response lacks output %r", spec.name)
-            raise ModelBadResponse()
-        try:
-            array = make_ndarray(response.outputs[spec.name])
-        except ValueError as exc:
-            raise ModelBadResponse() from exc
-        want = (rows, *spec.shape[1:])
-        if array.dtype != np.dtype(spec.dtype) or array.shape != want:
-            logger.error(
-                "model output %r is %s%s, contract says %s%s",
-                spec.name,
-                array.dtype,
-                array.shape,
-                spec.dtype,
-                want,
-            )
-            raise ModelBadResponse()
-        if not np.all(np.isfinite(array)):
-            logger.error("model output %r holds NaN or inf", spec.name)
-            raise ModelBadResponse()
-        arrays[spec.name] = array
+def _read_prediction(
+    response: predict_pb2.PredictResponse, layout: contract.Layout | None, rows: int = 1
+) -> Prediction:
+    """Read a PredictResponse for one face by output name, each output checked against the contract;
+    raises ModelBadResponse."""
+    if layout is None:
+        given: contract.Signature = {"outputs": {name: ("float32", ()) for name in response.outputs}}
+        layout = contract.read_layout(given)
+    specs = {spec.name: spec for spec in (*contract.outputs(), contract.SIGNAL_AXIS)}
+    arrays = {name: _output(response, specs[name], rows) for name in layout.outputs}
     if not response.model_spec.HasField("version"):
         logger.error("model response does not name its version")
         raise ModelBadResponse()
+    if layout.signal_axis:
+        signals = signal_columns(arrays[contract.SIGNAL_AXIS.name][0], contract.SIGNAL_AXIS_NAMES)
+    else:
+        signals = {name: arrays[contract.SIGNAL_PREFIX + name][0] for name in layout.signals}
     return Prediction(
         model_name=response.model_spec.name,
         version=int(response.model_spec.version.value),
-        signals=arrays["signals"][0],
-        acne_peaks=arrays["acne_peaks"][0],
+        signals={name: signals[name] for name in layout.signals},
+        acne_peaks=arrays[contract.ACNE_PEAKS.name][0] if layout.acne else None,
     )
+
+
+def _output(
+    response: predict_pb2.PredictResponse, spec: contract.TensorSpec, rows: int
+) -> NDArray[np.float32]:
+    """One output of the response, checked against its spec; raises ModelBadResponse."""
+    if spec.name not in response.outputs:
+        logger.error("model response lacks output %r", spec.name)
+        raise ModelBadResponse()
+    try:
+        array = make_ndarray(response.outputs[spec.name])
+    except ValueError as exc:
+        raise ModelBadResponse() from exc
+    want = (rows, *spec.shape[1:])
+    if array.dtype != np.dtype(spec.dtype) or array.shape != want:
+        logger.error(
+            "model output %r is %s%s, contract says %s%s",
+            spec.name,
+            array.dtype,
+            array.shape,
+            spec.dtype,
+            want,
+        )
+        raise ModelBadResponse()
+    if not np.all(np.isfinite(array)):
+        logger.error("model output %r holds NaN or inf", spec.name)
+        raise ModelBadResponse()
+    return np.asarray(array, dtype=np.float32)

@@ -1,7 +1,9 @@
 """Which model version a request goes to: only versions the orchestrator can use, asked for by number.
 
 A version is usable when the model server reports it AVAILABLE, its serving signature (ModelService
-GetModelMetadata) is exactly the contract's, and its calibration is bound to the model in its folder
+GetModelMetadata) can be answered correctly (contract.signature_problem: the inputs the orchestrator
+sends, known outputs of the contract's dtypes and shapes; the outputs it has decide which concerns it
+scores, contract.read_layout), and its calibration is bound to the model in its folder
 (ScorerRegistry.problem). The router asks for the newest usable version explicitly (or the configured
 label's version, when that one is usable) and sends a share of requests (SHINE_CANARY_SHARE) to the
 `canary` label's version when that one is usable, so a version that breaks the contract, that
@@ -44,6 +46,7 @@ class VersionCheck:
     usable: bool
     reason: str = ""
     code: str = ""
+    layout: contract.Layout | None = None  # how its answers are read (usable versions)
 
     @property
     def rejected(self) -> bool:
@@ -148,6 +151,12 @@ class VersionRouter:
             return Route(canary, CANARY_LABEL)
         return primary
 
+    def layout(self, version: int) -> contract.Layout | None:
+        """How answers of a checked, usable `version` are read (None for one not checked usable)."""
+        with self._lock:
+            check = self._checked.get(version)
+        return check.layout if check is not None else None
+
     def forget(self, version: int) -> None:
         """Drop a version that went away under a request, so the next choice asks the server again."""
         with self._lock:
@@ -225,9 +234,12 @@ class VersionRouter:
         if known is not None:
             return known
         code = ""
+        layout = None
         try:
-            reason = contract.signature_problem(self.client.signature(version)) or ""
+            signature = self.client.signature(version)
+            reason = contract.signature_problem(signature) or ""
             code = "signature" if reason else ""
+            layout = None if reason else contract.read_layout(signature)
         except ModelBadResponse as exc:
             reason, code = exc.message, "signature"
         except ModelError as exc:
@@ -238,7 +250,7 @@ class VersionRouter:
             problem = self.calibration_problem(version)
             if problem is not None:
                 reason, code = problem.reason, problem.code
-        check = VersionCheck(version, "AVAILABLE", not reason, reason, code)
+        check = VersionCheck(version, "AVAILABLE", not reason, reason, code, layout if not reason else None)
         # On a cluster each replica mirrors versions from the bucket on its own: the model server may load
         # one before this replica's copy (and its calibration) has arrived, so that one is asked again.
         if code != "calibration_missing":

@@ -15,11 +15,11 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from orchestrator.scoring.scorer import SEVERITY_BANDS, severity
+from orchestrator.scoring.scorer import severity
+from serving.concerns import SEVERITY_BANDS, registry
 
 MAX_SIDE_PX = 1024
 # Acne's per-region values are lesion counts, not scores: lesions are ringed instead of tinting.
-LESION_CONCERN = "acne"
 # Colours (RGB) of the severity bands, green to red, and of a visible region no concern could score.
 SEVERITY_RGB: dict[str, tuple[int, int, int]] = {
     "none": (46, 204, 113),
@@ -100,11 +100,12 @@ def region_marks(answer: Mapping[str, Any], scale: float) -> list[RegionMark]:
         scores = [
             (value, concern)
             for concern, entry in concerns.items()
-            if concern != LESION_CONCERN and (value := (entry.get("regions") or {}).get(name)) is not None
+            if concern not in lesion_concerns()
+            and (value := (entry.get("regions") or {}).get(name)) is not None
         ]
         if scores:
             score, concern = min(scores)
-            rgb = SEVERITY_RGB[severity(score)]
+            rgb = SEVERITY_RGB[severity(score, SEVERITY_BANDS)]
             label = f"{concern.replace('_', ' ')} {score:.0f}"
         else:
             rgb, label = UNSCORED_RGB, ""
@@ -147,10 +148,18 @@ def _label(picture: NDArray[np.uint8], mark: RegionMark) -> None:
     cv2.putText(picture, mark.label, origin, FONT, FONT_SCALE * 0.85, mark.rgb, 1, cv2.LINE_AA)
 
 
+def lesion_concerns() -> tuple[str, ...]:
+    """The concerns counted as lesions (ringed, not tinted), from the registry."""
+    return tuple(record.name for record in registry() if record.raw == "lesions")
+
+
 def _ring_lesions(picture: NDArray[np.uint8], answer: Mapping[str, Any], scale: float) -> None:
-    acne = (answer.get("concerns") or {}).get(LESION_CONCERN) or {}
+    concerns = answer.get("concerns") or {}
     radius = lesion_radius_px(answer, scale)
-    for lesion in acne.get("lesions") or []:
+    lesions = [
+        lesion for name in lesion_concerns() for lesion in (concerns.get(name) or {}).get("lesions") or []
+    ]
+    for lesion in lesions:
         if lesion.get("x") is None or lesion.get("y") is None:
             continue
         centre = (round(lesion["x"] * scale), round(lesion["y"] * scale))

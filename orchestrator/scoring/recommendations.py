@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from serving.concerns import registry
+
 # The concerns that earn suggestions, worst first, and how many to give at most.
 SEVERITY_RANK = {"very_severe": 4, "severe": 3, "moderate": 2, "mild": 1}
 MAX_CONCERNS = 3
@@ -17,7 +19,12 @@ class Recommender:
     def __init__(self, table: dict[str, Any]) -> None:
         if not isinstance(table.get("concerns"), dict) or not isinstance(table.get("skin_type"), dict):
             raise ValueError("recommendations table needs 'concerns' and 'skin_type' objects")
+        keys = {record.recommendation_key for record in registry()}
+        unknown = sorted(set(table["concerns"]) - keys)
+        if unknown:
+            raise ValueError(f"recommendations table names concerns the registry lacks: {', '.join(unknown)}")
         self.table = table
+        self._keys = {record.name: record.recommendation_key for record in registry()}
 
     @classmethod
     def from_file(cls, path: Path) -> Recommender:
@@ -38,7 +45,7 @@ class Recommender:
             if rank == 0:
                 break
             level = concerns[name]["severity"]
-            texts = self.table["concerns"].get(name, {}).get(level, [])
+            texts = self.table["concerns"].get(self._keys.get(name, name), {}).get(level, [])
             if texts:
                 suggestions.append({"concern": name, "severity": level, "tips": list(texts)})
         label = skin_type.get("label")

@@ -20,41 +20,32 @@ import numpy as np
 import skops.io
 from numpy.typing import NDArray
 
+from orchestrator.answer import (
+    ITA_CATEGORIES,
+    AcneScore,
+    ConcernScore,
+    Lab,
+    Lesion,
+    Overall,
+    Scored,
+    SkinTone,
+    SkinType,
+)
 from orchestrator.errors import ModelBadResponse
 from orchestrator.predict.prediction import Prediction
-from orchestrator.scoring.concerns import (
-    CONCERN_REGIONS,
-    CONCERNS,
-    MEASURED,
-    REGION_COLUMNS,
-    ZONES,
-    face_lab,
-    raw_concerns,
-    zone_values,
-)
+from orchestrator.scoring.concerns import ZONES, RawConcerns, face_lab, raw_concerns, zone_values
 from serving import contract
+from serving.concerns import ACNE_GRADES, Concern, registry
 from serving.fingerprint import content_fingerprint, is_fingerprint
 
 logger = logging.getLogger(__name__)
 
 # 4: bound to the model's content fingerprint ("model_fingerprint"); 3 named a version number instead.
 CALIBRATION_FORMAT = 4
-# Concerns that need colour; a greyscale photo cannot show them.
-COLOUR_CONCERNS = ("redness",)
-# Score bands for severity: a score at or above the bound earns the label.
-SEVERITY_BANDS: tuple[tuple[float, str], ...] = ((75, "none"), (50, "mild"), (25, "moderate"), (0, "severe"))
-# ACNE04's grades (Wu et al., ICCV 2019, after Hayashi's lesion-count bands).
-ACNE_GRADES: tuple[str, ...] = ("mild", "moderate", "severe", "very_severe")
-# ITA categories (del Bino & Bernerd, Br J Dermatol 169 Suppl 3, 2013): lower bound in degrees.
-ITA_CATEGORIES: tuple[tuple[float, str], ...] = (
-    (55, "very_light"),
-    (41, "light"),
-    (28, "intermediate"),
-    (10, "tan"),
-    (-30, "brown"),
-    (-math.inf, "dark"),
-)
-SKIN_TYPES: tuple[str, ...] = ("oily", "dry", "normal", "combination")
+# Why a concern has no score where the version that answered does not measure it, or its calibration
+# has no reference values for it.
+NOT_MEASURED = "not scored by model version {version}: it does not measure {concern}"
+NOT_CALIBRATED = "not scored by model version {version}: its calibration has no reference values for it"
 
 
 class CalibrationProblem(ValueError):
@@ -78,10 +69,14 @@ class Calibration:
     model_fingerprint: str  # serving.fingerprint.content_fingerprint of the model it was fitted on
     acne_threshold: float
     acne_grade_model: Any  # sklearn classifier: [[log1p(lesion count over all skin)]] -> ACNE04 grade 0..3
-    face: Any  # QuantileTransformer over face-level raw values, columns MEASURED
-    regions: Any  # QuantileTransformer over per-region raw values, columns REGION_COLUMNS
+    face: Any  # QuantileTransformer over face-level raw values, columns `face_columns`
+    regions: Any  # QuantileTransformer over per-region raw values, columns `region_columns`
     zones: Any  # QuantileTransformer over shine of the T-zone and the cheeks, columns ZONES
     reference: dict[str, Any]  # what the percentiles are relative to
+    # The measured concerns (serving.concerns.measured) and (concern, region) pairs it was fitted on:
+    # a version calibrated on fewer concerns than this service knows scores those it has.
+    face_columns: tuple[str, ...] = ()
+    region_columns: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibration:
@@ -95,16 +90,15 @@ class Calibration:
         if not is_fingerprint(data.get("model_fingerprint")):
             raise CalibrationProblem("calibration_unbound", "its calibration records no model fingerprint")
         columns = data["columns"]
-        expected = {
-            "face": list(MEASURED),
-            "regions": [list(c) for c in REGION_COLUMNS],
-            "zones": list(ZONES),
-        }
-        for table, names in expected.items():
-            if [list(c) if isinstance(c, list | tuple) else c for c in columns[table]] != names:
-                raise CalibrationProblem(
-                    "calibration_columns", f"its calibration's {table} columns do not match this service"
-                )
+        face_columns = tuple(str(c) for c in columns["face"])
+        region_columns = tuple((str(c), str(r)) for c, r in columns["regions"])
+        sizes = {"face": len(face_columns), "regions": len(region_columns), "zones": len(ZONES)}
+        if list(columns["zones"]) != list(ZONES) or any(
+            np.asarray(data[table].quantiles_).shape[1] != size for table, size in sizes.items()
+        ):
+            raise CalibrationProblem(
+                "calibration_columns", "its calibration's columns do not match its tables"
+            )
         return cls(
             model_fingerprint=str(data["model_fingerprint"]),
             acne_threshold=float(data["acne_threshold"]),
@@ -113,6 +107,8 @@ class Calibration:
             regions=data["regions"],
             zones=data["zones"],
             reference=dict(data["reference"]),
+            face_columns=face_columns,
+            region_columns=region_columns,
         )
 
 
@@ -154,11 +150,12 @@ def check_binding(calibration: Calibration, version_dir: Path) -> None:
         )
 
 
-def severity(score: float) -> str:
-    for bound, label in SEVERITY_BANDS:
+def severity(score: float, bands: tuple[tuple[float, str], ...]) -> str:
+    """The label of the first band whose lower bound `score` reaches (bands from the concern's record)."""
+    for bound, label in bands:
         if score >= bound:
             return label
-    return SEVERITY_BANDS[-1][1]
+    return bands[-1][1]
 
 
 def ita_category(ita_deg: float) -> str:
@@ -233,46 +230,60 @@ class PostScorer:
         peak_labels: list[str | None],
         usable: dict[str, bool],
         colour: bool = True,
-    ) -> dict[str, Any]:
+    ) -> Scored:
         """The concerns, skin tone, skin type and overall parts of a report. `peak_labels` names the
         mask label under each lesion candidate, `usable` which labels can be read; with `colour`
         False (a greyscale photo) the colour concerns and the skin tone are unknown, and the overall
         score leaves them out."""
         cal = self.calibration
         raw = raw_concerns(prediction.signals, prediction.acne_peaks, peak_labels, usable, cal.acne_threshold)
-        face = dict(zip(MEASURED, self._face.percentiles(raw.face_row()), strict=True))
-        regions = dict(zip(REGION_COLUMNS, self._regions.percentiles(raw.region_row()), strict=True))
-        concerns: dict[str, Any] = {"acne": self._acne(raw.face["acne"], raw.regions["acne"])}
-        for concern in MEASURED:
-            known = colour or concern not in COLOUR_CONCERNS
-            score = _score(face[concern]) if known else None
-            concerns[concern] = {
-                "score": score,
-                "severity": None if score is None else severity(score),
-                "regions": {
-                    region: _score(regions[(concern, region)]) if known else None
-                    for region in CONCERN_REGIONS[concern]
-                },
-                "raw": _round(raw.face[concern], 4) if known else None,
-            }
-        concerns["acne"]["lesions"] = [
-            {"region": region, "y_rel": round(y, 4), "x_rel": round(x, 4), "confidence": round(s, 3)}
+        face = dict(
+            zip(cal.face_columns, self._face.percentiles(raw.face_row(cal.face_columns)), strict=True)
+        )
+        regions = dict(
+            zip(
+                cal.region_columns, self._regions.percentiles(raw.region_row(cal.region_columns)), strict=True
+            )
+        )
+        concerns: dict[str, ConcernScore | AcneScore] = {}
+        for record in registry():
+            if record.name not in raw.measured:
+                reason = NOT_MEASURED.format(version=prediction.version, concern=record.name)
+                concerns[record.name] = _not_scored(record, reason)
+            elif record.raw == "lesions":
+                concerns[record.name] = self._acne(raw.face[record.name], raw.regions[record.name], raw)
+            elif record.name not in face:
+                concerns[record.name] = _not_scored(record, NOT_CALIBRATED.format(version=prediction.version))
+            else:
+                known = colour or not record.needs_colour
+                score = _score(face[record.name]) if known else None
+                concerns[record.name] = ConcernScore(
+                    score=score,
+                    severity=None if score is None else severity(score, record.severities),
+                    regions={
+                        region: _score(regions.get((record.name, region), np.nan)) if known else None
+                        for region in record.regions
+                    },
+                    raw=_round(raw.face[record.name], 4) if known else None,
+                )
+        scored = [c.score for c in concerns.values() if c.score is not None]
+        overall = float(np.mean(scored)) if scored else None
+        no_tone = SkinTone(ita_deg=None, category=None, lab=None)
+        return Scored(
+            concerns=concerns,
+            overall=Overall(score=_round(overall) if overall is not None else None),
+            skin_tone=self._skin_tone(prediction, raw.usable) if colour else no_tone,
+            skin_type=self._skin_type(prediction, raw.usable),
+        )
+
+    def _acne(self, count: float, regions: dict[str, float], raw: RawConcerns) -> AcneScore:
+        region_counts = {r: (None if np.isnan(v) else int(v)) for r, v in regions.items()}
+        lesions = [
+            Lesion(region=region, y_rel=round(y, 4), x_rel=round(x, 4), confidence=round(s, 3))
             for region, y, x, s in raw.acne_points
         ]
-        scored = [c["score"] for c in concerns.values() if c["score"] is not None]
-        overall = float(np.mean(scored)) if scored else None
-        no_tone = {"ita_deg": None, "category": None, "lab": None}
-        return {
-            "concerns": {name: concerns[name] for name in CONCERNS},
-            "overall": {"score": _round(overall) if overall is not None else None},
-            "skin_tone": self._skin_tone(prediction, raw.usable) if colour else no_tone,
-            "skin_type": self._skin_type(prediction, raw.usable),
-        }
-
-    def _acne(self, count: float, regions: dict[str, float]) -> dict[str, Any]:
-        region_counts = {r: (None if np.isnan(v) else int(v)) for r, v in regions.items()}
         if np.isnan(count):
-            return {"score": None, "severity": None, "regions": region_counts, "count": None}
+            return AcneScore(score=None, severity=None, regions=region_counts, count=None, lesions=lesions)
         probabilities = self.calibration.acne_grade_model.predict_proba(np.array([[math.log1p(count)]]))[0]
         classes = [int(c) for c in self.calibration.acne_grade_model.classes_]
         expected_grade = float(sum(p * c for p, c in zip(probabilities, classes, strict=True)))
@@ -280,28 +291,29 @@ class PostScorer:
         grade = classes[int(np.argmax(probabilities))]
         # ACNE04 grades patients, so its mildest grade covers a face with no lesion found; to a user that
         # face shows no acne. The grade probabilities stay ACNE04's.
-        return {
-            "score": _round(score),
-            "severity": ACNE_GRADES[grade] if count > 0 else "none",
-            "regions": region_counts,
-            "count": int(count),
-            "grade_probabilities": {
+        return AcneScore(
+            score=_round(score),
+            severity=ACNE_GRADES[grade] if count > 0 else "none",
+            regions=region_counts,
+            count=int(count),
+            grade_probabilities={
                 ACNE_GRADES[c]: round(float(p), 3) for c, p in zip(classes, probabilities, strict=True)
             },
-        }
+            lesions=lesions,
+        )
 
-    def _skin_tone(self, prediction: Prediction, usable: dict[str, bool]) -> dict[str, Any]:
+    def _skin_tone(self, prediction: Prediction, usable: dict[str, bool]) -> SkinTone:
         lab_l, lab_a, lab_b = face_lab(prediction.signals, usable)
         if np.isnan(lab_l):
-            return {"ita_deg": None, "category": None, "lab": None}
+            return SkinTone(ita_deg=None, category=None, lab=None)
         ita = ita_from_lab(lab_l, lab_b)
-        return {
-            "ita_deg": round(ita, 1),
-            "category": ita_category(ita),
-            "lab": {"l": round(lab_l, 1), "a": round(lab_a, 1), "b": round(lab_b, 1)},
-        }
+        return SkinTone(
+            ita_deg=round(ita, 1),
+            category=ita_category(ita),
+            lab=Lab(l=round(lab_l, 1), a=round(lab_a, 1), b=round(lab_b, 1)),
+        )
 
-    def _skin_type(self, prediction: Prediction, usable: dict[str, bool]) -> dict[str, Any]:
+    def _skin_type(self, prediction: Prediction, usable: dict[str, bool]) -> SkinType:
         """Oily / dry / normal / combination from T-zone and cheek shine.
 
         Combination skin is an oily T-zone with normal-to-dry cheeks (Youn et al., "Regional and
@@ -313,7 +325,7 @@ class PostScorer:
         """
         zones = zone_values(prediction.signals, usable, "specular")
         if np.isnan(zones["t_zone"]) or np.isnan(zones["cheeks"]):
-            return {"label": None, "probabilities": None}
+            return SkinType(label=None, probabilities=None)
         row = np.array([zones[z] for z in ZONES], dtype=np.float64)
         p_t, p_c = (float(p) for p in self._zones.percentiles(row))
         # Neither zone oily (mass m): the lower both are, the more of it is dry (m squared).
@@ -325,7 +337,17 @@ class PostScorer:
             "dry": m * m,
         }
         probabilities = {k: round(v, 3) for k, v in probabilities.items()}
-        return {"label": max(probabilities, key=probabilities.__getitem__), "probabilities": probabilities}
+        return SkinType(label=max(probabilities, key=probabilities.__getitem__), probabilities=probabilities)
+
+
+def _not_scored(record: Concern, reason: str) -> ConcernScore | AcneScore:
+    """A concern the version that answered cannot score, with the reason."""
+    if record.raw == "lesions":
+        regions = dict.fromkeys(record.regions)
+        return AcneScore(score=None, severity=None, regions=regions, count=None, lesions=[], reason=reason)
+    return ConcernScore(
+        score=None, severity=None, regions=dict.fromkeys(record.regions), raw=None, reason=reason
+    )
 
 
 class ScorerRegistry:

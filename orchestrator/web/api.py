@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 
+from orchestrator import notices
 from orchestrator.errors import ImageFileTooLarge, InvalidRequest, ModelError
-from orchestrator.face.views import VIEW_REQUESTS
+from orchestrator.face.stage import VIEW_REQUESTS
 from orchestrator.pipeline import Timer
 from orchestrator.web import metrics
 from orchestrator.web.ratelimit import client_ip
-
-if TYPE_CHECKING:
-    from orchestrator.web.app import Services
+from orchestrator.web.services import get_services
 
 api = Blueprint("api", __name__)
 
@@ -21,11 +20,6 @@ api = Blueprint("api", __name__)
 KNOWN_LABELS = ("stable", "canary")
 # How the `overlay` flag may be spelled, in the query string or as a form field.
 FLAG_VALUES = {"true": True, "1": True, "false": False, "0": False}
-
-
-def services() -> Services:
-    services: Services = current_app.extensions["shine"]
-    return services
 
 
 def _unavailable(body: dict[str, Any]) -> tuple[Response, int]:
@@ -40,7 +34,7 @@ def health() -> tuple[Response, int]:
     bound to its model) is served, "degraded" when other versions were refused (not loaded by the model
     server, or refused here); 503 with the reason otherwise. `version` is where requests go outside
     the canary share."""
-    shine = services()
+    shine = get_services()
     name = shine.settings.model_name
     try:
         versions = shine.router.versions(refresh=True)
@@ -70,7 +64,7 @@ def livez() -> Response:
 
 @api.post("/api/v2/analyze/guest")
 def analyze_guest() -> Response:
-    shine = services()
+    shine = get_services()
     settings = shine.settings
     shine.limiter.check(
         client_ip(request.remote_addr, request.headers.get("X-Forwarded-For"), settings.trusted_proxies)
@@ -90,21 +84,20 @@ def analyze_guest() -> Response:
         raise InvalidRequest(f"The field 'view' must be one of {', '.join(VIEW_REQUESTS)}.")
     overlay = _flag("overlay")
     timing_ms: dict[str, float] = g.timing_ms
-    report: dict[str, Any] = {"request_id": g.request_id}
     timer = Timer()
     try:
-        report.update(shine.pipeline.analyze(data, timer, view, overlay=overlay))
+        analysis = shine.pipeline.analyze(data, timer, view, overlay=overlay)
     finally:
         timing_ms.update(timer.stages)
         for stage, ms in timer.stages.items():
             metrics.STAGES.labels(stage).observe(ms / 1000.0)
         for stage, ms in timer.cpu_ms.items():
             metrics.STAGE_CPU.labels(stage).inc(ms / 1000.0)
-    g.model_version = report["model"]["version"]
-    g.model_label = report["model"]["label"]
+    g.model_version = analysis.model.version
+    g.model_label = analysis.model.label
     metrics.ANSWERED_BY.labels(str(g.model_version), g.model_label or "none").inc()
-    report["timing_ms"] = {**timer.stages, "total": round(sum(timer.stages.values()), 2)}
-    return jsonify(report)
+    timing = {**timer.stages, "total": round(sum(timer.stages.values()), 2)}
+    return jsonify({"request_id": g.request_id, **analysis.dump(), "timing_ms": timing})
 
 
 def _flag(name: str) -> bool:
@@ -118,7 +111,7 @@ def _flag(name: str) -> bool:
 
 @api.get("/api/v2/models")
 def models() -> Response:
-    shine = services()
+    shine = get_services()
     versions = shine.router.versions(refresh=True)
     labels = {}
     for label in KNOWN_LABELS:
@@ -147,12 +140,18 @@ def models() -> Response:
     )
 
 
+@api.get("/api/v2/vocabulary")
+def vocabulary() -> Response:
+    """The words for every code an answer holds (concerns, severities, warnings, region reasons, views)."""
+    return jsonify(notices.vocabulary())
+
+
 @api.get("/api/v2/openapi.json")
 def openapi() -> Response:
-    return jsonify(services().openapi)
+    return jsonify(get_services().openapi)
 
 
 @api.get("/metrics")
 def prometheus() -> Response:
-    body, content_type = metrics.render(services().settings.prometheus_multiproc_dir)
+    body, content_type = metrics.render(get_services().settings.prometheus_multiproc_dir)
     return Response(body, content_type=content_type)

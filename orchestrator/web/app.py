@@ -10,8 +10,6 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass
-from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
 from flask_cors import CORS
@@ -20,7 +18,7 @@ from werkzeug.exceptions import HTTPException
 from orchestrator.decode.formats import configure_decoders
 from orchestrator.errors import HTTP_CODES, ImageFileTooLarge, ShineError
 from orchestrator.face.scene import SceneCheck
-from orchestrator.face.views import FaceGeometry
+from orchestrator.face.stage import FaceGeometry
 from orchestrator.pipeline import Pipeline
 from orchestrator.predict.client import PredictClient
 from orchestrator.predict.routing import VersionRouter
@@ -32,6 +30,7 @@ from orchestrator.web.api import api
 from orchestrator.web.demo import demo
 from orchestrator.web.openapi import build_openapi
 from orchestrator.web.ratelimit import RateLimiter
+from orchestrator.web.services import Services, init_app
 from serving.admission.state import StateReader, state_path
 
 logger = logging.getLogger(__name__)
@@ -47,18 +46,6 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
     "Cache-Control": "no-store",
 }
-
-
-@dataclass
-class Services:
-    """Everything a request needs, built once per process by create_app."""
-
-    settings: Settings
-    pipeline: Pipeline
-    client: PredictClient
-    router: VersionRouter
-    limiter: RateLimiter
-    openapi: dict[str, Any]
 
 
 def create_app(
@@ -97,7 +84,7 @@ def create_app(
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes + MULTIPART_SLACK_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["shine"] = Services(
+    services = Services(
         settings=settings,
         pipeline=pipeline,
         client=client,
@@ -105,6 +92,7 @@ def create_app(
         limiter=limiter or RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
         openapi=build_openapi(),
     )
+    init_app(app, services)
     CORS(
         app,
         resources={r"/api/*": {"origins": list(settings.cors_origins)}},

@@ -1,206 +1,51 @@
 """The API contract as an OpenAPI 3.1 document, served at /api/v2/openapi.json.
 
-Error codes come from errors.ERROR_TABLE and region/concern names from the model contract, so the
-document cannot drift from the code; tests validate real answers against these schemas.
+The answer's schemas are generated from its typed models (orchestrator/answer.py), error codes come
+from errors.ERROR_TABLE, so the document cannot drift from the code; tests validate real answers
+against these schemas.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from orchestrator.answer import answer_schemas
 from orchestrator.errors import ERROR_TABLE, HTTP_CODES
-from orchestrator.face.views import VIEW_REQUESTS, VIEWS
-from orchestrator.scoring.concerns import CONCERN_REGIONS, CONCERNS
-from orchestrator.scoring.overlay import MAX_SIDE_PX
-from orchestrator.scoring.scorer import ACNE_GRADES, ITA_CATEGORIES, SEVERITY_BANDS, SKIN_TYPES
+from orchestrator.face.stage import VIEW_REQUESTS
 from serving import contract
+from serving.concerns import registry
 
 API_VERSION = "2.0.0"
 
-NUMBER_OR_NULL: dict[str, Any] = {"type": ["number", "null"]}
 # The overlay option, in the query string or as a form field (form wins when both are sent).
 OVERLAY_FLAG: dict[str, Any] = {
     "enum": ["true", "false", "1", "0"],
     "default": "false",
     "description": "true adds overlay.png_base64, the answer drawn on the photo",
 }
-SEVERITIES = sorted({label for _, label in SEVERITY_BANDS} | set(ACNE_GRADES))
 
 
-def _box() -> dict[str, Any]:
-    return {
+def _vocabulary() -> dict[str, Any]:
+    """GET /api/v2/vocabulary: every code of the answer with its words (orchestrator/notices.py)."""
+    words = {"type": "object", "additionalProperties": {"type": "string"}}
+    concern = {
         "type": "object",
-        "required": ["x", "y", "width", "height"],
-        "properties": {k: {"type": "integer"} for k in ("x", "y", "width", "height")},
-    }
-
-
-def _region() -> dict[str, Any]:
-    """A named region: read or not (and why not), and its outline in photo pixels when visible."""
-    return {
-        "type": "object",
-        "required": ["visible", "reason", "polygon"],
+        "required": ["name", "label", "regions", "severities", "needs_colour", "closeup"],
         "properties": {
-            "visible": {"type": "boolean"},
-            "reason": {"enum": ["outside_photo", "turned_away", "not_placed", "too_little_skin", None]},
-            "polygon": {
-                "type": ["array", "null"],
-                "items": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2},
-            },
+            "name": {"enum": [record.name for record in registry()]},
+            "label": {"type": "string"},
+            "regions": {"type": "array", "items": {"enum": list(contract.LABEL_NAMES)}},
+            "severities": {"type": "array", "items": {"type": "string"}},
+            "needs_colour": {"type": "boolean"},
+            "closeup": {"type": "boolean"},
         },
     }
-
-
-def _concern(name: str) -> dict[str, Any]:
-    regions = {r: {"type": ["number", "null"]} for r in CONCERN_REGIONS[name]}
-    schema: dict[str, Any] = {
-        "type": "object",
-        "required": ["score", "severity", "regions"],
-        "properties": {
-            "score": {**NUMBER_OR_NULL, "minimum": 0, "maximum": 100},
-            "severity": {"enum": [*SEVERITIES, None]},
-            "regions": {"type": "object", "properties": regions, "additionalProperties": False},
-        },
-    }
-    if name == "acne":
-        schema["required"] += ["count", "lesions"]
-        schema["properties"]["count"] = {"type": ["integer", "null"]}
-        schema["properties"]["grade_probabilities"] = {"type": "object"}
-        schema["properties"]["regions"]["properties"] = {
-            r: {"type": ["integer", "null"]} for r in CONCERN_REGIONS[name]
-        }
-        schema["properties"]["lesions"] = {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["region", "x", "y", "confidence"],
-                "properties": {
-                    "region": {"enum": list(contract.LABEL_NAMES)},
-                    "x": {"type": "integer"},
-                    "y": {"type": "integer"},
-                    "x_rel": {"type": "number"},
-                    "y_rel": {"type": "number"},
-                    "confidence": {"type": "number", "minimum": 0, "maximum": 1},
-                },
-            },
-        }
-    else:
-        schema["properties"]["raw"] = NUMBER_OR_NULL
-    return schema
-
-
-def _report() -> dict[str, Any]:
     return {
         "type": "object",
-        "required": [
-            "request_id",
-            "model",
-            "view",
-            "faces_detected",
-            "regions",
-            "face",
-            "quality",
-            "skin_tone",
-            "skin_type",
-            "concerns",
-            "overall",
-            "recommendations",
-            "timing_ms",
-        ],
+        "required": ["concerns", "severities", "warnings", "region_reasons", "views"],
         "properties": {
-            "request_id": {"type": "string"},
-            "model": {
-                "type": "object",
-                "description": "The model version that produced this answer; its calibration scored it.",
-                "required": ["name", "version", "label"],
-                "properties": {
-                    "name": {"type": "string"},
-                    "version": {"type": "integer"},
-                    "label": {
-                        "type": ["string", "null"],
-                        "description": "The version label the request was routed by: `canary` for the "
-                        "canary share (SHINE_CANARY_SHARE), the configured SHINE_MODEL_VERSION_LABEL, "
-                        "or null when it went to the newest usable version.",
-                    },
-                },
-            },
-            "view": {"enum": list(VIEWS)},
-            "faces_detected": {"type": "integer", "minimum": 0},
-            "face": {
-                "type": "object",
-                "required": ["box", "confidence"],
-                "properties": {"box": _box(), "confidence": {"type": "number", "minimum": 0, "maximum": 1}},
-            },
-            "image": {"type": "object"},
-            "regions": {
-                "type": "object",
-                "required": list(contract.REGION_NAMES),
-                "properties": {r: _region() for r in contract.REGION_NAMES},
-                "additionalProperties": False,
-            },
-            "quality": {
-                "type": "object",
-                "required": ["face_size_px", "blur", "exposure", "pose", "warnings"],
-                "properties": {
-                    "face_size_px": {"type": "integer"},
-                    "blur": {"type": "object"},
-                    "exposure": {"type": "object"},
-                    "tilt_deg": NUMBER_OR_NULL,
-                    "pose": {
-                        "type": ["object", "null"],
-                        "description": "head pose from the landmarks, degrees: yaw > 0 turned towards "
-                        "the image's right, pitch > 0 chin raised, roll > 0 leaning clockwise; null "
-                        "without a mesh",
-                        "required": ["yaw_deg", "pitch_deg", "roll_deg"],
-                        "properties": {k: {"type": "number"} for k in ("yaw_deg", "pitch_deg", "roll_deg")},
-                    },
-                    "warnings": {"type": "array", "items": {"type": "string"}},
-                },
-            },
-            "skin_tone": {
-                "type": "object",
-                "required": ["ita_deg", "category", "lab"],
-                "properties": {
-                    "ita_deg": NUMBER_OR_NULL,
-                    "category": {"enum": [label for _, label in ITA_CATEGORIES] + [None]},
-                    "lab": {"type": ["object", "null"]},
-                },
-            },
-            "skin_type": {
-                "type": "object",
-                "required": ["label", "probabilities"],
-                "properties": {
-                    "label": {"enum": [*SKIN_TYPES, None]},
-                    "probabilities": {"type": ["object", "null"]},
-                },
-            },
-            "concerns": {
-                "type": "object",
-                "required": list(CONCERNS),
-                "properties": {name: _concern(name) for name in CONCERNS},
-            },
-            "overall": {
-                "type": "object",
-                "required": ["score"],
-                "properties": {"score": {**NUMBER_OR_NULL, "minimum": 0, "maximum": 100}},
-            },
-            "recommendations": {"type": "array", "items": {"type": "object"}},
-            "timing_ms": {"type": "object", "additionalProperties": {"type": "number"}},
-            "overlay": {
-                "type": "object",
-                "description": "only when asked for with overlay=true: the photo (at most "
-                f"{MAX_SIDE_PX} px on its long side) with each visible region outlined in the colour of "
-                "its worst concern's severity, acne lesions ringed and a legend below",
-                "required": ["png_base64"],
-                "properties": {
-                    "png_base64": {
-                        "type": "string",
-                        "contentEncoding": "base64",
-                        "contentMediaType": "image/png",
-                        "minLength": 1,
-                    }
-                },
-            },
+            "concerns": {"type": "array", "items": concern},
+            **{key: words for key in ("severities", "warnings", "region_reasons", "views")},
         },
     }
 
@@ -326,6 +171,13 @@ def build_openapi() -> dict[str, Any]:
                     },
                 }
             },
+            "/api/v2/vocabulary": {
+                "get": {
+                    "summary": "The words for every code an answer holds: concerns (label, regions, "
+                    "severities), severities, warnings, region reasons and views",
+                    "responses": {"200": {"description": "vocabulary", "content": json_of("Vocabulary")}},
+                }
+            },
             "/api/v2/openapi.json": {
                 "get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}
             },
@@ -358,7 +210,7 @@ def build_openapi() -> dict[str, Any]:
         },
         "components": {
             "schemas": {
-                "Report": _report(),
+                **answer_schemas(),
                 "Error": _error(),
                 "Health": health,
                 "Liveness": {
@@ -367,6 +219,7 @@ def build_openapi() -> dict[str, Any]:
                     "properties": {"status": {"const": "alive"}},
                 },
                 "Models": models,
+                "Vocabulary": _vocabulary(),
             }
         },
     }

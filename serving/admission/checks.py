@@ -234,13 +234,20 @@ def _field(message: bytes, number: int) -> bytes | None:
 def check_answer(
     request: predict_pb2.PredictRequest, response: predict_pb2.PredictResponse, version: int
 ) -> None:
-    """A probe's answer comes from `version` and has every contract output, with the request's batch,
-    the contract's dtype and shape, and finite values; raises Refusal("probe")."""
+    """A probe's answer comes from `version` and has the outputs the orchestrator reads from it
+    (contract.read_layout: contract 3's named signals or contract 2's signal axis, the signals no answer
+    can do without), each with the request's batch, the contract's dtype and shape, and finite values;
+    raises Refusal("probe")."""
     if response.model_spec.version.value != version:
         raise Refusal("probe", f"its probe was answered by version {response.model_spec.version.value}")
     first = next(iter(request.inputs.values()))
     rows = int(first.tensor_shape.dim[0].size) if first.tensor_shape.dim else 0
-    for spec in contract.OUTPUTS:
+    known = {spec.name: spec for spec in (*contract.outputs(), contract.SIGNAL_AXIS)}
+    layout = contract.read_layout({"outputs": {name: ("", ()) for name in response.outputs}})
+    missing = [name for name in contract.REQUIRED_SIGNALS if name not in layout.signals]
+    if missing:
+        raise Refusal("probe", f"its answer to a warmup request lacks the signals {', '.join(missing)}")
+    for spec in (known[name] for name in layout.outputs):
         if spec.name not in response.outputs:
             raise Refusal("probe", f"its answer to a warmup request lacks output {spec.name!r}")
         try:

@@ -4,50 +4,21 @@
 
 const API = "api/v2/analyze/guest?overlay=true";
 
-const CONCERN_NAMES = {
-  acne: "Acne",
-  redness: "Redness",
-  dark_spots: "Dark spots",
-  wrinkles: "Wrinkles",
-  pores: "Pores",
-  oiliness: "Oiliness",
-  dark_circles: "Dark circles",
-};
+// The words for every code of an answer come from the service (GET api/v2/vocabulary), so a concern,
+// warning or reason added there shows here with its own words.
+const VOCABULARY_URL = "api/v2/vocabulary";
+let vocabulary = { concerns: {}, severities: {}, warnings: {}, region_reasons: {}, views: {} };
 
-const SEVERITY_NAMES = {
-  none: "none",
-  mild: "mild",
-  moderate: "moderate",
-  severe: "severe",
-  very_severe: "very severe",
-};
+async function loadVocabulary() {
+  const response = await fetch(VOCABULARY_URL);
+  if (!response.ok) throw new Error("vocabulary: HTTP " + response.status);
+  const body = await response.json();
+  const concerns = {};
+  for (const concern of body.concerns) concerns[concern.name] = concern.label;
+  vocabulary = { ...body, concerns };
+}
 
-const WARNINGS = {
-  MULTIPLE_FACES: "More than one face in the photo: one of them was analysed.",
-  GRAYSCALE_IMAGE: "A black-and-white photo: redness and skin tone cannot be read.",
-  FACE_PARTLY_OUTSIDE: "Part of the face is outside the photo.",
-  REGIONS_NOT_VISIBLE: "Some regions could not be read (listed below).",
-  FACE_SMALL: "The face is small in the photo: move closer for finer detail.",
-  BLURRY: "The photo is blurred: hold the camera still, in good light.",
-  UNDEREXPOSED: "The photo is dark: face a window or a lamp.",
-  OVEREXPOSED: "The photo is over-exposed: avoid direct flash or sun.",
-  HEAD_TILTED: "The head is tilted to one side: hold it level.",
-  HEAD_PITCHED: "The head is tilted up or down: look straight at the camera.",
-};
-
-const REASONS = {
-  outside_photo: "outside the photo",
-  turned_away: "turned away from the camera",
-  not_placed: "not placed",
-  too_little_skin: "too little skin to read",
-};
-
-const VIEWS = {
-  frontal: "frontal",
-  three_quarter: "three-quarter",
-  profile: "profile",
-  closeup: "skin close-up",
-};
+const vocabularyLoaded = loadVocabulary().catch(() => {});
 
 const $ = (id) => document.getElementById(id);
 let inFlight = null;
@@ -78,17 +49,17 @@ function concernItem(name, concern) {
   const item = element("li", "concern");
   item.dataset.concern = name;
   const head = element("div", "concern-head");
-  head.append(element("span", "concern-name", CONCERN_NAMES[name] || words(name)));
+  head.append(element("span", "concern-name", vocabulary.concerns[name] || words(name)));
   const score = concern.score === null ? "n/a" : concern.score.toFixed(0);
   head.append(element("span", "concern-score", score));
   const severity = concern.severity || "unknown";
-  head.append(element("span", "badge severity-" + severity, SEVERITY_NAMES[severity] || "not read"));
+  head.append(element("span", "badge severity-" + severity, vocabulary.severities[severity] || "not read"));
   item.append(head);
   const bar = element("div", "bar");
   bar.setAttribute("role", "meter");
   bar.setAttribute("aria-valuemin", "0");
   bar.setAttribute("aria-valuemax", "100");
-  bar.setAttribute("aria-label", (CONCERN_NAMES[name] || name) + " score");
+  bar.setAttribute("aria-label", (vocabulary.concerns[name] || name) + " score");
   const fill = element("span", "fill severity-" + severity);
   if (concern.score !== null) {
     bar.setAttribute("aria-valuenow", String(concern.score));
@@ -96,6 +67,7 @@ function concernItem(name, concern) {
   }
   bar.append(fill);
   item.append(bar);
+  if (concern.reason) item.append(element("p", "concern-note", concern.reason));
   if (name === "acne" && concern.count !== null && concern.count !== undefined) {
     const lesions = concern.count === 1 ? "1 lesion found" : concern.count + " lesions found";
     item.append(element("p", "concern-note", lesions));
@@ -118,7 +90,7 @@ function showReport(report) {
 
   const summary = $("summary");
   summary.replaceChildren();
-  summaryRow(summary, "View", VIEWS[report.view] || report.view);
+  summaryRow(summary, "View", vocabulary.views[report.view] || report.view);
   const tone = report.skin_tone;
   if (tone.category) summaryRow(summary, "Skin tone", words(tone.category) + " (ITA " + tone.ita_deg + "°)");
   if (report.skin_type.label) summaryRow(summary, "Skin type", report.skin_type.label);
@@ -132,13 +104,13 @@ function showReport(report) {
   const warnings = $("warnings");
   warnings.replaceChildren();
   for (const code of report.quality.warnings) {
-    const item = element("li", "warning", WARNINGS[code] || words(code.toLowerCase()));
+    const item = element("li", "warning", vocabulary.warnings[code] || words(code.toLowerCase()));
     item.dataset.code = code;
     warnings.append(item);
   }
   for (const [region, entry] of Object.entries(report.regions)) {
     if (entry.visible) continue;
-    const reason = REASONS[entry.reason] || "not read";
+    const reason = vocabulary.region_reasons[entry.reason] || "not read";
     warnings.append(element("li", "warning region", words(region) + ": " + reason));
   }
   if (!warnings.children.length) warnings.append(element("li", "ok", "No problems with the photo."));
@@ -148,8 +120,8 @@ function showReport(report) {
   for (const suggestion of report.recommendations) {
     const item = element("li", "suggestion");
     let title = "Every day";
-    if (suggestion.concern) title = (CONCERN_NAMES[suggestion.concern] || words(suggestion.concern)) +
-      " (" + (SEVERITY_NAMES[suggestion.severity] || suggestion.severity) + ")";
+    if (suggestion.concern) title = (vocabulary.concerns[suggestion.concern] || words(suggestion.concern)) +
+      " (" + (vocabulary.severities[suggestion.severity] || suggestion.severity) + ")";
     else if (suggestion.skin_type) title = "For " + suggestion.skin_type + " skin";
     item.append(element("strong", "", title));
     const tips = element("ul", "tips");
@@ -184,6 +156,7 @@ async function analyse(file) {
       setStatus("");
       return;
     }
+    await vocabularyLoaded;
     showReport(body);
     setStatus("Analysed " + file.name + ".");
   } catch (error) {

@@ -13,7 +13,7 @@ from orchestrator.decode.images import decode_image
 from orchestrator.errors import NoFaceFound
 from orchestrator.face.detection import KEYPOINTS, FaceDetector
 from orchestrator.face.scene import SceneCheck
-from orchestrator.face.views import FaceGeometry, Geometry
+from orchestrator.face.stage import FaceGeometry, Geometry
 from orchestrator.settings import Settings
 from serving import contract
 from tests.conftest import DATA, data_dir

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -29,11 +29,12 @@ from orchestrator.face.landmarks import FaceMesh, Mesh
 from orchestrator.face.pose import Pose, estimate_pose
 from orchestrator.face.regions import RegionMask, build_mask, close_up_mask, keypoint_mask, to_lab
 from orchestrator.face.scene import SceneCheck
+from orchestrator.notices import VIEW_TABLE
 from serving import contract
 
 logger = logging.getLogger(__name__)
 
-VIEWS: tuple[str, ...] = ("frontal", "three_quarter", "profile", "closeup")
+VIEWS: tuple[str, ...] = tuple(VIEW_TABLE)
 # What an app may ask for: any view the service finds, only a face, or a skin close-up.
 VIEW_REQUESTS: tuple[str, ...] = ("auto", "face", "closeup")
 # Yaw bounds of the views, degrees. Most ACNE04 three-quarter photos sit at 30-50.
@@ -72,7 +73,6 @@ class Geometry:
     confidence: float
     face_width_px: float  # in the decoded photo's pixels
     pose: Pose | None = None
-    warnings: list[str] = field(default_factory=list)
 
 
 class FaceGeometry:

@@ -25,10 +25,11 @@ WRINKLE_SURE_SKIN_MM = 1.2
 # A pixel is sure skin when this share of its Gaussian neighbourhood (at the filter's scale) is skin.
 SURE_SKIN_SHARE = 0.9
 # Dark spots: L* at SPOT_SIGMA_MM against the skin-weighted surround at SURROUND_SIGMA_MM; a pixel is
-# in a spot when darker than its surround by SPOT_MIN_DARKER_L and not redder by more than
-# SPOT_MAX_REDDER_A (a red papule is not a pigment spot).
+# in a spot by how far it is darker than its surround (0 at SPOT_MIN_DARKER_L, fully at
+# SPOT_FULL_DARKER_L) when it is not redder by more than SPOT_MAX_REDDER_A (a red papule is not a
+# pigment spot).
 SPOT_SIGMA_MM, SURROUND_SIGMA_MM = 0.7, 5.0
-SPOT_MIN_DARKER_L, SPOT_MAX_REDDER_A = 4.0, 3.0
+SPOT_MIN_DARKER_L, SPOT_FULL_DARKER_L, SPOT_MAX_REDDER_A = 2.0, 8.0, 3.0
 # Shine: brighter than the patch's median skin L* by this much and less saturated (a specular
 # reflection is whiter than skin).
 SHINE_MIN_BRIGHTER_L = 10.0
@@ -117,7 +118,10 @@ def median_lightness(rgb: tf.Tensor, skin: tf.Tensor) -> tf.Tensor:
 
 
 def dark_spot_pixels(rgb: tf.Tensor, skin: tf.Tensor, px_per_mm: float) -> tuple[tf.Tensor, tf.Tensor]:
-    """(spot pixels, sure-skin pixels) of a patch: darker than the skin around by SPOT_MIN_DARKER_L."""
+    """(spot weight, sure-skin pixels) of a patch: each sure-skin pixel weighs how far (in L*, past
+    SPOT_MIN_DARKER_L, up to SPOT_FULL_DARKER_L) it is darker than the skin around it, unless it is
+    redder than that skin by more than SPOT_MAX_REDDER_A. A ramp, not a step, so re-encoding noise
+    near the threshold moves the measure a little, not by whole pixels."""
     lab = to_lab(rgb)
     light = gaussian(lab[..., 0], SPOT_SIGMA_MM * px_per_mm)
     red = gaussian(lab[..., 1], SPOT_SIGMA_MM * px_per_mm)
@@ -129,9 +133,8 @@ def dark_spot_pixels(rgb: tf.Tensor, skin: tf.Tensor, px_per_mm: float) -> tuple
         gaussian(lab[..., 1] * skin, SURROUND_SIGMA_MM * px_per_mm), surround_w
     )
     weights = sure_skin(skin, SPOT_SIGMA_MM * px_per_mm * 2.0)
-    spot = tf.cast(
-        (surround_l - light >= SPOT_MIN_DARKER_L) & (red - surround_a <= SPOT_MAX_REDDER_A), tf.float32
-    )
+    depth = (surround_l - light - SPOT_MIN_DARKER_L) / (SPOT_FULL_DARKER_L - SPOT_MIN_DARKER_L)
+    spot = tf.clip_by_value(depth, 0.0, 1.0) * tf.cast(red - surround_a <= SPOT_MAX_REDDER_A, tf.float32)
     return tf.reduce_sum(spot * weights), tf.reduce_sum(weights)
 
 

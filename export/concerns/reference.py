@@ -58,7 +58,7 @@ class AdultReference:
         low = np.searchsorted(table, value, side="left")
         high = np.searchsorted(table, value, side="right")
         if high > low:
-            share = (low + high - 1) / 2.0 / (len(table) - 1)
+            share = float((low + high - 1) / 2.0 / (len(table) - 1))
         else:
             share = float(np.interp(value, table, QUANTILES))
         return float(np.clip(100.0 * (1.0 - share), 0.0, 100.0))

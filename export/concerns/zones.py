@@ -8,8 +8,10 @@ to 90% or 60% of its size with area averaging and re-encoded as JPEG quality 70.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +37,8 @@ VARIANTS: dict[str, tuple[float, int] | None] = {
 # Bumped whenever a zone, a scale or the face stage changes, so cached patches are never mixed across
 # versions.
 PATCH_VERSION = 1
+# Per measure group, bumped whenever that group's measures change: only that group is then recomputed.
+MEASURE_VERSIONS: dict[str, int] = {"wrinkles": 1, "colour": 1, "dark_spots": 2, "texture": 1, "pores": 1}
 
 
 @dataclass
@@ -75,33 +79,42 @@ def resend(data: bytes, factor: float, quality: int) -> bytes:
     return bytes(encoded.tobytes())
 
 
+_PATCH_SIGNATURE = [tf.TensorSpec([None, None, 3], tf.float32), tf.TensorSpec([None, None], tf.float32)]
+
+
+def _group_measures(rgb: tf.Tensor, skin: tf.Tensor, group: str, px_per_mm: float) -> dict[str, tf.Tensor]:
+    if group == "wrinkles":
+        return measures.wrinkle_responses(rgb, skin, px_per_mm)
+    if group == "colour":
+        lab = measures.mean_lab(rgb, skin)
+        shine, total = measures.shine_pixels(rgb, skin)
+        median_l = measures.median_lightness(rgb, skin)
+        return {"l": lab[0], "a": lab[1], "b": lab[2], "median_l": median_l, "shine": shine, "skin": total}
+    if group == "dark_spots":
+        spots, count = measures.dark_spot_pixels(rgb, skin, px_per_mm)
+        return {"spots": spots, "spot_pixels": count}
+    if group == "texture":
+        return {"roughness": measures.texture_roughness(rgb, skin, px_per_mm)}
+    if group == "pores":
+        return {"pores": measures.pore_share(rgb, skin, px_per_mm)}
+    raise ValueError(f"unknown measure group {group!r}")
+
+
+@functools.cache
+def _compiled(group: str, px_per_mm: float) -> Callable[[tf.Tensor, tf.Tensor], dict[str, tf.Tensor]]:
+    """One graph per measure group and scale, for patches of any size (eager ops cost ~20x more)."""
+    return tf.function(
+        lambda rgb, skin: _group_measures(rgb, skin, group, px_per_mm), input_signature=_PATCH_SIGNATURE
+    )
+
+
 def _zone_measures(
-    rgb: NDArray[np.uint8], skin: NDArray[np.bool_], concern: str, px_per_mm: float
+    rgb: NDArray[np.uint8], skin: NDArray[np.bool_], group: str, px_per_mm: float
 ) -> dict[str, float]:
-    pixels = tf.constant(rgb.astype(np.float32))
-    mask = tf.constant(skin.astype(np.float32))
-    out: dict[str, float] = {}
-    if concern == "wrinkles":
-        out.update({k: float(v) for k, v in measures.wrinkle_responses(pixels, mask, px_per_mm).items()})
-    elif concern == "colour":
-        lab = measures.mean_lab(pixels, mask)
-        shine, total = measures.shine_pixels(pixels, mask)
-        out.update(
-            l=float(lab[0]),
-            a=float(lab[1]),
-            b=float(lab[2]),
-            median_l=float(measures.median_lightness(pixels, mask)),
-            shine=float(shine),
-            skin=float(total),
-        )
-    elif concern == "dark_spots":
-        spots, count = measures.dark_spot_pixels(pixels, mask, px_per_mm)
-        out.update(spots=float(spots), spot_pixels=float(count))
-    elif concern == "texture":
-        out.update(roughness=float(measures.texture_roughness(pixels, mask, px_per_mm)))
-    elif concern == "pores":
-        out.update(pores=float(measures.pore_share(pixels, mask, px_per_mm)))
-    return out
+    out = _compiled(group, px_per_mm)(
+        tf.constant(rgb.astype(np.float32)), tf.constant(skin.astype(np.float32))
+    )
+    return {key: float(value) for key, value in out.items()}
 
 
 # Which zone measures are read at which scale: the colour concerns share one set of patches.
@@ -153,36 +166,61 @@ class PatchSet:
         return cls(patches=patches, **meta)
 
 
-def measure_patches(patches: PatchSet) -> Reading:
-    """Every zone measure of a photo variant's patches."""
-    reading = Reading(
-        name=patches.name,
-        variant=patches.variant,
-        px_per_mm=patches.px_per_mm,
-        scale_source=patches.scale_source,
-        face_found=patches.face_found,
-        unavailable=dict(patches.unavailable),
-    )
-    groups = {zone_key(z, scale): group for group, scale, zones in patch_plan() for z in zones}
-    for key, (rgb, skin) in patches.patches.items():
-        scale = float(key.split("@")[1])
-        reading.zones[key] = _zone_measures(rgb, skin, groups[key], scale)
-    return reading
+def measure_patches(patches: PatchSet, group: str) -> dict[str, dict[str, float]]:
+    """One measure group's readings of a photo variant's patches ("zone@scale" -> measures)."""
+    out = {}
+    for name, scale, zones in patch_plan():
+        if name != group:
+            continue
+        for zone in zones:
+            key = zone_key(zone, scale)
+            if key in patches.patches:
+                rgb, skin = patches.patches[key]
+                out[key] = _zone_measures(rgb, skin, group, scale)
+    return out
 
 
 class ZoneReader:
     """Reads every zone measure of a photo variant; the face stage's patches are cached under `cache`,
     so a changed measure is recomputed from them without running the face stage again."""
 
-    def __init__(self, cache: Path, geometry: FaceGeometry | None = None, settings: Settings | None = None) -> None:
+    def __init__(
+        self, cache: Path, geometry: FaceGeometry | None = None, settings: Settings | None = None
+    ) -> None:
         self.cache = cache
         self.geometry = geometry or FaceGeometry()
         self.cutter = PatchCutter()
         self.settings = settings or Settings()
 
     def read(self, path: Path, variant: str) -> Reading:
-        """The zone measures of `path` sent as `variant`."""
-        return measure_patches(self.patches(path, variant))
+        """The zone measures of `path` sent as `variant` (each group's from the cache when current)."""
+        folder = self.cache / f"v{PATCH_VERSION}" / "readings" / variant
+        patches: PatchSet | None = None
+        zones: dict[str, dict[str, float]] = {}
+        for group, version in MEASURE_VERSIONS.items():
+            cached = folder / f"{path.name}.{group}.v{version}.json"
+            if cached.is_file():
+                zones.update(json.loads(cached.read_text()))
+                continue
+            patches = patches or self.patches(path, variant)
+            measured = measure_patches(patches, group)
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            cached.write_text(json.dumps(measured))
+            zones.update(measured)
+        meta = folder / f"{path.name}.meta.json"
+        if not meta.is_file():
+            patches = patches or self.patches(path, variant)
+            meta.write_text(
+                json.dumps(
+                    {
+                        "px_per_mm": patches.px_per_mm,
+                        "scale_source": patches.scale_source,
+                        "face_found": patches.face_found,
+                        "unavailable": patches.unavailable,
+                    }
+                )
+            )
+        return Reading(name=path.name, variant=variant, zones=zones, **json.loads(meta.read_text()))
 
     def patches(self, path: Path, variant: str) -> PatchSet:
         """The patches of `path` sent as `variant`, from the cache when they are there."""

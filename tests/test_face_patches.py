@@ -71,7 +71,9 @@ def test_patch_scale_does_not_follow_the_photo(faces_dir: Path, geometry: FaceGe
         assert np.corrcoef(grey_a, grey_b)[0, 1] > 0.8, zone
 
 
-def test_a_photo_below_the_needed_scale_is_refused_not_enlarged(faces_dir: Path, geometry: FaceGeometry) -> None:
+def test_a_photo_below_the_needed_scale_is_refused_not_enlarged(
+    faces_dir: Path, geometry: FaceGeometry
+) -> None:
     rgb = _rgb(faces_dir / PORTRAIT)
     found = _analyse(geometry, rgb)
     assert found.scale is not None
@@ -93,7 +95,9 @@ def test_a_large_photo_is_read_at_its_detail(faces_dir: Path, geometry: FaceGeom
 
 
 @pytest.mark.parametrize("zone", WRINKLE_ZONES)
-def test_eyes_lashes_and_brows_stay_out_of_wrinkle_zones(faces_dir: Path, geometry: FaceGeometry, zone: str) -> None:
+def test_eyes_lashes_and_brows_stay_out_of_wrinkle_zones(
+    faces_dir: Path, geometry: FaceGeometry, zone: str
+) -> None:
     rgb = _rgb(faces_dir / "congress_L000174.jpg")  # glasses
     found = _analyse(geometry, rgb)
     assert found.points is not None and found.scale is not None
@@ -102,7 +106,9 @@ def test_eyes_lashes_and_brows_stay_out_of_wrinkle_zones(faces_dir: Path, geomet
     for eye in (RIGHT_EYE, LEFT_EYE):
         eye_mm = frame.at(eye)
         # No zone polygon reaches within 2 mm of an eye outline's points.
-        inside = [cv2.pointPolygonTest(outline.astype(np.float32), (float(x), float(y)), True) for x, y in eye_mm]
+        inside = [
+            cv2.pointPolygonTest(outline.astype(np.float32), (float(x), float(y)), True) for x, y in eye_mm
+        ]
         if zone.endswith("nasolabial"):
             continue  # a band, not a polygon
         assert max(inside) < -2.0, zone

@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 MIN_SITE_RHO = 0.2
 # Only responses that answer a line whatever its direction may be chosen: forehead lines run across
 # the face, glabellar lines up it, crow's feet fan out. hxx and hyy are reported beside them, not chosen.
-ORIENTATION_FREE: tuple[str, ...] = ("line", "across")
+ORIENTATION_FREE: tuple[str, ...] = ("line", "across", "acrossmax", "acrossdeep")
 # Faces of data/faces that are not adults' faces, left out of the reference.
 NOT_ADULT_FACES: dict[str, str] = {
     "sn_sophia.jpg": "a humanoid robot",
@@ -122,22 +122,56 @@ def score_reading(
     return Scored(reading.name, age, values, reasons, scores)
 
 
+def ridge_cross_validation(
+    originals: dict[str, tuple[Reading, int]], designs: dict[str, Design], seed: int
+) -> dict[str, float]:
+    """The alternative not taken: every response at every site (robust z-scores, a missing site at 0)
+    weighted by ridge regression on age. Its 5-fold cross-validated Spearman on the training part, per
+    ridge strength, says how much a fitted, signed weighting could add; signed weights are not used,
+    since a wrinkle measure must never fall when lines are added."""
+    columns = []
+    for response, chosen in designs.items():
+        for group in WRINKLE_GROUPS:
+            raw = [wrinkle_group_values(r, response)[group] for r, _ in originals.values()]
+            columns.append(
+                [0.0 if v is None else (v - chosen.centre[group]) / chosen.spread[group] for v in raw]
+            )
+    features = np.clip(np.array(columns, dtype=np.float64).T, -5.0, 5.0)
+    ages = np.array([age for _, age in originals.values()], dtype=np.float64)
+    order = np.random.default_rng(seed).permutation(len(ages))
+    folds = np.array_split(order, 5)
+    out = {}
+    for strength in (1.0, 10.0, 100.0):
+        predicted = np.zeros(len(ages))
+        for fold in folds:
+            train = np.setdiff1d(order, fold)
+            mean_x, mean_y = features[train].mean(axis=0), ages[train].mean()
+            centred = features[train] - mean_x
+            gram = centred.T @ centred + strength * np.eye(features.shape[1])
+            weights = np.linalg.solve(gram, centred.T @ (ages[train] - mean_y))
+            predicted[fold] = (features[fold] - mean_x) @ weights
+        out[f"lambda_{strength:g}"] = spearman(predicted, ages)
+    return out
+
+
 def wrinkle_response_names() -> list[str]:
-    return [f"{kind}{sigma:g}" for kind in measures.WRINKLE_KINDS for sigma in measures.WRINKLE_SIGMAS_MM]
+    names = [f"{kind}{sigma:g}" for kind in measures.WRINKLE_KINDS for sigma in measures.WRINKLE_SIGMAS_MM]
+    return names + list(measures.WRINKLE_MULTISCALE)
 
 
 def _follows_age(site: dict[str, object]) -> bool:
     return float(site["value"]) >= MIN_SITE_RHO and float(site["ci95"][0]) > 0  # type: ignore[arg-type,index]
 
 
-def reference_faces(faces: Path, validation_ids: set[str]) -> list[Path]:
-    """The adult faces of data/faces that may join the reference: not a robot or children, and no
-    congress portrait of a person held out in data/ages."""
+def reference_faces(faces: Path, ages_ids: set[str]) -> list[Path]:
+    """The adult faces of data/faces that join the reference: not the robot or the children, and no
+    congress portrait of data/ages (data/faces holds copies of 24 of them: a training person is in the
+    reference once already, a held-out one must not be in it at all)."""
     chosen = []
     for path in sorted(faces.iterdir()):
         if path.suffix.lower() not in _IMAGE_SUFFIXES or path.name in NOT_ADULT_FACES:
             continue
-        if path.name.startswith("congress_") and path.stem.split("_", 1)[1] in validation_ids:
+        if path.name.startswith("congress_") and path.stem.split("_", 1)[1] in ages_ids:
             continue
         chosen.append(path)
     return chosen
@@ -240,12 +274,13 @@ def design(data: Path, cache: Path, out: Path, rounds: int, seed: int) -> dict[s
             "kept": list(designs[response].wrinkle_groups),
             "combined": rho_with_interval([p[0] for p in pairs], [p[1] for p in pairs], rounds, seed),
         }
+    ridge = ridge_cross_validation(originals, designs, seed)
     eligible = [name for name in candidates if name.rstrip("0123456789.") in ORIENTATION_FREE]
     best = max(eligible, key=lambda name: float(candidates[name]["combined"]["value"]))  # type: ignore[index]
     chosen = designs[best]
 
     # The adult reference: the training portraits and the adult faces of data/faces.
-    faces = reference_faces(data / "faces", validation_ids)
+    faces = reference_faces(data / "faces", {p.bioguide for p in portraits})
     reference_readings = [r for r, _ in originals.values()] + [reader.read(p, "original") for p in faces]
     pooled: dict[str, list[float]] = {c: [] for c in CONCERNS}
     for reading in reference_readings:
@@ -267,6 +302,7 @@ def design(data: Path, cache: Path, out: Path, rounds: int, seed: int) -> dict[s
         "reference": {
             "ages_train": len(originals),
             "faces": [p.name for p in faces],
+            "faces_left_out": dict(NOT_ADULT_FACES) | {"congress_*": "copies of data/ages portraits"},
             "counts": reference.counts,
         },
         "scale": {
@@ -284,6 +320,7 @@ def design(data: Path, cache: Path, out: Path, rounds: int, seed: int) -> dict[s
             for c, s in NEEDED_SCALES.items()
         },
         "wrinkle_candidates": candidates,
+        "wrinkle_ridge_alternative": ridge,
         "wrinkle_rule": (
             f"per response, keep a site when Spearman(response, age) >= {MIN_SITE_RHO} with its 95% interval "
             "above 0; combine the kept sites' robust z-scores by their mean; take, among the responses that "

@@ -20,6 +20,11 @@ from export.filters import gaussian_kernel
 WRINKLE_SIGMAS_MM: tuple[float, ...] = (0.8, 1.2, 1.8, 2.5)
 # The responses each scale gives (see wrinkle_responses); the design run picks one on the training part.
 WRINKLE_KINDS: tuple[str, ...] = ("line", "across", "hxx", "hyy")
+# Responses over all scales at once: "acrossmax" takes each pixel's strongest scale (Frangi-style
+# scale selection), "acrossdeep" the mean of the strongest quarter of the pixels' acrossmax (the deepest
+# lines of the zone, not diluted by its smooth skin).
+WRINKLE_MULTISCALE: tuple[str, ...] = ("acrossmax", "acrossdeep")
+DEEP_SHARE = 0.25
 # Statistics are read where the neighbourhood at this scale (mm) is skin.
 WRINKLE_SURE_SKIN_MM = 1.2
 # A pixel is sure skin when this share of its Gaussian neighbourhood (at the filter's scale) is skin.
@@ -27,8 +32,9 @@ SURE_SKIN_SHARE = 0.9
 # Dark spots: L* at SPOT_SIGMA_MM against the skin-weighted surround at SURROUND_SIGMA_MM; a pixel is
 # in a spot by how far it is darker than its surround (0 at SPOT_MIN_DARKER_L, fully at
 # SPOT_FULL_DARKER_L) when it is not redder by more than SPOT_MAX_REDDER_A (a red papule is not a
-# pigment spot).
-SPOT_SIGMA_MM, SURROUND_SIGMA_MM = 0.7, 5.0
+# pigment spot). SPOT_SIGMA_MM is one pixel at the 1 px/mm dark spots are read at: a sub-pixel smoothing
+# follows JPEG blocks and resampling, and kept fewer severities on the training part's re-sends.
+SPOT_SIGMA_MM, SURROUND_SIGMA_MM = 1.0, 5.0
 SPOT_MIN_DARKER_L, SPOT_FULL_DARKER_L, SPOT_MAX_REDDER_A = 2.0, 8.0, 3.0
 # Shine: brighter than the patch's median skin L* by this much and less saturated (a specular
 # reflection is whiter than skin).
@@ -87,6 +93,7 @@ def wrinkle_responses(rgb: tf.Tensor, skin: tf.Tensor, px_per_mm: float) -> dict
     lightness = to_lab(rgb)[..., 0]
     weights = sure_skin(skin, WRINKLE_SURE_SKIN_MM * px_per_mm)
     out = {"pixels": tf.reduce_sum(weights)}
+    strongest = tf.zeros_like(lightness)
     for sigma in WRINKLE_SIGMAS_MM:
         hxx, hyy, hxy = hessian(lightness, sigma * px_per_mm)
         mean = 0.5 * (hxx + hyy)
@@ -100,7 +107,18 @@ def wrinkle_responses(rgb: tf.Tensor, skin: tf.Tensor, px_per_mm: float) -> dict
         }
         for kind in WRINKLE_KINDS:
             out[f"{kind}{sigma:g}"] = _masked_mean(kinds[kind], weights)
+        strongest = tf.maximum(strongest, kinds["across"])
+    out["acrossmax"] = _masked_mean(strongest, weights)
+    out["acrossdeep"] = _top_mean(strongest, weights, DEEP_SHARE)
     return out
+
+
+def _top_mean(values: tf.Tensor, weights: tf.Tensor, share: float) -> tf.Tensor:
+    """Mean of the largest `share` of `values` where `weights` > 0.5 (0 when there are none)."""
+    chosen = tf.sort(tf.boolean_mask(values, weights > 0.5), direction="DESCENDING")
+    count = tf.maximum(tf.cast(tf.math.ceil(share * tf.cast(tf.size(chosen), tf.float32)), tf.int32), 1)
+    top = chosen[:count]
+    return tf.cond(tf.size(chosen) > 0, lambda: tf.reduce_mean(top), lambda: tf.constant(0.0))
 
 
 def mean_lab(rgb: tf.Tensor, skin: tf.Tensor) -> tf.Tensor:

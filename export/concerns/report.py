@@ -85,13 +85,20 @@ def design_markdown(report: dict[str, Any]) -> str:
     ]
     for site, entry in r["wrinkle_candidates"][chosen["wrinkle_response"]]["sites"].items():
         lines.append(f"* {site}: {_fmt(entry)} (n {entry['n']})")
+    ridge = ", ".join(f"{k.split('_')[1]}: {v:.2f}" for k, v in r["wrinkle_ridge_alternative"].items())
     lines += [
+        "",
+        "Not taken: every response at every site weighted by ridge regression on age (signed weights);",
+        f"5-fold cross-validated Spearman on the training part by ridge strength {ridge}. Signed weights",
+        "would let added lines lower the wrinkle value, so the equal-weight orientation-free combination",
+        "above is used.",
         "",
         "## Adult reference and cut-offs",
         "",
         f"Reference: the {r['reference']['ages_train']} training portraits and",
-        f"{len(r['reference']['faces'])} adult faces of `data/faces` (no robot, no children, no congress",
-        "portrait of a held-out person). Score = 100 x the share of the reference worse than the face;",
+        f"{len(r['reference']['faces'])} adult faces of `data/faces` (no robot, no children, and none of its",
+        "congress portraits: they are copies of data/ages portraits). Score = 100 x the share of the",
+        "reference worse than the face;",
         "severe below 10 (worst tenth), moderate below 25, mild below 50, "
         "none from 50. Acne keeps its ACNE04 grading. Reference sizes: "
         + ", ".join(f"{c} {n}" for c, n in r["reference"]["counts"].items())

@@ -36,9 +36,9 @@ VARIANTS: dict[str, tuple[float, int] | None] = {
 }
 # Bumped whenever a zone, a scale or the face stage changes, so cached patches are never mixed across
 # versions.
-PATCH_VERSION = 1
+PATCH_VERSION = 2
 # Per measure group, bumped whenever that group's measures change: only that group is then recomputed.
-MEASURE_VERSIONS: dict[str, int] = {"wrinkles": 1, "colour": 1, "dark_spots": 2, "texture": 1, "pores": 1}
+MEASURE_VERSIONS: dict[str, int] = {"wrinkles": 2, "colour": 1, "dark_spots": 3, "texture": 1, "pores": 1}
 
 
 @dataclass
@@ -194,7 +194,7 @@ class ZoneReader:
 
     def read(self, path: Path, variant: str) -> Reading:
         """The zone measures of `path` sent as `variant` (each group's from the cache when current)."""
-        folder = self.cache / f"v{PATCH_VERSION}" / "readings" / variant
+        folder = self.cache / f"v{PATCH_VERSION}" / "readings" / variant / path.parent.name
         patches: PatchSet | None = None
         zones: dict[str, dict[str, float]] = {}
         for group, version in MEASURE_VERSIONS.items():
@@ -224,7 +224,7 @@ class ZoneReader:
 
     def patches(self, path: Path, variant: str) -> PatchSet:
         """The patches of `path` sent as `variant`, from the cache when they are there."""
-        cached = self.cache / f"v{PATCH_VERSION}" / variant / f"{path.name}.npz"
+        cached = self.cache / f"v{PATCH_VERSION}" / variant / path.parent.name / f"{path.name}.npz"
         if cached.is_file():
             return PatchSet.load(cached)
         patches = self._cut(path, variant)

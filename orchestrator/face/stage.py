@@ -28,6 +28,7 @@ from orchestrator.face.detection import Box, Detection, FaceDetector
 from orchestrator.face.landmarks import FaceMesh, Mesh
 from orchestrator.face.pose import Pose, estimate_pose
 from orchestrator.face.regions import RegionMask, build_mask, close_up_mask, keypoint_mask, to_lab
+from orchestrator.face.scale import PhysicalScale, ScaleReader
 from orchestrator.face.scene import SceneCheck
 from orchestrator.notices import VIEW_TABLE
 from serving import contract
@@ -73,6 +74,10 @@ class Geometry:
     confidence: float
     face_width_px: float  # in the decoded photo's pixels
     pose: Pose | None = None
+    # Photo pixels per millimetre on the face (frontal and three-quarter views; None where no mesh is
+    # read), and the mesh's 468 landmarks in the decoded photo's pixels [468, 3].
+    scale: PhysicalScale | None = None
+    points: NDArray[np.float32] | None = None
 
 
 class FaceGeometry:
@@ -83,10 +88,12 @@ class FaceGeometry:
         detector: FaceDetector | None = None,
         mesh: FaceMesh | None = None,
         scene: SceneCheck | None = None,
+        scale: ScaleReader | None = None,
     ) -> None:
         self.detector = detector or FaceDetector()
         self.mesh = mesh or FaceMesh()
         self.scene = scene
+        self.scale = scale or ScaleReader()
 
     def analyse(self, rgb: NDArray[np.uint8], request: str = "auto") -> Geometry:
         """The face stage for an RGB photo; `request` is one of VIEW_REQUESTS. Raises NoFaceFound."""
@@ -133,6 +140,8 @@ class FaceGeometry:
             confidence=round(min(detection.score, mesh.flag), 3),
             face_width_px=_face_width(mesh.points),
             pose=pose,
+            scale=self.scale.read(rgb, mesh.points),
+            points=mesh.points,
         )
 
     def _profile_view(self, rgb: NDArray[np.uint8], detections: list[Detection]) -> Geometry | None:

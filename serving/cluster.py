@@ -1,35 +1,102 @@
-"""Ops against the bucket: change what every replica serves by rewriting the bucket's served config.
+"""Ops against the bucket: change what every replica serves through the bucket's served config.
 
 The same commands as `python -m serving.ops` on one host (status, pin, rollback, unpin, label,
-unlabel), given `--bucket s3://BUCKET/PREFIX`: the change is one write of models.config in the bucket,
-and every replica's sync mirrors it (the versions first, then the config its model server polls).
-A version may be pinned or labelled only when it is complete in the bucket. Needs read-write keys.
-`push_served_config` uploads a config decided in a local folder (admission's) the same way.
+unlabel), given `--bucket s3://BUCKET/PREFIX`. Where admission runs for the cluster (its state,
+`<model>/admission.json`, is in the bucket), it is the one writer of the served config: a command is
+checked against that state first (a version admission refused or has not admitted can be neither pinned
+nor labelled), then left for admission as a request (`<model>/request.json`), which it carries out
+through its own checks and answers in its state; the command waits for that answer. Without admission,
+the change is one write of models.config, allowed only for versions complete in the bucket. Either way
+every replica's sync mirrors the result (the versions first, then the config its model server polls).
+Needs read-write keys. `push_served` uploads what admission decided (its state, then models.config).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from serving import contract
+from serving.admission.state import STATE_FILE, AdmissionState, RequestOutcome, StateError
 from serving.bucket import SERVED_CONFIG, ModelBucket
 from serving.config import ModelEntry, VersionPolicy, parse_model_config, render_model_config
 from serving.wire.model_status_pb2 import ModelServerConfig
 
 DEFAULT_POLICY = VersionPolicy("latest", num_versions=2)
+REQUEST_FILE = "request.json"
+COMMANDS = ("pin", "unpin", "rollback", "label", "unlabel")
 
 
 class ClusterOpsError(RuntimeError):
     """The change cannot be made: no served config, or the version is not complete in the bucket."""
 
 
+@dataclass(frozen=True)
+class OpsRequest:
+    """One ops command left in the bucket for admission to carry out; `id` matches it to its answer."""
+
+    id: str
+    command: str
+    version: int | None = None
+    label: str | None = None
+
+    def to_json(self) -> bytes:
+        body = {"id": self.id, "command": self.command, "version": self.version, "label": self.label}
+        return json.dumps(body).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> OpsRequest:
+        """Raises ValueError when the request is malformed or names an unknown command."""
+        try:
+            body = json.loads(data)
+            version = body.get("version")
+            label = body.get("label")
+            request = cls(
+                str(body["id"]),
+                str(body["command"]),
+                None if version is None else int(version),
+                None if label is None else str(label),
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"malformed ops request: {exc!r}") from exc
+        if request.command not in COMMANDS:
+            raise ValueError(f"unknown ops command {request.command!r}")
+        if request.command in ("pin", "label") and request.version is None:
+            raise ValueError(f"ops command {request.command!r} needs a version")
+        if request.command in ("label", "unlabel") and not request.label:
+            raise ValueError(f"ops command {request.command!r} needs a label")
+        return request
+
+
 class ClusterOps:
     """Reads and changes the served config in the bucket; raises ClusterOpsError or BucketError."""
 
-    def __init__(self, bucket: ModelBucket, model_name: str = contract.MODEL_NAME) -> None:
+    def __init__(
+        self,
+        bucket: ModelBucket,
+        model_name: str = contract.MODEL_NAME,
+        answer_timeout_s: float = 300.0,
+        poll_s: float = 0.5,
+    ) -> None:
         self.bucket = bucket
         self.model_name = model_name
+        # A pin may bring a version back into service on admission's model server (load and probe).
+        self.answer_timeout_s = answer_timeout_s
+        self.poll_s = poll_s
+
+    def state(self) -> AdmissionState | None:
+        """Admission's state in the bucket; None where admission has not decided for this cluster."""
+        data = self.bucket.get(self.bucket.url.key(self._folder(), STATE_FILE))
+        if data is None:
+            return None
+        try:
+            return AdmissionState.from_json(data.decode())
+        except (StateError, UnicodeDecodeError) as exc:
+            raise ClusterOpsError(f"admission's state in {self.bucket.url} cannot be read: {exc}") from exc
 
     def entries(self) -> list[ModelEntry]:
         data = self.bucket.get(self.bucket.url.key(SERVED_CONFIG))
@@ -48,8 +115,11 @@ class ClusterOps:
         return sorted(self.bucket.complete_versions(self._folder()))
 
     def served(self) -> list[int]:
-        """The complete versions the served config selects, highest first (replicas leave out any whose
-        bytes do not match their record)."""
+        """What admission serves, or else the complete versions the served config selects, highest first
+        (replicas leave out any whose bytes do not match their record)."""
+        state = self.state()
+        if state is not None:
+            return sorted(state.served, reverse=True)
         return self.entry().policy.select(self.complete())
 
     def _folder(self) -> str:
@@ -64,8 +134,43 @@ class ClusterOps:
         if version not in self.complete():
             raise ClusterOpsError(f"version {version} is not complete in {self.bucket.url}")
 
+    def _require_passed(self, state: AdmissionState, version: int) -> None:
+        decision = state.decisions.get(version)
+        if decision is None:
+            raise ClusterOpsError(
+                f"version {version} has not been admitted (not checked yet, or not complete in the bucket)"
+            )
+        if decision.refused:
+            raise ClusterOpsError(
+                f"version {version} was refused by admission ({decision.code}): {decision.reason}"
+            )
+
+    def request(self, command: str, version: int | None = None, label: str | None = None) -> RequestOutcome:
+        """Leave a command for admission and wait for its answer; returns it. Raises
+        ClusterOpsError with admission's reason when it refused, or when no answer came in time."""
+        request = OpsRequest(uuid.uuid4().hex, command, version, label)
+        self.bucket.put(self.bucket.url.key(self._folder(), REQUEST_FILE), request.to_json())
+        deadline = time.monotonic() + self.answer_timeout_s
+        while time.monotonic() < deadline:
+            state = self.state()
+            answer = state.request if state is not None else None
+            if answer is not None and answer.id == request.id:
+                if not answer.ok:
+                    raise ClusterOpsError(f"admission refused: {answer.message}")
+                return answer
+            time.sleep(self.poll_s)
+        raise ClusterOpsError(
+            f"admission did not answer {command} in {self.answer_timeout_s:g} s (is it running?); the "
+            "request stays in the bucket until admission carries it out or another replaces it"
+        )
+
     def pin(self, version: int) -> None:
         """Serve only `version` everywhere; labels move to it."""
+        state = self.state()
+        if state is not None:
+            self._require_passed(state, version)
+            self.request("pin", version)
+            return
         self._require_complete(version)
         entry = self.entry()
         labels = dict.fromkeys(entry.version_labels, version)
@@ -74,7 +179,13 @@ class ClusterOps:
         )
 
     def rollback(self) -> int:
-        """Pin the newest complete version older than the newest served one; returns it."""
+        """Pin the newest version that passed (or is complete, without admission) older than the newest
+        served one; returns it."""
+        if self.state() is not None:
+            answer = self.request("rollback")
+            if answer.version is None:
+                raise ClusterOpsError(f"admission's answer names no version: {answer.message}")
+            return answer.version
         served = self.served()
         older = [v for v in self.complete() if served and v < served[0]]
         if not older:
@@ -83,17 +194,29 @@ class ClusterOps:
         return older[-1]
 
     def unpin(self) -> None:
+        if self.state() is not None:
+            self.request("unpin")
+            return
         self.apply(replace(self.entry(), policy=DEFAULT_POLICY))
 
     def label(self, label: str, version: int) -> None:
-        """Point `label` at a complete version. Whether it is served is each replica's to say: a version
-        whose bytes do not match its record is complete here yet mirrored nowhere, and a model server
-        refuses a label on a version it does not serve, keeping its previous config."""
+        """Point `label` at a version admission serves (without admission: a complete version; whether
+        it is served is then each replica's to say: a version whose bytes do not match its record is
+        complete here yet mirrored nowhere, and a model server refuses a label on a version it does
+        not serve, keeping its previous config)."""
+        state = self.state()
+        if state is not None:
+            self._require_passed(state, version)
+            self.request("label", version, label)
+            return
         self._require_complete(version)
         entry = self.entry()
         self.apply(replace(entry, version_labels={**entry.version_labels, label: version}))
 
     def unlabel(self, label: str) -> None:
+        if self.state() is not None:
+            self.request("unlabel", label=label)
+            return
         entry = self.entry()
         self.apply(
             replace(entry, version_labels={k: v for k, v in entry.version_labels.items() if k != label})
@@ -118,6 +241,20 @@ def run(ops: ClusterOps, command: str, version: int | None, label: str | None) -
         ops.unlabel(label)
         lines.append(f"label {label} removed")
     entry = ops.entry()
+    admission = ops.state()
+    if admission is not None:
+        for number in sorted(set(admission.decisions) | set(ops.complete())):
+            decision = admission.decisions.get(number)
+            verdict: str = "not decided yet" if decision is None else decision.verdict
+            if decision is not None and decision.refused:
+                verdict += f" ({decision.code}: {decision.reason})"
+            labels = [k for k, v in admission.labels.items() if v == number]
+            lines.append(
+                f"version {number}: {verdict}"
+                + ("  served" if number in admission.served else "")
+                + (f"  labels: {', '.join(labels)}" if labels else "")
+            )
+        return lines
     served = set(ops.served())
     for number in ops.complete():
         labels = [k for k, v in entry.version_labels.items() if v == number]
@@ -140,7 +277,19 @@ def push_served_config(
         parse_model_config(config.read_text(), ModelServerConfig)
     except ValueError as exc:
         raise ClusterOpsError(f"{config} is not a valid config: {exc}") from exc
-    ordered = [n for n in names if n != SERVED_CONFIG] + [SERVED_CONFIG]
+    return push_served(bucket, {name: (folder / name).read_bytes() for name in names})
+
+
+def push_served(bucket: ModelBucket, objects: Mapping[str, bytes]) -> list[str]:
+    """Upload served-config objects by name (models.config, `<model>/admission.json`), models.config
+    last so its readers find the state it refers to; returns the names uploaded. Raises ClusterOpsError
+    when models.config is malformed, AccessDenied with read-only keys, BucketError."""
+    if SERVED_CONFIG in objects:
+        try:
+            parse_model_config(objects[SERVED_CONFIG].decode(), ModelServerConfig)
+        except ValueError as exc:
+            raise ClusterOpsError(f"{SERVED_CONFIG} is not a valid config: {exc}") from exc
+    ordered = [n for n in objects if n != SERVED_CONFIG] + [n for n in objects if n == SERVED_CONFIG]
     for name in ordered:
-        bucket.put_served(name, (folder / name).read_bytes())
+        bucket.put_served(name, objects[name])
     return ordered

@@ -1,11 +1,12 @@
 """The sync beside each model server and orchestrator: mirrors what the bucket serves into a local folder.
 
-Each pass reads the served config (models.config and every object beside it) from the bucket, takes the
-complete versions it selects (those with a completion record), downloads each one it lacks into a
-staging folder, checks every file's size and SHA-256 and the content fingerprint against the record,
-and renames it into place; then it writes the served config; a version is removed only once the config
-written no longer names it and it has been unwanted for a grace period (so servers that poll the config
-have moved off it). TF Serving and the orchestrator read the folder as they read model_repo/.
+Each pass reads the served config (models.config and every object beside it, and admission's state of
+each model, `<model>/admission.json`) from the bucket, takes the complete versions it selects (those
+with a completion record), downloads each one it lacks into a staging folder, checks every file's
+size and SHA-256 and the content fingerprint against the record, and renames it into place; then it
+writes the served config; a version is removed only once the config written no longer names it and it
+has been unwanted for a grace period (so servers that poll the config have moved off it). TF Serving
+and the orchestrator read the folder as they read model_repo/.
 
 When the bucket is away, a pass fails, nothing local changes and the next pass tries again; the pass
 record (.sync.json) says when the loop last ran, for the container's probes (`--check`).
@@ -30,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from serving.admission.state import STATE_FILE
 from serving.bucket import BucketError, BucketSettings, BucketUrl, ModelBucket, VersionRecord, file_digest
 from serving.config import ConfigError, ModelEntry, parse_model_config
 from serving.fingerprint import content_fingerprint
@@ -95,6 +97,15 @@ class Mirror:
         wanted: dict[str, set[int]] = {}
         for entry in entries:
             wanted[entry.name] = self._mirror_model(entry, report)
+        # Admission's state of each model (which versions passed, which are served, which were refused and
+        # why) goes where the orchestrator reads it, before the config: a server polling the config
+        # never unloads a version the routers still think served.
+        for entry in entries:
+            folder = PurePosixPath(entry.base_path).name
+            state = self.bucket.get(self.bucket.url.key(folder, STATE_FILE))
+            if state is not None:
+                (self.config_dir / folder).mkdir(parents=True, exist_ok=True)
+                _write_if_changed(self.config_dir / folder / STATE_FILE, state)
         # The config goes in only once the versions it selects are in place.
         self.config_dir.mkdir(parents=True, exist_ok=True)
         for name, data in sorted(served.items()):

@@ -15,13 +15,19 @@ pytest.importorskip("tensorflow")
 
 from serving import contract
 from serving.admission.admitter import Admission, AdmissionError
+from serving.admission.bucket import BucketLink, seed
 from serving.admission.checks import warmup_requests
 from serving.admission.control import ReloadRefused
 from serving.admission.state import AdmissionState, Decision, read_state
+from serving.cluster import REQUEST_FILE, ClusterOps, ClusterOpsError, OpsRequest
 from serving.ops import OpsError
 from serving.tensors import make_ndarray
-from tests.repos import BAD_VERSIONS, PUBLISHED_BASE
+from tests.conftest import Clock
+from tests.objectstore import WRITER, SeaweedServer, seaweed
+from tests.repos import BAD_VERSIONS, PUBLISHED_BASE, calibration_of_another_model
 from tests.test_local_server import Stack
+
+__all__ = ["seaweed"]  # the fixture, used by name
 
 
 @pytest.fixture
@@ -183,3 +189,68 @@ def test_the_state_file_reads_back_what_was_written(tmp_path: Path) -> None:
     )
     assert AdmissionState.from_json(state.to_json()) == state
     assert state.refused() == {9: state.decisions[9]} and state.admitted() == [6]
+
+
+def test_for_a_cluster_decisions_go_to_the_bucket_and_ops_requests_come_through_admission(
+    stack: Stack, seaweed: SeaweedServer, tmp_path: Path
+) -> None:
+    writer = seaweed.bucket(WRITER, prefix="admission")
+    clock = Clock()
+    link = BucketLink(stack.ops.admission, writer, drain_s=5.0, request_poll_s=0.0, clock=clock)
+    state_key = writer.url.key(contract.MODEL_NAME, "admission.json")
+
+    def served_config() -> str:
+        return (writer.get(writer.url.key("models.config")) or b"").decode()
+
+    assert link.publish() == [f"{contract.MODEL_NAME}/admission.json", "models.config"]  # config last
+    assert "specific { versions: 1 }" in served_config() and link.publish() == []
+    _stage(stack, 2)
+    _cycle(stack)
+    _stage(stack, 3, calibration_of_another_model)
+    _cycle(stack)
+    link.publish()
+    # Replicas are told exactly the served versions; the refused one is named, with its reason, only
+    # in the state.
+    assert "specific { versions: 1 versions: 2 }" in served_config() and "3" not in served_config()
+    pushed = AdmissionState.from_json((writer.get(state_key) or b"").decode())
+    assert pushed.served == (2, 1) and pushed.decisions[3].code == "calibration_mismatch"
+    ops = ClusterOps(writer, answer_timeout_s=0.0)
+    for refused in (lambda: ops.pin(3), lambda: ops.label("stable", 3), lambda: ops.pin(9)):
+        with pytest.raises(ClusterOpsError, match=r"refused by admission|not been admitted"):
+            refused()
+    assert writer.get(writer.url.key(contract.MODEL_NAME, REQUEST_FILE)) is None  # nothing left to do
+
+    # A request left by ops is carried out through admission and answered in the state; the config
+    # that takes version 2 out of service follows the state only after the drain.
+    writer.put(
+        writer.url.key(contract.MODEL_NAME, REQUEST_FILE), OpsRequest("r1", "pin", version=1).to_json()
+    )
+    outcome = link.take_request()
+    assert outcome is not None and outcome.ok and outcome.version == 1
+    assert link.take_request() is None  # answered once
+    assert link.publish() == [f"{contract.MODEL_NAME}/admission.json"]
+    assert "versions: 2" in served_config()
+    clock.now += 5.0
+    assert link.publish() == ["models.config"]
+    assert "specific { versions: 1 }" in served_config()
+    pushed = AdmissionState.from_json((writer.get(state_key) or b"").decode())
+    assert pushed.served == (1,) and pushed.request is not None and pushed.request.id == "r1"
+    # One admission may not do what it refuses locally: a label on a version it no longer serves.
+    writer.put(
+        writer.url.key(contract.MODEL_NAME, REQUEST_FILE),
+        OpsRequest("r2", "label", version=2, label="stable").to_json(),
+    )
+    outcome = link.take_request()
+    assert outcome is not None and not outcome.ok and "not served" in outcome.message
+
+    # A new pod starts from what the bucket holds: the served config and the state (pin, last answer).
+    mirrored = tmp_path / "bucket-config"
+    (mirrored / contract.MODEL_NAME).mkdir(parents=True)
+    (mirrored / "models.config").write_text(served_config())
+    (mirrored / contract.MODEL_NAME / "admission.json").write_bytes(writer.get(state_key) or b"")
+    fresh = tmp_path / "fresh"
+    written = seed(fresh / "models.config", fresh, mirrored)
+    assert written == [fresh / "models.config", fresh / contract.MODEL_NAME / "admission.json"]
+    seeded = read_state(fresh / contract.MODEL_NAME / "admission.json")
+    assert seeded is not None and seeded.pinned == 1 and seeded.request is not None
+    assert seed(fresh / "models.config", fresh, mirrored) == []  # its own files are never replaced

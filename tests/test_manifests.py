@@ -213,3 +213,37 @@ def test_error_backend_answers_in_shines_shape(tmp_path: Path) -> None:
         assert len(metrics.json()["error"]["request_id"]) == 32
     finally:
         nginx.stop()
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_admission_runs_the_real_cli_in_cluster_mode(overlay: str, tmp_path: Path) -> None:
+    """Admission's pod: every command line and probe is one the real CLIs accept, admission decides for
+    the bucket against its own model server (on localhost, which the NetworkPolicy leaves closed to
+    others) and starts, as a native sidecar, before that server reads the config it takes."""
+    from serving import sync
+    from serving.admission import __main__ as admission_cli
+
+    spec = _one(_rendered(overlay), "Deployment", "admission")["spec"]["template"]["spec"]
+    sync_container, admission = spec["initContainers"]
+    assert admission["restartPolicy"] == "Always"
+    command = admission["command"]
+    assert command[:3] == ["python", "-m", "serving.admission"]
+    assert {
+        "--address=127.0.0.1:8500",
+        "--bucket=$(SHINE_BUCKET_URL)",
+        "--bucket-config=/bucket-config",
+    } <= set(command)
+    assert "--all-versions" in sync_container["command"] and "/bucket-config" in sync_container["command"]
+    server = spec["containers"][0]
+    assert server["image"].startswith("tensorflow/serving:")
+    assert "--model_config_file=/models/models.config" in server["args"]
+    # Each command parses: given --check, each CLI answers for a folder without a pass or heartbeat (1),
+    # where an unknown flag would end in a usage error (2).
+    assert admission_cli.main([*command[3:], "--check", str(tmp_path)]) == 1
+    assert sync.main([*sync_container["command"][3:], "--check", str(tmp_path)]) == 1
+    for container, main in ((admission, admission_cli.main), (sync_container, sync.main)):
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            probe_command = container[probe]["exec"]["command"]
+            assert probe_command[:3] == container["command"][:3]
+            args = [a.replace("/models", str(tmp_path)) for a in probe_command[3:]]
+            assert main(args) == 1, (container["name"], probe)

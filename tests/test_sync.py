@@ -26,7 +26,16 @@ __all__ = ["seaweed"]  # the fixture, used by name
 
 MODEL = "skin_analyzer"
 SOURCE = MODEL_REPO / MODEL / "6"
-CONFIG = (ROOT / "serving" / "models.config").read_bytes()  # latest two versions
+# The latest two complete versions (a cluster's config before admission has decided anything).
+CONFIG = b"""model_config_list {
+  config {
+    name: "skin_analyzer"
+    base_path: "/models/skin_analyzer"
+    model_platform: "tensorflow"
+    model_version_policy { latest { num_versions: 2 } }
+  }
+}
+"""
 
 require_weed()
 

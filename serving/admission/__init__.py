@@ -2,6 +2,7 @@
 
 `state` is the plain file admission publishes its decisions in (read by the orchestrator), `checks` the
 checks a version folder must pass, `admitter` the decisions and the config they become, `control` the
-model server's gRPC ModelService and PredictionService as admission drives them. Run as its own process:
+model server's gRPC ModelService and PredictionService as admission drives them, `bucket` its link to a
+cluster's bucket (decisions pushed as the served config, ops requests taken). Run as its own process:
 `python -m serving.admission`.
 """

@@ -40,6 +40,7 @@ from serving.admission.control import ModelServerControl, ReloadRefused
 from serving.admission.state import (
     AdmissionState,
     Decision,
+    RequestOutcome,
     now_unix,
     read_state,
     state_path,
@@ -121,6 +122,8 @@ class Admission:
         self._seen: dict[int, tuple[str, float]] = {}  # version -> (listing, since when unchanged)
         self._listings: dict[int, str] = {}  # version -> its listing when it was decided on
         self._fresh = True  # the first cycle decides every folder again
+        # Called after each new state is written (a cluster's link to the bucket pushes it).
+        self.on_state: Callable[[], None] | None = None
 
     # -- the config -------------------------------------------------------------------------------
 
@@ -356,6 +359,8 @@ class Admission:
         new = replace(state, served=target, labels=labels, updated_unix=now_unix())
         if previous is None or _published(previous) != _published(new):
             write_state(self.state_file, new)
+            if self.on_state is not None:
+                self.on_state()  # a cluster's replicas are told too, before the drain below
         configured = self.configured()
         if not target:
             return new  # nothing passed: leave the server as it is (routers serve nothing from it)
@@ -414,6 +419,13 @@ class Admission:
             state = self.state()
             return self._serve(replace(state, labels={k: v for k, v in state.labels.items() if k != label}))
 
+    def record(self, outcome: RequestOutcome) -> AdmissionState:
+        """Write how an ops request taken from the bucket was answered into the state."""
+        with self.locked():
+            state = replace(self.state(), request=outcome, updated_unix=now_unix())
+            write_state(self.state_file, state)
+            return state
+
     def _require_admitted(self, state: AdmissionState, version: int) -> None:
         decision = state.decisions.get(version)
         if decision is None:
@@ -432,4 +444,5 @@ def _published(state: AdmissionState) -> tuple[object, ...]:
             (d.version, d.verdict, d.code, d.reason, d.fingerprint)
             for _, d in sorted(state.decisions.items())
         ),
+        state.request,
     )

@@ -45,6 +45,17 @@ class Decision:
 
 
 @dataclass(frozen=True)
+class RequestOutcome:
+    """How admission answered the last ops request it took from the bucket (`serving.ops --bucket`):
+    `ok` with what it did, or the reason it refused; `version` the version a rollback went to."""
+
+    id: str
+    ok: bool
+    message: str
+    version: int | None = None
+
+
+@dataclass(frozen=True)
 class AdmissionState:
     """What admission decided for one model: `served` (newest first) are the versions requests may go to,
     `pinned` the version ops pinned (None: the newest admitted one and one to roll back to)."""
@@ -55,6 +66,7 @@ class AdmissionState:
     labels: dict[str, int] = field(default_factory=dict)
     decisions: dict[int, Decision] = field(default_factory=dict)
     updated_unix: float = 0.0
+    request: RequestOutcome | None = None
 
     def admitted(self) -> list[int]:
         """Versions that passed, oldest first."""
@@ -82,6 +94,13 @@ class AdmissionState:
             ],
             "updated_unix": round(self.updated_unix, 3),
         }
+        if self.request is not None:
+            body["request"] = {
+                "id": self.request.id,
+                "ok": self.request.ok,
+                "message": self.request.message,
+                "version": self.request.version,
+            }
         return json.dumps(body, indent=2) + "\n"
 
     @classmethod
@@ -105,6 +124,7 @@ class AdmissionState:
                 )
                 decisions[decision.version] = decision
             pinned = body.get("pinned")
+            request = body.get("request")
             return cls(
                 model_name=str(body["model"]),
                 served=tuple(int(v) for v in body["served"]),
@@ -112,6 +132,14 @@ class AdmissionState:
                 labels={str(k): int(v) for k, v in body.get("labels", {}).items()},
                 decisions=decisions,
                 updated_unix=float(body.get("updated_unix", 0.0)),
+                request=None
+                if request is None
+                else RequestOutcome(
+                    str(request["id"]),
+                    bool(request["ok"]),
+                    str(request["message"]),
+                    None if request.get("version") is None else int(request["version"]),
+                ),
             )
         except StateError:
             raise

@@ -120,7 +120,13 @@ def test_reload_config_request_round_trip() -> None:
     assert theirs.SerializeToString(deterministic=True) == raw
     config = theirs.config.model_config_list.config[0]
     assert config.name == contract.MODEL_NAME
-    assert config.model_version_policy.latest.num_versions == 2
+    # Admission serves an explicit set: the committed config names the published versions.
+    published = sorted(
+        int(p.name)
+        for p in (Path(__file__).parent.parent / "model_repo" / config.name).iterdir()
+        if p.name.isdigit()
+    )
+    assert list(config.model_version_policy.specific.versions) == published
     assert dict(config.version_labels) == {"stable": 1}
 
 

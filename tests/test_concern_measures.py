@@ -21,6 +21,7 @@ from orchestrator.face.patches import (
     PatchCutter,
     zone_outline,
 )
+from orchestrator.face.scale import ScaleReader
 from orchestrator.face.stage import FaceGeometry, Geometry
 
 PORTRAIT = "congress_C000984.jpg"  # about 1.9 px/mm
@@ -29,7 +30,7 @@ LARGE = "sn_woman_portrait.jpg"  # about 7 px/mm
 
 @pytest.fixture(scope="module")
 def geometry() -> FaceGeometry:
-    return FaceGeometry()
+    return FaceGeometry(scale=ScaleReader())
 
 
 def _rgb(path: Path) -> NDArray[np.uint8]:

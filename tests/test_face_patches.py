@@ -20,6 +20,7 @@ from orchestrator.face.patches import (
     zone_outline,
 )
 from orchestrator.face.regions import LEFT_EYE, RIGHT_EYE
+from orchestrator.face.scale import ScaleReader
 from orchestrator.face.stage import FaceGeometry, Geometry
 
 PORTRAIT = "congress_C000984.jpg"  # 450x550, about 1.9 px/mm
@@ -28,7 +29,7 @@ LARGE = "sn_woman_portrait.jpg"  # about 7 px/mm
 
 @pytest.fixture(scope="module")
 def geometry() -> FaceGeometry:
-    return FaceGeometry()
+    return FaceGeometry(scale=ScaleReader())
 
 
 def _rgb(path: Path, factor: float = 1.0) -> NDArray[np.uint8]:

@@ -105,7 +105,7 @@ def test_an_eye_too_small_for_the_iris_model_falls_back_to_the_eye_distance(
 
 
 def test_face_stage_carries_the_scale_and_landmarks(faces_dir: Path) -> None:
-    geometry = FaceGeometry().analyse(_rgb(faces_dir / PORTRAITS[1]))
+    geometry = FaceGeometry(scale=ScaleReader()).analyse(_rgb(faces_dir / PORTRAITS[1]))
     assert geometry.scale is not None and geometry.scale.source == "iris"
     assert geometry.points is not None and geometry.points.shape == (468, 3)
     # A face about 140 mm wide: the landmark width over px/mm lands within a plausible span.

@@ -24,6 +24,7 @@ from export.concerns import measures
 from orchestrator.decode.images import decode_image
 from orchestrator.errors import NoFaceFound
 from orchestrator.face.patches import NEEDED_SCALES, WRINKLE_ZONES, PatchCutter, PatchUnavailable
+from orchestrator.face.scale import ScaleReader
 from orchestrator.face.stage import FaceGeometry
 from orchestrator.settings import Settings
 
@@ -188,7 +189,7 @@ class ZoneReader:
         self, cache: Path, geometry: FaceGeometry | None = None, settings: Settings | None = None
     ) -> None:
         self.cache = cache
-        self.geometry = geometry or FaceGeometry()
+        self.geometry = geometry or FaceGeometry(scale=ScaleReader())
         self.cutter = PatchCutter()
         self.settings = settings or Settings()
 

@@ -46,7 +46,6 @@ from serving.config import (
 )
 from serving.repository import inside_repository, versions_on_disk
 from serving.servables import (
-    AVAILABLE,
     DEFAULT_DRAIN_TIMEOUT_S,
     DEFAULT_REQUEST_TIMEOUT_S,
     ServedModel,
@@ -398,14 +397,6 @@ def main(argv: list[str] | None = None) -> None:
     logger.info("shutting down: finishing in-flight requests")
     server.stop(grace=5).wait()
     manager.stop()
-
-
-def available(manager: ModelManager, name: str) -> bool:
-    """True once some version of `name` is AVAILABLE (used by tests and the benchmark)."""
-    try:
-        return any(s.state == AVAILABLE for s in manager.model(name).statuses())
-    except ServingError:
-        return False
 
 
 if __name__ == "__main__":

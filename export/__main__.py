@@ -1,13 +1,14 @@
 """Export command line: build, calibrate, validate and publish a model version; train and evaluate acne.
 
 python -m export publish [--acne-head redness|detector] [--version N]   # next version by default
+python -m export publish --detector-version model_repo/skin_analyzer/6   # keep version 6's detector
 python -m export publish --to s3://BUCKET/PREFIX [--source model_repo/skin_analyzer/6] [--version N]
 python -m export validate model_repo/skin_analyzer/2
 python -m export train-acne [--minutes 50]       # ACNE04 detector -> build/acne/
 python -m export evaluate-acne                   # held-out report -> reports/acne04_eval.*
 python -m export scene-model [--out PATH]        # the orchestrator's scene classifier (TFLite)
 python -m export concerns-eval                   # concern design on data/ages' training part -> reports/
-python -m export concerns-validate               # held-out data/ages figures -> reports/concerns_validation.*
+python -m export concerns-report [--versions 6 7] # service-path figures of both -> reports/concerns_eval.*
 """
 
 from __future__ import annotations
@@ -25,13 +26,16 @@ import tensorflow as tf
 
 from export.calibrate import collect_faces, fit_calibration, image_files, run_model, write_calibration
 from export.card import write_model_card
+from export.concerns.calibrate import fit_zone_calibration
 from export.model import DetectorHead, SkinModel
 from export.publish import next_version, publish_to_bucket, publish_version
 from export.savedmodel import write_saved_model, write_warmup
 from export.validate import InvalidVersion, validate_version
+from orchestrator.face.scale import ScaleReader
 from orchestrator.face.scene import SceneCheck
 from orchestrator.face.stage import FaceGeometry
 from orchestrator.predict.prediction import batch_signals
+from orchestrator.scoring.zones import Design
 from orchestrator.settings import Settings
 from serving import contract
 
@@ -49,24 +53,51 @@ def _publish(args: argparse.Namespace) -> int:
         print(f"publishing needs the data folder (faces/, acne04/) at {data}", file=sys.stderr)
         return 2
     head = None
-    if args.acne_head == "detector":
+    if args.acne_head == "detector" and args.detector_version is not None:
+        head = DetectorHead.from_version(args.detector_version, args.detector_network)
+    elif args.acne_head == "detector":
         if not (args.detector_dir / "detector.weights.h5").is_file():
             print(
                 f"no trained detector in {args.detector_dir}: run `make train-acne` first, "
-                "or publish with --acne-head redness",
+                "keep a published version's with --detector-version, or publish with --acne-head redness",
                 file=sys.stderr,
             )
             return 2
         # No mirrored pass: it doubles the detector's time and the one-face budget is 35 ms.
         head = DetectorHead.from_dir(args.detector_dir)
-    model = SkinModel(head)
+    if not args.concern_design.is_file():
+        print(
+            f"no concern design at {args.concern_design}: run `python -m export concerns-eval`",
+            file=sys.stderr,
+        )
+        return 2
+    design = Design.from_json(json.loads(args.concern_design.read_text())["design"])
+    model = SkinModel(head, wrinkle_response=design.wrinkle_response)
+
+    def serve(
+        faces: np.ndarray,
+        masks: np.ndarray,
+        patches: np.ndarray | None = None,
+        skin: np.ndarray | None = None,
+    ) -> dict[str, np.ndarray]:
+        if patches is None or skin is None:
+            # The aligned-face outputs do not read the patch slots: empty ones stand in.
+            size = contract.PATCH_SIZE_PX
+            patches = np.zeros((len(faces), len(contract.PATCH_SLOTS), size, size, 3), np.uint8)
+            skin = np.zeros(patches.shape[:4], np.uint8)
+        tensors = model.serve(*(tf.constant(a) for a in (faces, masks, patches, skin)))
+        return {name: tensor.numpy() for name, tensor in tensors.items()}
 
     def run(faces: np.ndarray, masks: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        out = {
-            name: tensor.numpy()
-            for name, tensor in model.serve(tf.constant(faces), tf.constant(masks)).items()
-        }
+        out = serve(faces, masks)
         return batch_signals(out), out[contract.ACNE_PEAKS.name]
+
+    def serve_zones(
+        faces: np.ndarray, masks: np.ndarray, patches: np.ndarray, skin: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        out = serve(faces, masks, patches, skin)
+        prefix = contract.ZONE_PREFIX
+        return {name[len(prefix) :]: value for name, value in out.items() if name.startswith(prefix)}
 
     settings = Settings()
     geometry = FaceGeometry(scene=SceneCheck(settings.scene_model_path))
@@ -79,6 +110,10 @@ def _publish(args: argparse.Namespace) -> int:
     base = args.model_repo / contract.MODEL_NAME
     version = args.version or next_version(base)
     calibration, summary = fit_calibration(reference, acne_valid)
+    zone_geometry = FaceGeometry(scene=SceneCheck(settings.scene_model_path), scale=ScaleReader())
+    zone_calibration, zone_summary = fit_zone_calibration(data, design, serve_zones, zone_geometry, settings)
+    calibration.update(zone_calibration)
+    summary.update(zone_summary)
     logger.info("calibration fitted in %.0f s: %s", time.monotonic() - started, summary)
     facts: dict[str, object] = {"calibration": summary}
     if head is not None and args.acne_report.is_file():
@@ -160,8 +195,20 @@ def main(argv: list[str] | None = None) -> int:
     publish = commands.add_parser("publish", help="build, calibrate, validate and publish a version")
     publish.add_argument("--acne-head", choices=("redness", "detector"), default="detector")
     publish.add_argument("--detector-dir", type=Path, default=ROOT / "build" / "acne")
+    publish.add_argument(
+        "--detector-version", type=Path, help="keep the detector of this published version folder unchanged"
+    )
+    publish.add_argument(
+        "--detector-network", choices=("plain", "lite"), default="lite", help="with --detector-version"
+    )
     publish.add_argument("--acne-report", type=Path, default=ROOT / "reports" / "acne04_eval.json")
     publish.add_argument("--version", type=int, default=None)
+    publish.add_argument(
+        "--concern-design",
+        type=Path,
+        default=ROOT / "reports" / "concerns_design.json",
+        help="the design run's choice (python -m export concerns-eval)",
+    )
     publish.add_argument("--data", type=Path, default=DEFAULT_DATA)
     publish.add_argument("--model-repo", type=Path, default=ROOT / "model_repo")
     publish.add_argument(
@@ -191,10 +238,12 @@ def main(argv: list[str] | None = None) -> int:
         "concerns-eval", help="choose and fit the concern measures on data/ages' training part and data/faces"
     )
     concerns.add_arguments(concerns_eval, DEFAULT_DATA, ROOT)
-    concerns_validate = commands.add_parser(
-        "concerns-validate", help="the held-out data/ages figures of the concern measures"
+    from export.concerns import served
+
+    concerns_report = commands.add_parser(
+        "concerns-report", help="the concern figures along the service's path, a version beside the previous"
     )
-    concerns.add_arguments(concerns_validate, DEFAULT_DATA, ROOT)
+    served.add_arguments(concerns_report, DEFAULT_DATA, ROOT)
     args, rest = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.command == "train-acne":
@@ -212,13 +261,17 @@ def main(argv: list[str] | None = None) -> int:
             scene.write_scene_model(args.out)
         print(f"scene classifier: {args.out}")
         return 0
-    if args.command in ("concerns-eval", "concerns-validate"):
+    if args.command == "concerns-eval":
         if rest:
             parser.error(f"unrecognised arguments: {' '.join(rest)}")
-        run = concerns.design if args.command == "concerns-eval" else concerns.validate
-        run(args.data, args.cache, args.out, args.bootstrap, args.seed)
-        name = "concerns_design" if args.command == "concerns-eval" else "concerns_validation"
-        print(f"report: {args.out / (name + '.md')}")
+        concerns.design(args.data, args.cache, args.out, args.bootstrap, args.seed)
+        print(f"report: {args.out / 'concerns_design.md'}")
+        return 0
+    if args.command == "concerns-report":
+        if rest:
+            parser.error(f"unrecognised arguments: {' '.join(rest)}")
+        served.run(args.data, args.model_repo, args.versions, args.out, args.bootstrap, args.seed, args.note)
+        print(f"report: {args.out / 'concerns_eval.md'}")
         return 0
     if rest:
         parser.error(f"unrecognised arguments: {' '.join(rest)}")

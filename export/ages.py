@@ -6,7 +6,7 @@ measured: each person's key is SHA-256 of "shine-ages:" + id (first 8 hex digits
 within each band of AGE_BANDS the people are ordered by key and the first round(VALIDATION_SHARE x n)
 are held out. Without the bands a plain key threshold held out only 3 of the 24 people under 45, too few
 for the under-45 target. Nothing may be chosen on the validation part; only
-`python -m export concerns-validate` reads it.
+`python -m export concerns-report` reads it.
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from orchestrator.face.patches import NEEDED_SCALES
 from serving import contract
-from serving.concerns import registry
+from serving.concerns import Concern, registry
 
 # What the card says of what is not a concern record (serving/concerns.py holds each concern's own words).
 OTHER_MEASURES: dict[str, tuple[str, str]] = {
@@ -27,6 +28,10 @@ def write_model_card(
 ) -> None:
     """Write model_card.json and model_card.md into the version's assets.extra/: `version` is the number
     it is published under, `model_fingerprint` (serving.fingerprint) the model it describes."""
+    scaled = "zone_design" in facts.get("calibration", {})
+    inputs = (*contract.INPUTS, *contract.PATCH_INPUTS) if scaled else contract.INPUTS
+    zone_output = contract.ZONE_PREFIX
+    outputs = tuple(s for s in contract.outputs() if scaled or not s.name.startswith(zone_output))
     card = {
         "model": contract.MODEL_NAME,
         "version": version,
@@ -36,10 +41,8 @@ def write_model_card(
         "signature": {
             "name": contract.SIGNATURE_NAME,
             "contract": contract.CONTRACT_VERSION,
-            "inputs": [{"name": s.name, "dtype": s.dtype, "shape": list(s.shape)} for s in contract.INPUTS],
-            "outputs": [
-                {"name": s.name, "dtype": s.dtype, "shape": list(s.shape)} for s in contract.outputs()
-            ],
+            "inputs": [{"name": s.name, "dtype": s.dtype, "shape": list(s.shape)} for s in inputs],
+            "outputs": [{"name": s.name, "dtype": s.dtype, "shape": list(s.shape)} for s in outputs],
             "regions": list(contract.REGION_NAMES),
             "mask_labels": ["not_skin", *contract.LABEL_NAMES],
             "signals": list(contract.signal_names()),
@@ -57,7 +60,7 @@ def write_model_card(
             "0.1.0, Apache-2.0) before they are read as a profile or a skin close-up."
         ),
         "measures": {
-            **{c.name: {"what": c.measures, "limits": c.limits} for c in registry()},
+            **{c.name: _measure(c, scaled) for c in registry()},
             **{name: {"what": what, "limits": limits} for name, (what, limits) in OTHER_MEASURES.items()},
         },
         **facts,
@@ -65,6 +68,20 @@ def write_model_card(
     path.mkdir(parents=True, exist_ok=True)
     (path / contract.MODEL_CARD_JSON).write_text(json.dumps(card, indent=2, sort_keys=False) + "\n")
     (path / contract.MODEL_CARD_FILE).write_text(_markdown(card))
+
+
+def _measure(record: Concern, scaled: bool) -> dict[str, Any]:
+    """What the card says of one concern; read on fixed-scale patches, with its scale and why."""
+    if not scaled or record.name not in NEEDED_SCALES:
+        return {"what": record.measures, "limits": record.limits}
+    need = NEEDED_SCALES[record.name]
+    return {
+        "what": record.scaled_measures,
+        "limits": record.scaled_limits,
+        "px_per_mm": need.px_per_mm,
+        "zones": list(need.zones),
+        "why_this_scale": need.why,
+    }
 
 
 def _markdown(card: dict[str, Any]) -> str:
@@ -90,6 +107,23 @@ def _markdown(card: dict[str, Any]) -> str:
         "| --- | --- | --- |",
     ]
     lines += [f"| {name} | {m['what']} | {m['limits']} |" for name, m in card["measures"].items()]
+    scaled = {name: m for name, m in card["measures"].items() if "px_per_mm" in m}
+    if scaled:
+        lines += [
+            "",
+            "## The scale each concern is read at",
+            "",
+            "Patches are cut from the photo's own pixels at a fixed number of pixels per millimetre (the "
+            "iris, 11.7 mm across, gives the face's scale). Below that scale a concern is not scored, and "
+            "the answer says why (`photo_too_small`).",
+            "",
+            "| concern | px/mm | zones | why |",
+            "| --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {name} | {m['px_per_mm']:g} | {', '.join(m['zones'])} | {m['why_this_scale']} |"
+            for name, m in scaled.items()
+        ]
     lines += ["", "## Calibration", ""]
     lines += [f"* {key}: {value}" for key, value in card.get("calibration", {}).items()]
     if card.get("acne_evaluation"):
@@ -103,6 +137,16 @@ def _markdown(card: dict[str, Any]) -> str:
         "of its raw value among this version's reference faces (see Calibration), so it compares a face "
         "with those faces, not with a clinical scale. Acne's score is 100 x (1 - expected grade / 3) "
         "under the grade model.",
+        "",
+        *(
+            [
+                "A concern read at a fixed scale is scored against adults of every age (zone_reference "
+                "above): severe is below 10 (the worst tenth of those adults), moderate below 25, mild "
+                "below 50, none from 50."
+            ]
+            if scaled
+            else []
+        ),
         "",
     ]
     return "\n".join(lines)

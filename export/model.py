@@ -18,6 +18,7 @@ import keras
 import tensorflow as tf
 
 from export.acne.network import OUTPUT_STRIDE, build_detector, decode_peaks, heatmap_probabilities
+from export.concerns.measures import zone_measures
 from export.measures import measure_faces
 from serving import contract
 
@@ -46,6 +47,12 @@ class DetectorHead:
             context=bool(params.get("context", False)),
         )
 
+    @classmethod
+    def from_version(cls, folder: Path, network: str, width: int = 24, context: bool = False) -> DetectorHead:
+        """The head a published version serves (its SavedModel's variables), for a new version that keeps
+        its detector unchanged; the network must be the one that version was built with."""
+        return cls(weights=folder / "variables" / "variables", network=network, width=width, context=context)
+
     def build(self) -> keras.Model:
         """The served (batch-norm folded) network with its weights loaded."""
         if self.network == "lite":
@@ -54,12 +61,17 @@ class DetectorHead:
             model = build_lite_detector(batch_norm=False)
         else:
             model = build_detector(width=self.width, context=self.context)
-        model.load_weights(str(self.weights))
+        if self.weights.name == "variables":
+            # A published version's checkpoint: SkinModel tracks the network as "detector".
+            tf.train.Checkpoint(detector=model).read(str(self.weights)).assert_existing_objects_matched()
+        else:
+            model.load_weights(str(self.weights))
         return model
 
 
-def input_signature() -> list[tf.TensorSpec]:
-    return [tf.TensorSpec(spec.shape, tf.as_dtype(spec.dtype), name=spec.name) for spec in contract.INPUTS]
+def input_signature(patches: bool = True) -> list[tf.TensorSpec]:
+    specs = (*contract.INPUTS, *contract.PATCH_INPUTS) if patches else contract.INPUTS
+    return [tf.TensorSpec(spec.shape, tf.as_dtype(spec.dtype), name=spec.name) for spec in specs]
 
 
 def skin_cells(mask: tf.Tensor) -> tf.Tensor:
@@ -77,13 +89,30 @@ def skin_cells(mask: tf.Tensor) -> tf.Tensor:
 
 
 class SkinModel(tf.Module):
-    """Aligned faces and masks in, the contract's outputs out; every output row depends on its own face."""
+    """Aligned faces and masks in, the contract's outputs out; every output row depends on its own face.
 
-    def __init__(self, head: DetectorHead | None = None) -> None:
+    With a `wrinkle_response` (the design run's choice, reports/concerns_design.json) it is a contract-4
+    model: the fixed-scale patch slots come in too and the zone measures go out; without one, contract 3
+    (the aligned face alone)."""
+
+    def __init__(self, head: DetectorHead | None = None, wrinkle_response: str | None = None) -> None:
         super().__init__(name="skin_model")
         self.head = head
         self.detector: keras.Model | None = head.build() if head is not None else None
-        self.serve = tf.function(self._serve, input_signature=input_signature())
+        self.wrinkle_response = wrinkle_response
+        if wrinkle_response is None:
+            self.serve = tf.function(self._serve, input_signature=input_signature(patches=False))
+        else:
+            self.serve = tf.function(self._serve_patches, input_signature=input_signature())
+
+    def _serve_patches(
+        self, face: tf.Tensor, mask: tf.Tensor, patches: tf.Tensor, patch_skin: tf.Tensor
+    ) -> dict[str, tf.Tensor]:
+        outputs = self._serve(face, mask)
+        assert self.wrinkle_response is not None
+        for name, values in zone_measures(patches, patch_skin, self.wrinkle_response).items():
+            outputs[contract.ZONE_PREFIX + name] = tf.ensure_shape(values, [None, len(contract.PATCH_SLOTS)])
+        return outputs
 
     def _serve(self, face: tf.Tensor, mask: tf.Tensor) -> dict[str, tf.Tensor]:
         signals, redness = measure_faces(face, mask, contract.MAX_LESIONS)
@@ -102,6 +131,12 @@ class SkinModel(tf.Module):
         return outputs
 
     def describe(self) -> str:
+        zones = (
+            ""
+            if self.wrinkle_response is None
+            else f"; zone measures at fixed scales (lines: {self.wrinkle_response})"
+        )
         if self.head is None:
-            return "fixed filters; acne head: redness peaks (difference of Gaussians on CIELAB a*)"
-        return f"fixed filters; acne head: ACNE04 detector ({self.head.network}, {self.head.weights.name})"
+            return f"fixed filters; acne head: redness peaks (difference of Gaussians on CIELAB a*){zones}"
+        detector = f"ACNE04 detector ({self.head.network}, {self.head.weights.name})"
+        return f"fixed filters; acne head: {detector}{zones}"

@@ -51,8 +51,22 @@ def synthetic_faces(faces: int, seed: int = 0) -> tuple[NDArray[np.uint8], NDArr
     return images, masks
 
 
-def write_warmup(path: Path) -> int:
-    """Write assets.extra/tf_serving_warmup_requests at version folder `path`; returns the record count."""
+def synthetic_slots(faces: NDArray[np.uint8]) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
+    """Patch slots for synthetic faces (contract 4): each slot a square of its face, shifted per slot,
+    with an elliptic skin mask, for warmup and validation only."""
+    size, count = contract.PATCH_SIZE_PX, len(contract.PATCH_SLOTS)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    skin = (((xx - 0.5) / 0.45) ** 2 + ((yy - 0.5) / 0.35) ** 2 <= 1.0).astype(np.uint8)
+    patches = np.empty((len(faces), count, size, size, 3), dtype=np.uint8)
+    for slot in range(count):
+        offset = (slot * 7) % (contract.FACE_SIZE_PX - size)
+        patches[:, slot] = faces[:, offset : offset + size, offset : offset + size]
+    return patches, np.broadcast_to(skin, (len(faces), count, size, size)).copy()
+
+
+def write_warmup(path: Path, patches: bool = True) -> int:
+    """Write assets.extra/tf_serving_warmup_requests at version folder `path` (with patch slots for a
+    contract-4 model); returns the record count."""
     target = path / "assets.extra" / contract.WARMUP_FILE
     target.parent.mkdir(parents=True, exist_ok=True)
     with tf.io.TFRecordWriter(str(target)) as writer:
@@ -64,5 +78,9 @@ def write_warmup(path: Path) -> int:
             images, masks = synthetic_faces(faces, seed=faces)
             fill_tensor_proto(request.inputs["face"], images)
             fill_tensor_proto(request.inputs["mask"], masks)
+            if patches:
+                slots, skin = synthetic_slots(images)
+                fill_tensor_proto(request.inputs["patches"], slots)
+                fill_tensor_proto(request.inputs["patch_skin"], skin)
             writer.write(log.SerializeToString())
     return len(WARMUP_FACES)

@@ -151,14 +151,15 @@ def check_behaviour(path: Path, report: ValidationReport) -> None:
     """Run the warmup requests and edits of them: finite outputs in range, row independence, and every
     signal column varies (a column that never moves is a head that measures nothing)."""
     serve = tf.saved_model.load(str(path)).signatures[contract.SIGNATURE_NAME]
+    wanted = [name for name in serve.structured_input_signature[1]]
     records = path / "assets.extra" / contract.WARMUP_FILE
     batches = []
     for raw in tf.data.TFRecordDataset(str(records)):
         log = prediction_log_pb2.PredictionLog.FromString(raw.numpy())
         inputs = log.predict_log.request.inputs
-        batches.append({name: make_ndarray(inputs[name]) for name in contract.INPUT_NAMES if name in inputs})
+        batches.append({name: make_ndarray(inputs[name]) for name in wanted if name in inputs})
     if not report.check(
-        bool(batches) and all(len(b) == len(contract.INPUT_NAMES) for b in batches),
+        bool(batches) and all(len(b) == len(wanted) for b in batches),
         "warmup records readable",
         "no warmup records, or records without every input",
     ):
@@ -170,6 +171,9 @@ def check_behaviour(path: Path, report: ValidationReport) -> None:
         "face": np.concatenate([largest["face"], edits]),
         "mask": np.concatenate([largest["mask"], np.repeat(largest["mask"], per_face, axis=0)]),
     }
+    # Patch slots (contract 4) go with their face, unchanged by the face's edits.
+    for name in (spec.name for spec in contract.PATCH_INPUTS if spec.name in largest):
+        inputs[name] = np.concatenate([largest[name], np.repeat(largest[name], per_face, axis=0)])
     outputs = {k: v.numpy() for k, v in serve(**{n: tf.constant(a) for n, a in inputs.items()}).items()}
     signals, peaks = batch_signals(outputs), outputs[contract.ACNE_PEAKS.name]
     report.check(
@@ -180,6 +184,14 @@ def check_behaviour(path: Path, report: ValidationReport) -> None:
     report.check(
         bool(np.all((peaks >= 0.0) & (peaks <= 1.0))), "acne_peaks within [0, 1]", "acne_peaks outside [0, 1]"
     )
+    zone_outputs = [v for k, v in outputs.items() if k.startswith(contract.ZONE_PREFIX)]
+    if zone_outputs:
+        report.check(
+            all(np.all(np.isfinite(v)) for v in zone_outputs)
+            and any(float(np.ptp(v)) > 0 for v in zone_outputs),
+            "zone measures finite and varying",
+            "zone measures hold NaN or inf, or never vary",
+        )
     faces = len(inputs["face"])
     constant = constant_signals(signals)
     report.check(

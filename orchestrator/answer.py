@@ -14,7 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator.notices import REGION_REASON_TABLE, VIEW_TABLE, WARNING_TABLE
+from orchestrator.face.scale import SOURCES as SCALE_SOURCES
+from orchestrator.notices import CONCERN_REASON_TABLE, REGION_REASON_TABLE, VIEW_TABLE, WARNING_TABLE
 from serving import contract
 from serving.concerns import Concern, registry
 
@@ -108,6 +109,14 @@ class Quality(Part):
     exposure: Exposure
     tilt_deg: float | None
     pose: Pose | None
+    px_per_mm: float | None = Field(
+        default=None,
+        description="photo pixels per millimetre on the face (from the iris, 11.7 mm across; else the "
+        "distance between the pupils, 63 mm), as analysed; null where it could not be read",
+    )
+    scale_source: str | None = Field(
+        default=None, json_schema_extra=lambda s: s.update(enum=[*SCALE_SOURCES, None])
+    )
     warnings: list[str] = Field(json_schema_extra=lambda s: s.update(items={"enum": list(WARNING_TABLE)}))
 
 
@@ -151,6 +160,11 @@ class ConcernScore(Part):
     reason: str | None = Field(
         default=None, description="only when the version that answered does not score this concern: why"
     )
+    reason_code: str | None = Field(
+        default=None,
+        description="with `reason`: its code",
+        json_schema_extra=lambda s: s.update(enum=[*CONCERN_REASON_TABLE, None]),
+    )
 
 
 class AcneScore(Part):
@@ -164,6 +178,11 @@ class AcneScore(Part):
     lesions: list[Lesion]
     reason: str | None = Field(
         default=None, description="only when the version that answered does not score this concern: why"
+    )
+    reason_code: str | None = Field(
+        default=None,
+        description="with `reason`: its code",
+        json_schema_extra=lambda s: s.update(enum=[*CONCERN_REASON_TABLE, None]),
     )
 
 

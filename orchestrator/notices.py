@@ -29,6 +29,18 @@ WARNING_TABLE: dict[str, str] = {
     "OVEREXPOSED": "The photo is over-exposed: avoid direct flash or sun.",
     "HEAD_TILTED": "The head is tilted to one side: hold it level.",
     "HEAD_PITCHED": "The head is tilted up or down: look straight at the camera.",
+    "PHOTO_TOO_SMALL": "Some concerns need more detail than this photo gives (see their reasons): move "
+    "closer, or send the photo at its full resolution.",
+}
+
+# Why a concern has no score (answer.concerns.<name>.reason_code; `reason` words it for this answer).
+CONCERN_REASON_TABLE: dict[str, str] = {
+    "not_measured": "the model version that answered does not measure it",
+    "not_calibrated": "the model version that answered has no reference values for it",
+    "photo_too_small": "the photo gives fewer pixels per millimetre on the face than it is read at",
+    "no_scale": "the face's size in millimetres could not be read (no iris or eye corners found)",
+    "outside_photo": "the zones it is read on are outside the photo or hidden",
+    "zones_not_skin": "too little skin could be read in its zones (hair, glasses or shadow over them)",
 }
 
 # Region reason code -> words (answer.regions.<name>.reason, null when the region was read).
@@ -43,6 +55,13 @@ REGION_REASON_TABLE: dict[str, str] = {
 def warning(code: str) -> str:
     """`code`, checked against WARNING_TABLE; raises KeyError for a warning the table lacks."""
     if code not in WARNING_TABLE:
+        raise KeyError(code)
+    return code
+
+
+def concern_reason(code: str) -> str:
+    """`code`, checked against CONCERN_REASON_TABLE; raises KeyError for a reason the table lacks."""
+    if code not in CONCERN_REASON_TABLE:
         raise KeyError(code)
     return code
 
@@ -72,5 +91,6 @@ def vocabulary() -> dict[str, Any]:
         "severities": {label: label.replace("_", " ") for label in severity_labels()},
         "warnings": dict(WARNING_TABLE),
         "region_reasons": dict(REGION_REASON_TABLE),
+        "concern_reasons": dict(CONCERN_REASON_TABLE),
         "views": dict(VIEW_TABLE),
     }

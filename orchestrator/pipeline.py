@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
@@ -31,6 +31,7 @@ from orchestrator.answer import Box as BoxInfo
 from orchestrator.decode.images import decode_image
 from orchestrator.errors import FaceTooSmall, VersionGone
 from orchestrator.face.detection import Box
+from orchestrator.face.patches import PatchCutter, Slots, cut_slots
 from orchestrator.face.quality import measure_quality
 from orchestrator.face.stage import FaceGeometry, Geometry
 from orchestrator.notices import region_reason, warning
@@ -40,7 +41,7 @@ from orchestrator.predict.routing import Route, VersionRouter
 from orchestrator.scoring.concerns import lesion_labels, usable_labels
 from orchestrator.scoring.overlay import draw_overlay
 from orchestrator.scoring.recommendations import Recommender
-from orchestrator.scoring.scorer import ScorerRegistry
+from orchestrator.scoring.scorer import PatchOutcome, ScorerRegistry
 from orchestrator.settings import Settings
 from serving import contract
 
@@ -83,6 +84,7 @@ class Pipeline:
         self.router = router
         self.scorers = scorers
         self.recommender = recommender
+        self.cutter = PatchCutter()
 
     def analyze(self, data: bytes, timer: Timer, view: str = "auto", overlay: bool = False) -> Analysis:
         """Analyse one photo; `view` is one of face.stage.VIEW_REQUESTS; `overlay` adds the answer drawn
@@ -104,14 +106,28 @@ class Pipeline:
             )
         with timer.stage("quality"):
             quality = measure_quality(geometry, face_px)
+        slots: Slots | None = None
+
+        def patches(layout: contract.Layout | None) -> Slots | None:
+            # Cut once, and only for a version that reads them (contract 4).
+            nonlocal slots
+            if slots is None and layout is not None and layout.patches:
+                slots = cut_slots(self.cutter, image.rgb, geometry.points, geometry.scale)
+            return slots if layout is not None and layout.patches else None
+
+        route = self.router.choose()
+        with timer.stage("patches"):
+            patches(self.router.layout(route.version))
         with timer.stage("predict"):
-            prediction, route = self._predict(geometry)
+            prediction, route = self._predict(geometry, route, patches)
         with timer.stage("postscore"):
             mask = geometry.mask
             usable = usable_labels(prediction.signals, mask.pixels, mask.visible)
             peak_labels = lesion_labels(prediction.acne_peaks, mask.labels)
+            px_per_mm = geometry.scale.px_per_mm if geometry.scale is not None else None
+            outcome = None if slots is None else PatchOutcome(px_per_mm, slots.unavailable)
             scored = self.scorers.for_version(prediction.version).score(
-                prediction, peak_labels, usable, colour=not image.grayscale
+                prediction, peak_labels, usable, colour=not image.grayscale, patches=outcome
             )
             for entry in scored.concerns.values():
                 if isinstance(entry, AcneScore):
@@ -125,8 +141,15 @@ class Pipeline:
                 warnings.append(warning("FACE_PARTLY_OUTSIDE"))
             if geometry.view != "closeup" and not all(usable[r] for r in contract.REGION_NAMES):
                 warnings.append(warning("REGIONS_NOT_VISIBLE"))
+            if any(
+                getattr(entry, "reason_code", None) == "photo_too_small" for entry in scored.concerns.values()
+            ):
+                warnings.append(warning("PHOTO_TOO_SMALL"))
             quality_dict = quality.as_dict()
             quality_dict["warnings"] = warnings + quality.warnings
+            if geometry.scale is not None:
+                quality_dict["px_per_mm"] = round(geometry.scale.px_per_mm, 3)
+                quality_dict["scale_source"] = geometry.scale.source
         concerns = {name: entry.dump() for name, entry in scored.concerns.items()}
         answer = Analysis(
             model=ModelInfo(
@@ -160,21 +183,27 @@ class Pipeline:
                 answer.overlay = Overlay(png_base64=base64.b64encode(png).decode("ascii"))
         return answer
 
-    def _predict(self, geometry: Geometry) -> tuple[Prediction, Route]:
-        """Send the face where the router says; a version unloaded under the request is forgotten and
-        the request goes to the next choice, once. Returns the prediction and the route it took."""
-        route = self.router.choose()
+    def _predict(
+        self, geometry: Geometry, route: Route, patches: Callable[[contract.Layout | None], Slots | None]
+    ) -> tuple[Prediction, Route]:
+        """Send the face (and, to a version that reads them, its patch slots from `patches`) where the
+        router says; a version unloaded under the request is forgotten and the request goes to the next
+        choice, once. Returns the prediction and the route it took."""
         try:
-            return self._send(geometry, route), route
+            return self._send(geometry, route, patches), route
         except VersionGone:
             logger.warning("model version %d went away during a request; choosing again", route.version)
             self.router.forget(route.version)
             route = self.router.choose()
-            return self._send(geometry, route), route
+            return self._send(geometry, route, patches), route
 
-    def _send(self, geometry: Geometry, route: Route) -> Prediction:
+    def _send(
+        self, geometry: Geometry, route: Route, patches: Callable[[contract.Layout | None], Slots | None]
+    ) -> Prediction:
         layout = self.router.layout(route.version)
-        return self.client.predict(geometry.face, geometry.mask.labels, route.version, layout)
+        slots = patches(layout)
+        inputs = None if slots is None else (slots.rgb, slots.skin)
+        return self.client.predict(geometry.face, geometry.mask.labels, route.version, layout, inputs)
 
     @staticmethod
     def _place_lesions(lesions: list[Lesion], geometry: Geometry, scale: float) -> None:

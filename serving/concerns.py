@@ -47,6 +47,10 @@ class Concern:
     severities: tuple[tuple[float, str], ...] = SEVERITY_BANDS
     # The keys of configs/recommendations.json's "concerns" it earns suggestions from (its own name).
     recommendations: str = ""
+    # Model card, for versions that read it on fixed-scale patches (contract 4; the scale, its zones and
+    # why: orchestrator/face/patches.py NEEDED_SCALES, the combination: orchestrator/scoring/zones.py).
+    scaled_measures: str = ""
+    scaled_limits: str = ""
 
     @property
     def measured(self) -> bool:
@@ -89,6 +93,10 @@ CONCERN_TABLE: tuple[Concern, ...] = (
         "Relative to the face itself: an even flush over the whole face does not count; coloured "
         "light falling on one side does.",
         needs_colour=True,
+        scaled_measures="Mean CIELAB a* of cheek and nose skin (weighted by skin area), percentile among "
+        "adults of every age.",
+        scaled_limits="An absolute colour: the photo's white balance and light move it, and an even "
+        "flush counts.",
     ),
     Concern(
         "dark_spots",
@@ -98,6 +106,10 @@ CONCERN_TABLE: tuple[Concern, ...] = (
         "mean",
         "Share of skin markedly darker than its surroundings at spot scale (not lines).",
         "Moles and freckles count as spots; shadows from hair or glasses can too.",
+        scaled_measures="Share of cheek and forehead skin darker than the skin 5 mm around it by 2-8 L* "
+        "(weighted by how much), red bumps left out; percentile among adults of every age.",
+        scaled_limits="Moles and freckles count as spots; shadows from hair or glasses can too; spots "
+        "under 2 mm are not resolved.",
     ),
     Concern(
         # Forehead lines, and the lines under the eyes and on the cheeks (the nasolabial side).
@@ -108,6 +120,13 @@ CONCERN_TABLE: tuple[Concern, ...] = (
         "mean",
         "Hessian ridge response (Frangi et al. 1998) for dark lines on forehead, under-eye and cheeks.",
         "Expression lines (smiling, raised brows) and strong side light raise it; blur lowers it.",
+        scaled_measures="Dark-line strength of L* (the Hessian's larger eigenvalue at 1.2 mm, Lindeberg's "
+        "normalisation) on the skin of the forehead, the glabella and the crow's-feet zones, each site "
+        "a robust z-score against the training portraits, averaged; percentile among adults of every "
+        "age.",
+        scaled_limits="Expression lines (raised brows, a squint) and side light raise it; lines finer "
+        "than about 1 mm are not read at portrait scale; under-eye and nasolabial lines are not counted "
+        "(they did not follow age on the training portraits).",
     ),
     Concern(
         # Where pores are large enough to see.
@@ -118,6 +137,9 @@ CONCERN_TABLE: tuple[Concern, ...] = (
         "mean",
         "Small dark blobs (difference of Gaussians at pore scale) on forehead, nose and cheeks.",
         "Needs resolution: faces under ~300 px wide and JPEG smoothing hide pores.",
+        scaled_measures="Share of cheek and nose skin on a dark pit about 0.3 mm across.",
+        scaled_limits="Needs 8 pixels per millimetre (a face about 1,200 px wide); the adult reference "
+        "holds no face at that scale yet, so it is not scored.",
     ),
     Concern(
         "oiliness",
@@ -127,6 +149,9 @@ CONCERN_TABLE: tuple[Concern, ...] = (
         "mean",
         "Share of skin that is a specular highlight (shine), T-zone against cheeks for skin type.",
         "Flash and glossy makeup read as oil; matte powder hides it.",
+        scaled_measures="Share of forehead, nose and cheek skin that is a specular highlight (10 L* above "
+        "the zone's median, of lower chroma); percentile among adults of every age.",
+        scaled_limits="Flash and glossy makeup read as oil; matte powder hides it.",
     ),
     Concern(
         "dark_circles",
@@ -136,6 +161,10 @@ CONCERN_TABLE: tuple[Concern, ...] = (
         "below_cheeks",
         "Cheek L* minus under-eye L*.",
         "Shadows from deep-set eyes or overhead light read as dark circles.",
+        scaled_measures="Cheek median ITA (lightness and tint together) minus that of the band 5-15 mm "
+        "below the lower lid, mean of both sides; percentile among adults of every age.",
+        scaled_limits="Shadows from deep-set eyes or overhead light read as dark circles; the reference "
+        "portraits are mostly studio-lit, so soft daylight photos read a little darker under the eyes.",
         closeup=False,
     ),
 )

@@ -19,9 +19,10 @@ METHOD_NAME = "tensorflow/serving/predict"
 # regions below in this order, 8 = other visible skin (jaw, temples, neck, or all of a close-up's
 # skin). No region is resized on its own, so none is stretched. "left" and "right" are the subject's
 # own (the subject's left cheek appears on the right of an unmirrored photo).
-CONTRACT_VERSION = 3
-# Contracts whose versions this service still reads (see SIGNAL_AXIS for 2's one difference).
-READABLE_CONTRACTS: tuple[int, ...] = (2, 3)
+CONTRACT_VERSION = 4
+# Contracts whose versions this service still reads (see SIGNAL_AXIS for 2's one difference, and
+# PATCH_INPUTS for what 4 adds).
+READABLE_CONTRACTS: tuple[int, ...] = (2, 3, 4)
 REGION_NAMES: tuple[str, ...] = (
     "forehead",
     "left_cheek",
@@ -100,6 +101,97 @@ INPUTS: tuple[TensorSpec, ...] = (
 )
 INPUT_NAMES: tuple[str, ...] = tuple(spec.name for spec in INPUTS)
 
+
+@dataclass(frozen=True)
+class PatchGroup:
+    """Skin patches cut from the photo's own pixels at one physical scale (orchestrator/face/patches.py),
+    one per zone, and measured together by the model."""
+
+    name: str
+    px_per_mm: float
+    zones: tuple[str, ...]
+
+
+# Contract 4: beside the aligned face, every face carries fixed-scale patches, one slot per (group, zone)
+# below, each an upright PATCH_SIZE_PX square: the zone's patch at its top left, the rest of the square
+# filled by mirroring it (so filters read no edge), and `patch_skin` 1 on the zone's skin, 0 elsewhere
+# (an empty slot, where the photo could not give the patch, is all 0). A patch larger than the square
+# keeps its centre. The scales and why each concern needs its own: orchestrator/face/patches.py.
+PATCH_GROUPS: tuple[PatchGroup, ...] = (
+    PatchGroup(
+        "wrinkles",
+        1.2,
+        (
+            "forehead",
+            "glabella",
+            "right_crows_feet",
+            "left_crows_feet",
+            "right_under_eye",
+            "left_under_eye",
+            "right_nasolabial",
+            "left_nasolabial",
+        ),
+    ),
+    PatchGroup(
+        "colour",
+        0.8,
+        ("forehead", "nose", "right_cheek", "left_cheek", "right_infraorbital", "left_infraorbital"),
+    ),
+    PatchGroup("dark_spots", 1.0, ("right_cheek", "left_cheek", "forehead")),
+    PatchGroup("pores", 8.0, ("right_cheek", "left_cheek", "nose")),
+)
+PATCH_SLOTS: tuple[tuple[str, str], ...] = tuple((g.name, z) for g in PATCH_GROUPS for z in g.zones)
+# The largest zone, the forehead at 1.2 px/mm, is 140-175 px with its margin on adult faces.
+PATCH_SIZE_PX = 176
+PATCH_INPUTS: tuple[TensorSpec, ...] = (
+    TensorSpec("patches", "uint8", (None, len(PATCH_SLOTS), PATCH_SIZE_PX, PATCH_SIZE_PX, 3)),  # RGB
+    TensorSpec("patch_skin", "uint8", (None, len(PATCH_SLOTS), PATCH_SIZE_PX, PATCH_SIZE_PX)),  # 0/1
+)
+
+
+def patch_group(name: str) -> PatchGroup:
+    for group in PATCH_GROUPS:
+        if group.name == name:
+            return group
+    raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class ZoneMeasure:
+    """One measurement of each patch slot of one group; other groups' slots read 0."""
+
+    name: str
+    group: str  # the PatchGroup whose slots it reads
+    about: str
+
+
+# Contract 4's zone outputs, each [faces, len(PATCH_SLOTS)], named ZONE_PREFIX + its name.
+ZONE_PREFIX = "zone_"
+ZONE_MEASURES: tuple[ZoneMeasure, ...] = (
+    ZoneMeasure(
+        "lines", "wrinkles", "mean dark-valley strength of L* across lines about 3 mm wide, L* units"
+    ),
+    ZoneMeasure("line_pixels", "wrinkles", "skin pixels the line strength is read on"),
+    ZoneMeasure("lab_a", "colour", "mean CIELAB a* of the skin"),
+    ZoneMeasure("median_l", "colour", "median CIELAB L* of the skin"),
+    ZoneMeasure("median_ita", "colour", "median individual typology angle of the skin's pixels, degrees"),
+    ZoneMeasure("shine", "colour", "skin pixels that are a specular highlight"),
+    ZoneMeasure("skin", "colour", "skin pixels"),
+    ZoneMeasure("spots", "dark_spots", "skin pixels in a dark spot (weighted by how dark, 0..1 each)"),
+    ZoneMeasure("spot_pixels", "dark_spots", "skin pixels the spots are read on"),
+    ZoneMeasure("pores", "pores", "share of skin on a dark pit about 0.3 mm across, 0..1"),
+)
+
+
+def zone_output(name: str) -> TensorSpec:
+    """The contract-4 output of one zone measure."""
+    return TensorSpec(ZONE_PREFIX + name, "float32", (None, len(PATCH_SLOTS)))
+
+
+def zone_measure_names() -> tuple[str, ...]:
+    return tuple(m.name for m in ZONE_MEASURES)
+
+
 # Contract 3: every signal is its own output, [faces, labels], named SIGNAL_PREFIX + its name, so a
 # version's signature lists what it measures and the orchestrator reads outputs by name.
 SIGNAL_PREFIX = "signal_"
@@ -131,8 +223,12 @@ def signal_output(name: str) -> TensorSpec:
 
 
 def outputs() -> tuple[TensorSpec, ...]:
-    """The outputs export writes (contract 3): one per signal, then the acne candidates."""
-    return (*(signal_output(name) for name in signal_names()), ACNE_PEAKS)
+    """The outputs export writes (contract 4): one per signal, the acne candidates, one per zone measure."""
+    return (
+        *(signal_output(name) for name in signal_names()),
+        ACNE_PEAKS,
+        *(zone_output(name) for name in zone_measure_names()),
+    )
 
 
 Signature = dict[str, dict[str, tuple[str, tuple[int | None, ...]]]]
@@ -147,6 +243,8 @@ class Layout:
     signals: tuple[str, ...]
     signal_axis: bool
     acne: bool
+    patches: bool = False  # contract 4: send PATCH_INPUTS
+    zone_measures: tuple[str, ...] = ()
 
 
 def signature_problem(signature: Signature) -> str | None:
@@ -155,7 +253,8 @@ def signature_problem(signature: Signature) -> str | None:
     missing. Outputs this service does not know are ignored; known ones a version lacks only leave
     the concerns that read them unscored. `signature` is {"inputs"|"outputs": {name: (dtype, shape)}}."""
     inputs = signature.get("inputs", {})
-    want = {spec.name: (spec.dtype, spec.shape) for spec in INPUTS}
+    specs = (*INPUTS, *PATCH_INPUTS) if PATCH_INPUTS[0].name in inputs else INPUTS
+    want = {spec.name: (spec.dtype, spec.shape) for spec in specs}
     if set(inputs) != set(want):
         return f"signature inputs {sorted(inputs)}, the contract's are {sorted(want)}"
     for name, (dtype, shape) in want.items():
@@ -189,8 +288,22 @@ def read_layout(signature: Signature) -> Layout:
     acne = ACNE_PEAKS.name in given
     if acne:
         wanted.append(ACNE_PEAKS.name)
-    return Layout(outputs=tuple(wanted), signals=signals, signal_axis=axis, acne=acne)
+    patches = PATCH_INPUTS[0].name in signature.get("inputs", {})
+    zones = tuple(name for name in zone_measure_names() if patches and ZONE_PREFIX + name in given)
+    wanted += [ZONE_PREFIX + name for name in zones]
+    return Layout(
+        outputs=tuple(wanted),
+        signals=signals,
+        signal_axis=axis,
+        acne=acne,
+        patches=patches,
+        zone_measures=zones,
+    )
 
+
+# gRPC message limit of every Shine client and of the local model server (gRPC's default, 4 MiB, is less
+# than a contract-4 request for two faces; TF Serving itself accepts up to 2 GiB).
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 # TensorFlow's DataType enum values (tensorflow/core/framework/types.proto) for the dtypes used here.
 DATA_TYPE_ENUM: dict[str, int] = {"float32": 1, "int32": 3, "uint8": 4, "int64": 9}

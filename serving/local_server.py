@@ -319,7 +319,13 @@ def build_server(
 ) -> tuple[grpc.Server, int]:
     """Create (not start) the gRPC server on `host` (loopback unless told otherwise: its
     HandleReloadConfigRequest is unauthenticated); returns it and the port it bound (0: a free one)."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"))
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
+        options=[
+            ("grpc.max_receive_message_length", contract.MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", contract.MAX_MESSAGE_BYTES),
+        ],
+    )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(manager), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(manager), server)
     bound = server.add_insecure_port(f"{host}:{port}")

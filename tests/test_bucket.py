@@ -108,18 +108,18 @@ def test_settings_from_env_and_a_mounted_secret(tmp_path: Path) -> None:
 
 def test_cluster_ops_change_the_served_config(seaweed: SeaweedServer) -> None:
     writer = seaweed.bucket(WRITER, prefix="ops")
-    for version in (5, 6):
+    for version in (6, 7):
         writer.publish(MODEL, version, SOURCE)
     writer.put_served("models.config", (ROOT / "serving" / "models.config").read_bytes())
     ops = ClusterOps(writer)
-    assert ops.served() == [6, 5]
-    assert ops.rollback() == 5
-    assert ops.entry().policy.versions == (5,)
+    assert ops.served() == [7, 6]
+    assert ops.rollback() == 6
+    assert ops.entry().policy.versions == (6,)
     with pytest.raises(ClusterOpsError, match="not complete"):
         ops.pin(9)
     ops.unpin()
-    ops.label("stable", 5)
-    assert ops.entry().version_labels == {"stable": 5}
+    ops.label("stable", 6)
+    assert ops.entry().version_labels == {"stable": 6}
     with pytest.raises(ClusterOpsError, match="not complete"):
         ops.label("canary", 4)
     ops.unlabel("stable")

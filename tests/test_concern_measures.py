@@ -1,6 +1,7 @@
-"""Concern measures on fixed-scale patches of real portraits, checked by what a change to the photo must
-do: lines drawn in one wrinkle zone raise that zone only, a blur lowers texture, highlights raise
-shine, brown spots raise dark spots, a darkened under-eye raises dark circles."""
+"""Concern measures on the fixed-scale patch slots of real portraits, as the served model computes them
+(the slots cut as the service cuts them, the model's own zone measures), checked by what a change to
+the photo must do: lines drawn in one wrinkle zone raise that zone only, a blur lowers line strength,
+highlights raise shine, brown spots raise dark spots, a darkened under-eye band raises dark circles."""
 
 from __future__ import annotations
 
@@ -13,16 +14,11 @@ import tensorflow as tf
 from numpy.typing import NDArray
 
 from export.concerns import measures
-from orchestrator.face.patches import (
-    NEEDED_SCALES,
-    WRINKLE_ZONES,
-    FaceFrame,
-    Patch,
-    PatchCutter,
-    zone_outline,
-)
+from orchestrator.face.patches import WRINKLE_ZONES, FaceFrame, PatchCutter, cut_slots, zone_outline
 from orchestrator.face.scale import ScaleReader
 from orchestrator.face.stage import FaceGeometry, Geometry
+from orchestrator.scoring.zones import Design, Zones, concern_values, served_zones, zone_key
+from serving import contract
 
 PORTRAIT = "congress_C000984.jpg"  # about 1.9 px/mm
 LARGE = "sn_woman_portrait.jpg"  # about 7 px/mm
@@ -45,12 +41,16 @@ def _found(geometry: FaceGeometry, rgb: NDArray[np.uint8]) -> Geometry:
     return found
 
 
-def _cut(found: Geometry, rgb: NDArray[np.uint8], zone: str, px_per_mm: float) -> Patch:
-    return PatchCutter().cut(rgb, found.points, found.scale, zone, px_per_mm)
+def _zones(found: Geometry, rgb: NDArray[np.uint8]) -> Zones:
+    """Every zone's served measures ("zone@scale" -> measure -> value) of a photo."""
+    slots = cut_slots(PatchCutter(), rgb, found.points, found.scale)
+    out = measures.zone_measures(tf.constant(slots.rgb[None]), tf.constant(slots.skin[None]), "across1.2")
+    zones, _ = served_zones({name: value.numpy()[0] for name, value in out.items()}, slots.unavailable)
+    return zones
 
 
-def _tensors(patch: Patch) -> tuple[tf.Tensor, tf.Tensor]:
-    return tf.constant(patch.rgb.astype(np.float32)), tf.constant(patch.skin.astype(np.float32))
+def _measure(zones: Zones, group: str, zone: str, name: str) -> float:
+    return float(zones[zone_key(zone, contract.patch_group(group).px_per_mm)][name])
 
 
 def _zone_in_photo(found: Geometry, zone: str) -> NDArray[np.float64]:
@@ -63,10 +63,13 @@ def _zone_in_photo(found: Geometry, zone: str) -> NDArray[np.float64]:
 
 
 def _wrinkles(found: Geometry, rgb: NDArray[np.uint8]) -> dict[str, float]:
-    scale = NEEDED_SCALES["wrinkles"].px_per_mm
+    """Line strength of every wrinkle zone the photo shows."""
+    zones = _zones(found, rgb)
+    scale = contract.patch_group("wrinkles").px_per_mm
     return {
-        zone: float(measures.wrinkle_responses(*_tensors(_cut(found, rgb, zone, scale)), scale)["across1.2"])
+        zone: _measure(zones, "wrinkles", zone, "lines")
         for zone in WRINKLE_ZONES
+        if zone_key(zone, scale) in zones
     }
 
 
@@ -89,25 +92,30 @@ def test_lines_in_the_crows_feet_raise_wrinkles_there_and_nowhere_else(
         cv2.line(lined, start, end, colour, max(1, round(1.0 * px)), cv2.LINE_AA)
     after = _wrinkles(found, lined)
     assert after["right_crows_feet"] > before["right_crows_feet"] * 1.3
-    for zone in WRINKLE_ZONES:
+    assert set(after) == set(before)
+    for zone in before:
         if zone != "right_crows_feet":
             assert after[zone] == pytest.approx(before[zone], rel=0.02), zone
 
 
-def test_blur_lowers_texture(faces_dir: Path, geometry: FaceGeometry) -> None:
+def test_blur_lowers_line_strength(faces_dir: Path, geometry: FaceGeometry) -> None:
     rgb = _rgb(faces_dir / LARGE)
     found = _found(geometry, rgb)
-    scale = NEEDED_SCALES["texture"].px_per_mm
-    sharp = measures.texture_roughness(*_tensors(_cut(found, rgb, "left_cheek", scale)), scale)
-    blurred_rgb = np.asarray(cv2.GaussianBlur(rgb, (0, 0), 3.0), dtype=np.uint8)
-    blurred = measures.texture_roughness(*_tensors(_cut(found, blurred_rgb, "left_cheek", scale)), scale)
-    assert float(blurred) < 0.7 * float(sharp)
+    px = found.scale.px_per_mm  # type: ignore[union-attr]
+    blurred = np.asarray(cv2.GaussianBlur(rgb, (0, 0), 1.5 * px), dtype=np.uint8)
+    sharp, soft = _wrinkles(found, rgb), _wrinkles(found, blurred)
+    read = [zone for zone in ("forehead", "glabella", "right_crows_feet", "left_crows_feet") if zone in sharp]
+    assert len(read) >= 2
+    for zone in read:
+        assert soft[zone] < sharp[zone], zone
+    # The forehead's lines go; the brow's and the eye socket's broad relief survives a blur.
+    assert soft["forehead"] < 0.7 * sharp["forehead"]
 
 
 def _paint(
     rgb: NDArray[np.uint8], found: Geometry, zone: str, colour: tuple[int, int, int], count: int
 ) -> NDArray[np.uint8]:
-    """Small discs (about 2.5 mm across) of `colour` spread over a zone's middle."""
+    """Small discs (about 4 mm across) of `colour` spread over a zone's middle."""
     painted = rgb.copy()
     outline = _zone_in_photo(found, zone)
     centre = outline.mean(axis=0)
@@ -116,45 +124,40 @@ def _paint(
     rng = np.random.default_rng(0)
     for _ in range(count):
         x, y = centre + (rng.random(2) - 0.5) * span * 0.4
-        cv2.circle(painted, (round(x), round(y)), max(1, round(1.25 * px)), colour, -1, cv2.LINE_AA)
+        cv2.circle(painted, (round(x), round(y)), max(1, round(2.0 * px)), colour, -1, cv2.LINE_AA)
     return painted
 
 
 def test_highlights_raise_shine(faces_dir: Path, geometry: FaceGeometry) -> None:
     rgb = _rgb(faces_dir / PORTRAIT)
     found = _found(geometry, rgb)
-    scale = NEEDED_SCALES["oiliness"].px_per_mm
-    before, _ = measures.shine_pixels(*_tensors(_cut(found, rgb, "nose", scale)))
+    before = _measure(_zones(found, rgb), "colour", "nose", "shine")
     shiny = _paint(rgb, found, "nose", (250, 245, 240), 6)
-    after, _ = measures.shine_pixels(*_tensors(_cut(found, shiny, "nose", scale)))
-    assert float(after) > float(before) + 5
+    assert _measure(_zones(found, shiny), "colour", "nose", "shine") > before + 5
 
 
 def test_brown_spots_raise_dark_spots(faces_dir: Path, geometry: FaceGeometry) -> None:
     rgb = _rgb(faces_dir / "congress_L000174.jpg")
     found = _found(geometry, rgb)
-    scale = NEEDED_SCALES["dark_spots"].px_per_mm
-    before, _ = measures.dark_spot_pixels(*_tensors(_cut(found, rgb, "right_cheek", scale)), scale)
+    before = _measure(_zones(found, rgb), "dark_spots", "right_cheek", "spots")
     centre = _zone_in_photo(found, "right_cheek").mean(axis=0)
     skin = rgb[round(centre[1]), round(centre[0])].astype(np.float64)
     brown = tuple(int(c) for c in skin * np.array([0.7, 0.62, 0.55]))
     spotted = _paint(rgb, found, "right_cheek", brown, 5)  # type: ignore[arg-type]
-    after, _ = measures.dark_spot_pixels(*_tensors(_cut(found, spotted, "right_cheek", scale)), scale)
-    assert float(after) > float(before) + 3
+    assert _measure(_zones(found, spotted), "dark_spots", "right_cheek", "spots") > before + 3
 
 
-def test_darker_under_eye_raises_dark_circles(faces_dir: Path, geometry: FaceGeometry) -> None:
+def test_darker_under_eye_band_raises_dark_circles(faces_dir: Path, geometry: FaceGeometry) -> None:
     rgb = _rgb(faces_dir / PORTRAIT)
     found = _found(geometry, rgb)
-    scale = NEEDED_SCALES["dark_circles"].px_per_mm
+    design = Design("across1.2", ("forehead",), {"forehead": 0.0}, {"forehead": 1.0})
 
     def circles(photo: NDArray[np.uint8]) -> float:
-        eye = measures.median_lightness(*_tensors(_cut(found, photo, "right_under_eye", scale)))
-        cheek = measures.median_lightness(*_tensors(_cut(found, photo, "right_cheek", scale)))
-        return float(cheek - eye)
+        return concern_values(_zones(found, photo), {}, design)[0]["dark_circles"]
 
     darker = rgb.copy()
     mask = np.zeros(rgb.shape[:2], dtype=np.uint8)
-    cv2.fillPoly(mask, [np.round(_zone_in_photo(found, "right_under_eye")).astype(np.int32)], 1)
+    for side in ("right", "left"):
+        cv2.fillPoly(mask, [np.round(_zone_in_photo(found, f"{side}_infraorbital")).astype(np.int32)], 1)
     darker[mask > 0] = (darker[mask > 0] * 0.8).astype(np.uint8)
     assert circles(darker) > circles(rgb) + 3

@@ -1,4 +1,5 @@
-"""One photo's zone readings, through the real face stage and patches, cached per variant."""
+"""One photo's zone readings, through the real face stage and the service's patch slots, cached per
+variant."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from export.concerns.zones import VARIANTS, PatchSet, ZoneReader, resend, zone_key
+from export.concerns.zones import VARIANTS, PatchSet, ZoneReader, resend
 from orchestrator.face.patches import NEEDED_SCALES, WRINKLE_ZONES
+from orchestrator.scoring.zones import zone_key
+from serving import contract
 
 PORTRAIT = "congress_C000984.jpg"
 
@@ -29,11 +32,19 @@ def test_a_portrait_reads_every_scored_zone_and_is_cached(faces_dir: Path, tmp_p
     assert first.face_found and first.scale_source == "iris"
     for zone in WRINKLE_ZONES:
         assert zone_key(zone, NEEDED_SCALES["wrinkles"].px_per_mm) in first.zones, zone
-    # Below the portrait's own scale: texture and pores are refused, never enlarged.
+    # Below the portrait's own scale: pores are refused, never enlarged.
     assert first.unavailable[zone_key("right_cheek", NEEDED_SCALES["pores"].px_per_mm)] == "photo_too_small"
     stored = list(tmp_path.rglob("*.npz"))
     assert len(stored) == 1
-    assert set(PatchSet.load(stored[0]).patches) == set(first.zones)
+    slots = PatchSet.load(stored[0])
+    assert slots.rgb.shape[:2] == (len(contract.PATCH_SLOTS), contract.PATCH_SIZE_PX)
+    cut = [
+        i
+        for i, (g, z) in enumerate(contract.PATCH_SLOTS)
+        if zone_key(z, contract.patch_group(g).px_per_mm) in first.zones
+    ]
+    assert len(cut) + len(first.unavailable) == len(contract.PATCH_SLOTS)
+    assert all(slots.skin[i].any() for i in cut)
     again = ZoneReader(tmp_path).read(faces_dir / PORTRAIT, "original")
     assert again.zones == first.zones
 

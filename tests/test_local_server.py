@@ -6,6 +6,7 @@ is the orchestrator's own PredictClient and the ops tool, over the wire subset.
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -45,10 +46,17 @@ CONFIG = """model_config_list {
 
 
 def _source_version() -> Path:
+    """The newest published version that reads the aligned face alone: these tests send face and mask
+    only; a version with patch inputs (contract 4) is served end to end in tests/test_e2e.py."""
     base = MODEL_REPO / contract.MODEL_NAME
-    versions = versions_on_disk(base)
-    assert versions, f"no published version under {base}"
+    versions = [v for v in versions_on_disk(base) if not _reads_patches(base / str(v))]
+    assert versions, f"no published version under {base} reads the aligned face alone"
     return base / str(versions[-1])
+
+
+def _reads_patches(folder: Path) -> bool:
+    card = json.loads((folder / "assets.extra" / contract.MODEL_CARD_JSON).read_text())
+    return any(spec["name"] == contract.PATCH_INPUTS[0].name for spec in card["signature"]["inputs"])
 
 
 def _face(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -78,7 +86,8 @@ class Stack:
         self.repo = root / "repo"
         self.base = self.repo / contract.MODEL_NAME
         self.base.mkdir(parents=True)
-        copy_version(self.base / "1")  # its calibration bound to it, so admission can pass it
+        # Its calibration bound to it, so admission can pass it.
+        copy_version(self.base / "1", int(_source_version().name))
         self.config = root / "models.config"
         self.config.write_text(CONFIG)
         options = {"file_system_poll_wait_s": 0.2, "config_poll_wait_s": 0.0, **options}

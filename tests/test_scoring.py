@@ -18,6 +18,7 @@ from orchestrator.errors import ModelBadResponse
 from orchestrator.predict.prediction import Prediction
 from orchestrator.scoring.concerns import lesion_labels, raw_concerns
 from orchestrator.scoring.scorer import (
+    PatchOutcome,
     PostScorer,
     QuantileTable,
     ScorerRegistry,
@@ -39,9 +40,59 @@ NO_LESIONS: list[str | None] = [None] * contract.MAX_LESIONS
 
 @pytest.fixture(scope="module")
 def scorer(model_repo: Path) -> PostScorer:
-    """The newest published version's scorer (calibration bound to its model: tests/repos.py)."""
+    """The newest published version that scores every concern from its aligned-face signals (calibration
+    bound to its model: tests/repos.py)."""
     registry = ScorerRegistry(model_repo, contract.MODEL_NAME)
-    return registry.for_version(versions_on_disk(model_repo / contract.MODEL_NAME)[-1])
+    for version in reversed(versions_on_disk(model_repo / contract.MODEL_NAME)):
+        if registry.for_version(version).calibration.zone_design is None:
+            return registry.for_version(version)
+    raise AssertionError("no published version reads its concerns from signals")
+
+
+@pytest.fixture(scope="module")
+def zone_scorer(model_repo: Path) -> PostScorer:
+    """The newest published version, which reads concerns on fixed-scale patches (contract 4)."""
+    registry = ScorerRegistry(model_repo, contract.MODEL_NAME)
+    scorer = registry.for_version(versions_on_disk(model_repo / contract.MODEL_NAME)[-1])
+    assert scorer.calibration.zone_design is not None
+    return scorer
+
+
+# A typical portrait's zone measures, the same in every slot of each measure's group.
+TYPICAL_ZONES = {
+    "lines": 0.4,
+    "line_pixels": 500.0,
+    "lab_a": 16.0,
+    "median_l": 62.0,
+    "median_ita": 35.0,
+    "shine": 4.0,
+    "skin": 400.0,
+    "spots": 4.0,
+    "spot_pixels": 400.0,
+    "pores": 0.05,
+}
+
+
+def _zoned(changes: dict[tuple[str, str], dict[str, float]] | None = None) -> Prediction:
+    """A typical face with zone measures, some slots' measures changed ((group, zone) -> measures)."""
+    zones = {
+        name: np.full(len(contract.PATCH_SLOTS), value, np.float32) for name, value in TYPICAL_ZONES.items()
+    }
+    for slot, measures in (changes or {}).items():
+        for name, value in measures.items():
+            zones[name][contract.PATCH_SLOTS.index(slot)] = value
+    typical = _prediction()
+    return Prediction(typical.model_name, 7, typical.signals, typical.acne_peaks, zones)
+
+
+def _zone_score(
+    scorer: PostScorer,
+    prediction: Prediction,
+    unavailable: dict[tuple[str, str], str] | None = None,
+    colour: bool = True,
+) -> dict[str, Any]:
+    outcome = PatchOutcome(1.6, unavailable or {})
+    return scorer.score(prediction, NO_LESIONS, ALL, colour=colour, patches=outcome).dump()
 
 
 def _prediction(**signals: float) -> Prediction:
@@ -224,6 +275,45 @@ def test_skin_type_follows_the_t_zone_and_the_cheeks(scorer: PostScorer) -> None
     assert _score(scorer, _prediction(specular=0.0))["skin_type"]["label"] in ("dry", "normal")
     combination = _changed(_prediction(specular=0.0), "specular", ("forehead", "nose", "chin"), 0.3)
     assert _score(scorer, combination)["skin_type"]["label"] == "combination"
+
+
+def test_stronger_lines_in_the_chosen_sites_score_wrinkles_lower(zone_scorer: PostScorer) -> None:
+    lined = {("wrinkles", zone): {"lines": 1.5} for zone in ("forehead", "glabella", "right_crows_feet")}
+    typical = _zone_score(zone_scorer, _zoned())["concerns"]["wrinkles"]
+    worse = _zone_score(zone_scorer, _zoned(lined))["concerns"]["wrinkles"]
+    assert 0 <= worse["score"] < typical["score"] <= 100
+    assert worse["regions"]["forehead"] < typical["regions"]["forehead"]
+    assert worse["severity"] == "severe" and worse["regions"]["left_cheek"] is None
+
+
+def test_darker_under_eye_bands_score_dark_circles_lower(zone_scorer: PostScorer) -> None:
+    darker = {("colour", f"{side}_infraorbital"): {"median_ita": 15.0} for side in ("right", "left")}
+    typical = _zone_score(zone_scorer, _zoned())["concerns"]["dark_circles"]
+    worse = _zone_score(zone_scorer, _zoned(darker))["concerns"]["dark_circles"]
+    assert worse["score"] < typical["score"] and worse["severity"] == "severe"
+    assert worse["regions"]["left_under_eye"] < typical["regions"]["left_under_eye"]
+
+
+def test_a_photo_below_a_concerns_scale_leaves_it_unscored_with_the_reason(zone_scorer: PostScorer) -> None:
+    small = {slot: "photo_too_small" for slot in contract.PATCH_SLOTS if slot[0] in ("wrinkles", "pores")}
+    answer = _zone_score(zone_scorer, _zoned(), small)["concerns"]
+    assert answer["wrinkles"]["score"] is None and answer["wrinkles"]["reason_code"] == "photo_too_small"
+    assert (
+        "1.2 pixels per millimetre" in answer["wrinkles"]["reason"] and "1.60" in answer["wrinkles"]["reason"]
+    )
+    assert answer["redness"]["score"] is not None and "reason" not in answer["redness"]
+    # No adult of the reference was photographed at 8 px/mm: pores are not calibrated, whatever the photo.
+    assert answer["pores"]["reason_code"] == "not_calibrated"
+
+
+def test_greyscale_leaves_zone_colour_concerns_unknown(zone_scorer: PostScorer) -> None:
+    answer = _zone_score(zone_scorer, _zoned(), colour=False)["concerns"]
+    assert answer["redness"]["score"] is None and answer["wrinkles"]["score"] is not None
+
+
+def test_a_zone_version_answered_without_patches_names_them_not_measured(zone_scorer: PostScorer) -> None:
+    answer = zone_scorer.score(_zoned(), NO_LESIONS, ALL).dump()["concerns"]
+    assert answer["wrinkles"]["reason_code"] == "not_measured" and answer["acne"]["score"] is not None
 
 
 def test_ita_formula_and_categories() -> None:

@@ -1,13 +1,13 @@
 """The concern measures' design and evaluation on data/ages, figures with bootstrap intervals.
 
 python -m export concerns-eval       # training part + data/faces: choose, fit -> reports/concerns_design.*
-python -m export concerns-validate   # held-out part, once: reports/concerns_validation.*
 
 The design run reads only the training part of data/ages (export/ages.py) and data/faces: it chooses
 which wrinkle sites combine (rule: a site is kept when its line strength follows age on the training
 part with Spearman >= MIN_SITE_RHO and a bootstrap interval above 0), fits their normalisation and the
-adult reference, and measures re-send stability. The validation run applies what the design run
-wrote, unchanged, to the held-out part.
+adult reference, and measures re-send stability. The held-out part is read by
+`python -m export concerns-report` (export/concerns/served.py), along the service's own path, with a
+version published from what this run wrote.
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from export.ages import Portrait, assign_splits, read_portraits, split_key
+from export.ages import Portrait, assign_splits, read_portraits
 from export.concerns import measures
 from export.concerns.combine import CONCERNS, WRINKLE_GROUPS, Design, concern_values, wrinkle_group_values
-from export.concerns.reference import SEVERITIES, AdultReference, severity
-from export.concerns.report import design_markdown, validation_markdown
+from export.concerns.report import design_markdown
 from export.concerns.zones import VARIANTS, Reading, ZoneReader
 from orchestrator.face.patches import NEEDED_SCALES
+from orchestrator.scoring.reference import SEVERITIES, AdultReference, severity
 
 logger = logging.getLogger(__name__)
 
@@ -342,37 +342,6 @@ def design(data: Path, cache: Path, out: Path, rounds: int, seed: int) -> dict[s
     out.mkdir(parents=True, exist_ok=True)
     (out / "concerns_design.json").write_text(json.dumps(report, indent=1) + "\n")
     (out / "concerns_design.md").write_text(design_markdown(report))
-    return report
-
-
-def validate(data: Path, cache: Path, out: Path, rounds: int, seed: int) -> dict[str, object]:
-    """The held-out run: the design and reference of out/concerns_design.json applied, unchanged, to
-    the validation part; writes out/concerns_validation.{json,md}."""
-    chosen_report = json.loads((out / "concerns_design.json").read_text())
-    chosen = Design.from_json(chosen_report["design"])
-    reference = AdultReference(**chosen_report["reference_quantiles"])
-    held_out = read_portraits(data / "ages", "validation")
-    reader = ZoneReader(cache)
-    readings = read_split(reader, held_out, "original")
-    scored = {n: score_reading(r, age, chosen, reference) for n, (r, age) in readings.items()}
-    summary = concern_summary(list(scored.values()), rounds, seed)
-    resent = {}
-    for variant in VARIANTS:
-        if variant != "original":
-            others = read_split(reader, held_out, variant)
-            variant_scored = {n: score_reading(r, age, chosen, reference) for n, (r, age) in others.items()}
-            resent[variant] = resend_agreement(scored, variant_scored, rounds, seed)
-    report: dict[str, object] = {
-        "portraits": len(held_out),
-        "under45": sum(p.age < 45 for p in held_out),
-        "split_keys": {p.bioguide: round(split_key(p.bioguide), 6) for p in held_out[:3]},
-        "concerns": summary,
-        "resend": resent,
-        "design": chosen_report["design"],
-        "bootstrap": {"rounds": rounds, "seed": seed, "unit": "photo"},
-    }
-    (out / "concerns_validation.json").write_text(json.dumps(report, indent=1) + "\n")
-    (out / "concerns_validation.md").write_text(validation_markdown(report))
     return report
 
 

@@ -32,7 +32,7 @@ def design_markdown(report: dict[str, Any]) -> str:
         "",
         "Written by `python -m export concerns-eval` from `reports/concerns_design.json`. Everything here",
         "was chosen on the training part of `data/ages` and on `data/faces`; the held-out part is read only",
-        "by `python -m export concerns-validate` (`reports/concerns_validation.md`).",
+        "by `python -m export concerns-report` (`reports/concerns_eval.md`), along the service's path.",
         "Intervals: 95% bootstrap",
         f"over photos ({r['bootstrap']['rounds']} resamples, seed {r['bootstrap']['seed']}).",
         "",
@@ -116,7 +116,7 @@ def design_markdown(report: dict[str, Any]) -> str:
         "## Training part: scored, severe, age",
         "",
         "The reference includes these faces, so the severe shares are near 10% by construction; the",
-        "held-out report is the check. Texture (4 px/mm) and pores (8 px/mm) are read on no portrait of",
+        "held-out report is the check. Pores (8 px/mm) are read on no portrait of",
         "data/ages (1.21-1.88 px/mm): they are not scored there rather than guessed.",
         "",
         "| concern | scored | severe | under-45 severe | score vs age |",
@@ -142,74 +142,3 @@ def design_markdown(report: dict[str, Any]) -> str:
             )
         lines.append("")
     return "\n".join(lines)
-
-
-def validation_markdown(report: dict[str, Any]) -> str:
-    """The held-out report as markdown, with the issue's targets met or missed."""
-    r: dict[str, Any] = report
-    c = r["concerns"]
-    lines = [
-        "# Concern measures on the held-out part of data/ages",
-        "",
-        "Written once by `python -m export concerns-validate` from `reports/concerns_validation.json`,",
-        "with the design and reference of `reports/concerns_design.json` unchanged.",
-        "Intervals: 95% bootstrap over photos.",
-        f"{r['portraits']} portraits, {r['under45']} under 45.",
-        "",
-        "| target | figure | met |",
-        "|---|---|---|",
-    ]
-    rho = c["wrinkles"]["score_vs_age"]
-    lines.append(
-        f"| wrinkle score vs age Spearman <= {TARGET_RHO} | {_fmt(rho)} | "
-        f"{_met(rho['value'] <= TARGET_RHO)} |"
-    )
-    young = c["wrinkles"]["under45_severe"]
-    lines.append(
-        f"| under-45s called severe (wrinkles) <= {TARGET_UNDER45_SEVERE:.0%} | "
-        f"{_fmt(young, True)} of {young['n']} |"
-        f" {_met(young['value'] <= TARGET_UNDER45_SEVERE)} |"
-    )
-    for concern, s in c.items():
-        if s["scored"]["value"] > 0:
-            ok = s["severe"]["value"] <= TARGET_SEVERE
-            lines.append(
-                f"| {concern}: severe <= {TARGET_SEVERE:.0%} | {_fmt(s['severe'], True)} | {_met(ok)} |"
-            )
-    for concern in MUST_SCORE:
-        ok = c[concern]["scored"]["value"] >= TARGET_SCORED
-        lines.append(
-            f"| {concern}: scored >= {TARGET_SCORED:.0%} | {_fmt(c[concern]['scored'], True)} | {_met(ok)} |"
-        )
-    lines += [
-        "",
-        "| concern | scored | severe | moderate | mild | none | under-45 severe | score vs age |"
-        " not scored because |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for concern, s in c.items():
-        lines.append(
-            f"| {concern} | {_fmt(s['scored'], True)} | {_fmt(s['severe'], True)} | "
-            f"{_fmt(s['moderate'], True)} | "
-            f"{_fmt(s['mild'], True)} | {_fmt(s['none'], True)} | {_fmt(s['under45_severe'], True)} | "
-            f"{_fmt(s['score_vs_age'])} | {s['reasons'] or '-'} |"
-        )
-    lines += ["", "## Re-send (resized, JPEG quality 70)", ""]
-    for variant, table in r["resend"].items():
-        lines += [
-            f"{variant}:",
-            "",
-            "| concern | pairs | severity kept | median score change |",
-            "|---|---|---|---|",
-        ]
-        for concern, entry in table.items():
-            lines.append(
-                f"| {concern} | {entry['pairs']} | {_fmt(entry['kept'], True)} | "
-                f"{_fmt(entry['median_change'], digits=1)} |"
-            )
-        lines.append("")
-    return "\n".join(lines)
-
-
-def _met(ok: bool) -> str:
-    return "met" if ok else "**missed**"

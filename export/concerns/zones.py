@@ -1,6 +1,7 @@
-"""One photo's concern readings: the face stage, its fixed-scale patches (orchestrator/face/patches.py)
-and every zone's measures (measures.py), cached per photo and variant under build/ so that choosing
-how zones combine never reruns the face stage.
+"""One photo's concern readings: the face stage, its fixed-scale patch slots cut as the service cuts
+them (orchestrator/face/patches.py) and every zone's measures by the served model's own functions
+(measures.py), cached per photo and variant under build/ so that choosing how zones combine never
+reruns the face stage.
 
 A variant is the photo as it was sent ("original") or re-sent the way a messaging app sends it: resized
 to 90% or 60% of its size with area averaging and re-encoded as JPEG quality 70.
@@ -23,10 +24,12 @@ from numpy.typing import NDArray
 from export.concerns import measures
 from orchestrator.decode.images import decode_image
 from orchestrator.errors import NoFaceFound
-from orchestrator.face.patches import NEEDED_SCALES, WRINKLE_ZONES, PatchCutter, PatchUnavailable
+from orchestrator.face.patches import PatchCutter, cut_slots
 from orchestrator.face.scale import ScaleReader
 from orchestrator.face.stage import FaceGeometry
+from orchestrator.scoring.zones import zone_key
 from orchestrator.settings import Settings
+from serving import contract
 
 logger = logging.getLogger(__name__)
 
@@ -37,9 +40,9 @@ VARIANTS: dict[str, tuple[float, int] | None] = {
 }
 # Bumped whenever a zone, a scale or the face stage changes, so cached patches are never mixed across
 # versions.
-PATCH_VERSION = 2
-# Per measure group, bumped whenever that group's measures change: only that group is then recomputed.
-MEASURE_VERSIONS: dict[str, int] = {"wrinkles": 2, "colour": 1, "dark_spots": 3, "texture": 1, "pores": 1}
+PATCH_VERSION = 4
+# Per patch group, bumped whenever that group's measures change: only that group is then recomputed.
+MEASURE_VERSIONS: dict[str, int] = {"wrinkles": 3, "colour": 3, "dark_spots": 5, "pores": 2}
 
 
 @dataclass
@@ -62,10 +65,6 @@ class Reading:
         return cls(**data)  # type: ignore[arg-type]
 
 
-def zone_key(zone: str, px_per_mm: float) -> str:
-    return f"{zone}@{px_per_mm:g}"
-
-
 def resend(data: bytes, factor: float, quality: int) -> bytes:
     """The photo resized by `factor` (area averaging) and re-encoded as JPEG at `quality`."""
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
@@ -80,105 +79,74 @@ def resend(data: bytes, factor: float, quality: int) -> bytes:
     return bytes(encoded.tobytes())
 
 
-_PATCH_SIGNATURE = [tf.TensorSpec([None, None, 3], tf.float32), tf.TensorSpec([None, None], tf.float32)]
+_SLOTS_SIGNATURE = [
+    tf.TensorSpec([None, contract.PATCH_SIZE_PX, contract.PATCH_SIZE_PX, 3], tf.float32),
+    tf.TensorSpec([None, contract.PATCH_SIZE_PX, contract.PATCH_SIZE_PX], tf.float32),
+]
 
 
-def _group_measures(rgb: tf.Tensor, skin: tf.Tensor, group: str, px_per_mm: float) -> dict[str, tf.Tensor]:
+def _group_measures(rgb: tf.Tensor, skin: tf.Tensor, group: str) -> dict[str, tf.Tensor]:
+    """The served measures of one group's slots; the wrinkle group gives every candidate response of the
+    design run instead of the one chosen (and "line_pixels", the sure skin they are read on)."""
+    px_per_mm = contract.patch_group(group).px_per_mm
     if group == "wrinkles":
-        return measures.wrinkle_responses(rgb, skin, px_per_mm)
-    if group == "colour":
-        lab = measures.mean_lab(rgb, skin)
-        shine, total = measures.shine_pixels(rgb, skin)
-        median_l = measures.median_lightness(rgb, skin)
-        return {"l": lab[0], "a": lab[1], "b": lab[2], "median_l": median_l, "shine": shine, "skin": total}
-    if group == "dark_spots":
-        spots, count = measures.dark_spot_pixels(rgb, skin, px_per_mm)
-        return {"spots": spots, "spot_pixels": count}
-    if group == "texture":
-        return {"roughness": measures.texture_roughness(rgb, skin, px_per_mm)}
-    if group == "pores":
-        return {"pores": measures.pore_share(rgb, skin, px_per_mm)}
-    raise ValueError(f"unknown measure group {group!r}")
+        responses = measures.wrinkle_responses(rgb, skin, px_per_mm)
+        responses["line_pixels"] = responses.pop("pixels")
+        return responses
+    return measures.group_measures(group, rgb, skin, px_per_mm, "")
 
 
 @functools.cache
-def _compiled(group: str, px_per_mm: float) -> Callable[[tf.Tensor, tf.Tensor], dict[str, tf.Tensor]]:
-    """One graph per measure group and scale, for patches of any size (eager ops cost ~20x more)."""
-    return tf.function(
-        lambda rgb, skin: _group_measures(rgb, skin, group, px_per_mm), input_signature=_PATCH_SIGNATURE
-    )
-
-
-def _zone_measures(
-    rgb: NDArray[np.uint8], skin: NDArray[np.bool_], group: str, px_per_mm: float
-) -> dict[str, float]:
-    out = _compiled(group, px_per_mm)(
-        tf.constant(rgb.astype(np.float32)), tf.constant(skin.astype(np.float32))
-    )
-    return {key: float(value) for key, value in out.items()}
-
-
-# Which zone measures are read at which scale: the colour concerns share one set of patches.
-def patch_plan() -> list[tuple[str, float, tuple[str, ...]]]:
-    """(measure group, px/mm, zones) for every set of patches a photo is cut into."""
-    colour_zones = sorted(
-        {z for c in ("redness", "dark_circles", "oiliness") for z in NEEDED_SCALES[c].zones}
-    )
-    return [
-        ("wrinkles", NEEDED_SCALES["wrinkles"].px_per_mm, WRINKLE_ZONES),
-        ("colour", NEEDED_SCALES["redness"].px_per_mm, tuple(colour_zones)),
-        ("dark_spots", NEEDED_SCALES["dark_spots"].px_per_mm, NEEDED_SCALES["dark_spots"].zones),
-        ("texture", NEEDED_SCALES["texture"].px_per_mm, NEEDED_SCALES["texture"].zones),
-        ("pores", NEEDED_SCALES["pores"].px_per_mm, NEEDED_SCALES["pores"].zones),
-    ]
+def _compiled(group: str) -> Callable[[tf.Tensor, tf.Tensor], dict[str, tf.Tensor]]:
+    """One graph per patch group (eager ops cost ~20x more)."""
+    return tf.function(lambda rgb, skin: _group_measures(rgb, skin, group), input_signature=_SLOTS_SIGNATURE)
 
 
 @dataclass
 class PatchSet:
-    """One photo variant's face stage outcome and every patch cut from it ("zone@scale" keys)."""
+    """One photo variant's face stage outcome and its contract-4 slots, as the service cuts them."""
 
     name: str
     variant: str
     px_per_mm: float | None
     scale_source: str | None
     face_found: bool
-    patches: dict[str, tuple[NDArray[np.uint8], NDArray[np.bool_]]]
-    unavailable: dict[str, str]
+    rgb: NDArray[np.uint8]  # [slots, P, P, 3]
+    skin: NDArray[np.uint8]  # [slots, P, P]
+    unavailable: dict[str, str]  # "zone@scale" -> reason
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        arrays: dict[str, NDArray[np.generic]] = {}
-        for key, (rgb, skin) in self.patches.items():
-            arrays[f"{key}|rgb"], arrays[f"{key}|skin"] = rgb, skin
-        meta = {k: v for k, v in self.__dict__.items() if k != "patches"}
-        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        meta = {k: v for k, v in self.__dict__.items() if k not in ("rgb", "skin")}
         with path.open("wb") as handle:
-            np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
+            np.savez_compressed(
+                handle, rgb=self.rgb, skin=self.skin, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8)
+            )
 
     @classmethod
     def load(cls, path: Path) -> PatchSet:
         with np.load(path) as stored:
             meta = json.loads(bytes(stored["meta"]).decode())
-            patches = {}
-            for name in stored.files:
-                if name.endswith("|rgb"):
-                    key = name[: -len("|rgb")]
-                    patches[key] = (stored[name], stored[f"{key}|skin"])
-        return cls(patches=patches, **meta)
+            return cls(rgb=stored["rgb"], skin=stored["skin"], **meta)
 
 
 def measure_patches(patches: PatchSet, group: str) -> dict[str, dict[str, float]]:
-    """One measure group's readings of a photo variant's patches ("zone@scale" -> measures)."""
-    out = {}
-    for name, scale, zones in patch_plan():
-        if name != group:
-            continue
-        for zone in zones:
-            key = zone_key(zone, scale)
-            if key in patches.patches:
-                rgb, skin = patches.patches[key]
-                out[key] = _zone_measures(rgb, skin, group, scale)
-    return out
+    """One group's measures of a photo variant's slots ("zone@scale" -> measures), for the slots cut."""
+    indices = [i for i, (g, _) in enumerate(contract.PATCH_SLOTS) if g == group]
+    scale = contract.patch_group(group).px_per_mm
+    if not indices:
+        return {}
+    out = _compiled(group)(
+        tf.constant(patches.rgb[indices].astype(np.float32)),
+        tf.constant(patches.skin[indices].astype(np.float32)),
+    )
+    values = {key: value.numpy() for key, value in out.items()}
+    readings = {}
+    for row, index in enumerate(indices):
+        key = zone_key(contract.PATCH_SLOTS[index][1], scale)
+        if key not in patches.unavailable:
+            readings[key] = {name: float(column[row]) for name, column in values.items()}
+    return readings
 
 
 class ZoneReader:
@@ -240,7 +208,11 @@ class ZoneReader:
         rgb = decode_image(
             data, max_pixels=self.settings.max_image_pixels, long_side_px=self.settings.decode_long_side_px
         ).rgb
-        result = PatchSet(path.name, variant, None, None, True, {}, {})
+        size, count = contract.PATCH_SIZE_PX, len(contract.PATCH_SLOTS)
+        empty_rgb = np.zeros((count, size, size, 3), np.uint8)
+        result = PatchSet(
+            path.name, variant, None, None, True, empty_rgb, np.zeros(empty_rgb.shape[:3], np.uint8), {}
+        )
         try:
             geometry = self.geometry.analyse(rgb, "face")
         except NoFaceFound:
@@ -249,13 +221,10 @@ class ZoneReader:
         if geometry.scale is not None:
             result.px_per_mm = geometry.scale.px_per_mm
             result.scale_source = geometry.scale.source
-        for _, px_per_mm, zones in patch_plan():
-            for zone in zones:
-                key = zone_key(zone, px_per_mm)
-                try:
-                    patch = self.cutter.cut(rgb, geometry.points, geometry.scale, zone, px_per_mm)
-                except PatchUnavailable as exc:
-                    result.unavailable[key] = exc.reason
-                    continue
-                result.patches[key] = (patch.rgb, patch.skin)
+        slots = cut_slots(self.cutter, rgb, geometry.points, geometry.scale)
+        result.rgb, result.skin = slots.rgb, slots.skin
+        result.unavailable = {
+            zone_key(zone, contract.patch_group(group).px_per_mm): reason
+            for (group, zone), reason in slots.unavailable.items()
+        }
         return result

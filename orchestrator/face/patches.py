@@ -35,19 +35,11 @@ from orchestrator.face.regions import (
     to_lab,
 )
 from orchestrator.face.scale import LEFT_EYE_CORNERS, RIGHT_EYE_CORNERS, PhysicalScale
+from serving import contract
 
 # Why a patch could not be cut.
 REASONS: tuple[str, ...] = ("photo_too_small", "no_scale", "outside_photo")
-WRINKLE_ZONES: tuple[str, ...] = (
-    "forehead",
-    "glabella",
-    "right_crows_feet",
-    "left_crows_feet",
-    "right_under_eye",
-    "left_under_eye",
-    "right_nasolabial",
-    "left_nasolabial",
-)
+WRINKLE_ZONES: tuple[str, ...] = contract.patch_group("wrinkles").zones
 AREA_ZONES: tuple[str, ...] = ("right_cheek", "left_cheek", "nose", "chin")
 ZONES: tuple[str, ...] = WRINKLE_ZONES + AREA_ZONES
 
@@ -64,7 +56,7 @@ class NeededScale:
 # Each concern's scale. A photo whose face is below it leaves the concern unscored (photo_too_small).
 NEEDED_SCALES: dict[str, NeededScale] = {
     "wrinkles": NeededScale(
-        1.2,
+        contract.patch_group("wrinkles").px_per_mm,
         WRINKLE_ZONES,
         "0.83 mm per pixel: the coarse lines a portrait shows (forehead, frown, crow's feet, nasolabial) "
         "are about 1 mm wide and wider, so they span a pixel or more; fine lines (under 0.5 mm) are not "
@@ -73,36 +65,30 @@ NEEDED_SCALES: dict[str, NeededScale] = {
         "both read at it.",
     ),
     "redness": NeededScale(
-        0.8,
+        contract.patch_group("colour").px_per_mm,
         ("right_cheek", "left_cheek", "nose"),
         "1.25 mm per pixel: diffuse erythema covers areas of centimetres; telangiectasia (0.1-1 mm "
         "vessels) are not resolved and not claimed.",
     ),
     "dark_spots": NeededScale(
-        1.0,
+        contract.patch_group("dark_spots").px_per_mm,
         ("right_cheek", "left_cheek", "forehead"),
         "1 mm per pixel: lentigines and freckles are 2 mm across and larger, so one spans 2 pixels or more.",
     ),
     "dark_circles": NeededScale(
-        0.8,
-        ("right_under_eye", "left_under_eye", "right_cheek", "left_cheek"),
+        contract.patch_group("colour").px_per_mm,
+        ("right_infraorbital", "left_infraorbital", "right_cheek", "left_cheek"),
         "1.25 mm per pixel: infraorbital darkening is a band of about 10 mm under the lid, compared "
         "with the cheek below it.",
     ),
     "oiliness": NeededScale(
-        0.8,
+        contract.patch_group("colour").px_per_mm,
         ("forehead", "nose", "right_cheek", "left_cheek"),
         "1.25 mm per pixel: shine is read as the share of specular highlight, patches of millimetres "
         "and more.",
     ),
-    "texture": NeededScale(
-        4.0,
-        ("right_cheek", "left_cheek"),
-        "0.25 mm per pixel: skin microrelief furrows are spaced 0.2-1 mm apart, so roughness at that "
-        "scale needs at least 4 pixels per millimetre.",
-    ),
     "pores": NeededScale(
-        8.0,
+        contract.patch_group("pores").px_per_mm,
         ("right_cheek", "left_cheek", "nose"),
         "0.125 mm per pixel: a facial pore is 0.1-0.5 mm across, so a mid-sized pore (0.25 mm) spans "
         "2 pixels only at 8 pixels per millimetre.",
@@ -128,6 +114,9 @@ BELOW_ARC_MM = 3.0
 CROWS_FEET_MM = (4.0, 20.0, -8.0, 10.0)
 # Under the eye: from below the lashes (2.5 mm under the lid margin) 10 mm down.
 UNDER_LID_MM, UNDER_EYE_DEPTH_MM = 2.5, 10.0
+# Infraorbital band, where dark circles are read: from 5 mm below the lid margin (below the lashes and
+# the lower lid's tarsal plate, whose fold rolls up in a smile) to 15 mm (about the lid-cheek junction).
+INFRAORBITAL_MM = (5.0, 15.0)
 NASOLABIAL_WIDTH_MM = 8.0
 # Cut-outs: margins around eyes (lashes), brows (stray hairs) and lips; the face outline is shrunk by
 # OVAL_INSET_MM so ears and the hairline at the temples stay out.
@@ -208,10 +197,15 @@ def zone_outline(frame: FaceFrame, zone: str) -> NDArray[np.float64]:
         return np.array(
             [[x0, corner[1] + top], [x1, corner[1] + top], [x1, corner[1] + bottom], [x0, corner[1] + bottom]]
         )
-    if zone.endswith("under_eye"):
+    if zone.endswith("under_eye") or zone.endswith("infraorbital"):
+        top, bottom = (
+            (UNDER_LID_MM, UNDER_LID_MM + UNDER_EYE_DEPTH_MM)
+            if zone.endswith("under_eye")
+            else INFRAORBITAL_MM
+        )
         lid = frame.at(_LOWER_LIDS[side])
-        upper = lid + np.array([0.0, UNDER_LID_MM])
-        lower = lid + np.array([0.0, UNDER_LID_MM + UNDER_EYE_DEPTH_MM])
+        upper = lid + np.array([0.0, top])
+        lower = lid + np.array([0.0, bottom])
         return np.concatenate([upper, lower[::-1]])
     if zone.endswith("nasolabial"):
         return frame.at(_NASOLABIAL[side])  # a polyline, drawn as a band
@@ -347,3 +341,55 @@ def skin_like(rgb: NDArray[np.uint8], reference: NDArray[np.bool_], px_per_mm: f
     # A specular highlight is paler than skin but brighter: kept, since shine is measured on it.
     highlight = lab[..., 0] >= median[0] + HIGHLIGHT_MIN_BRIGHTER_L
     return np.asarray(~dark & (~hue | highlight), dtype=bool)
+
+
+def fill_square(
+    rgb: NDArray[np.uint8], skin: NDArray[np.bool_], size: int
+) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
+    """A patch as one contract slot: at the top left of a `size` square whose rest mirrors it (so a
+    filter reads no edge there), skin 0 outside it; a patch larger than the square keeps its centre."""
+    height, width = skin.shape
+    y0, x0 = max(0, (height - size) // 2), max(0, (width - size) // 2)
+    rgb, skin = rgb[y0 : y0 + size, x0 : x0 + size], skin[y0 : y0 + size, x0 : x0 + size]
+    height, width = skin.shape
+    # Mirror without repeating the edge pixel's neighbour twice (TensorFlow's SYMMETRIC, OpenCV's
+    # REFLECT), as often as the square needs.
+    rows = np.arange(size)
+    period_y, period_x = 2 * height, 2 * width
+    ys, xs = rows % period_y, rows % period_x
+    ys = np.where(ys >= height, period_y - 1 - ys, ys)
+    xs = np.where(xs >= width, period_x - 1 - xs, xs)
+    mask = np.zeros((size, size), dtype=np.uint8)
+    mask[:height, :width] = skin
+    return np.ascontiguousarray(rgb[ys][:, xs]), mask
+
+
+@dataclass(frozen=True)
+class Slots:
+    """Every patch slot of contract 4 for one face, and why any slot is empty ((group, zone) -> reason)."""
+
+    rgb: NDArray[np.uint8]  # [len(contract.PATCH_SLOTS), P, P, 3]
+    skin: NDArray[np.uint8]  # [len(contract.PATCH_SLOTS), P, P], 0/1
+    unavailable: dict[tuple[str, str], str]
+
+
+def cut_slots(
+    cutter: PatchCutter,
+    rgb: NDArray[np.uint8],
+    points: NDArray[np.float32] | None,
+    scale: PhysicalScale | None,
+) -> Slots:
+    """Cut every slot of contract.PATCH_SLOTS from the decoded photo (empty where a zone cannot be cut)."""
+    size = contract.PATCH_SIZE_PX
+    count = len(contract.PATCH_SLOTS)
+    out_rgb = np.zeros((count, size, size, 3), dtype=np.uint8)
+    out_skin = np.zeros((count, size, size), dtype=np.uint8)
+    unavailable: dict[tuple[str, str], str] = {}
+    for index, (group, zone) in enumerate(contract.PATCH_SLOTS):
+        try:
+            patch = cutter.cut(rgb, points, scale, zone, contract.patch_group(group).px_per_mm)
+        except PatchUnavailable as exc:
+            unavailable[(group, zone)] = exc.reason
+            continue
+        out_rgb[index], out_skin[index] = fill_square(patch.rgb, patch.skin, size)
+    return Slots(rgb=out_rgb, skin=out_skin, unavailable=unavailable)

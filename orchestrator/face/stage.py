@@ -93,9 +93,8 @@ class FaceGeometry:
         self.detector = detector or FaceDetector()
         self.mesh = mesh or FaceMesh()
         self.scene = scene
-        # The physical scale is read only where it is asked for (the concern measures of export/): the
-        # answer does not use it yet, and the iris model costs about 6.6 ms of CPU per face (measured on 20
-        # portraits of data/faces), which no request should pay for nothing.
+        # The physical scale (the iris model, about 6.6 ms of CPU per face) is read where it is asked for:
+        # the service and export's concern measures do; the tests of the other parts need not.
         self.scale = scale
 
     def analyse(self, rgb: NDArray[np.uint8], request: str = "auto") -> Geometry:

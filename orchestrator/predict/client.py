@@ -76,8 +76,8 @@ class PredictClient:
                 self._channel = grpc.insecure_channel(
                     self.settings.model_server_address,
                     options=[
-                        ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-                        ("grpc.max_send_message_length", 64 * 1024 * 1024),
+                        ("grpc.max_receive_message_length", contract.MAX_MESSAGE_BYTES),
+                        ("grpc.max_send_message_length", contract.MAX_MESSAGE_BYTES),
                         ("grpc.enable_retries", 0),
                         ("grpc.initial_reconnect_backoff_ms", 100),
                         ("grpc.max_reconnect_backoff_ms", 1000),
@@ -102,10 +102,12 @@ class PredictClient:
         mask: NDArray[np.uint8],
         version: int | None = None,
         layout: contract.Layout | None = None,
+        patches: tuple[NDArray[np.uint8], NDArray[np.uint8]] | None = None,
     ) -> Prediction:
         """Send one aligned face and its region mask to `version` (the server's choice when None), asking
         only for the outputs of `layout` (read from the version's signature; None: every output, read by
-        the names in the response).
+        the names in the response); `patches` are the face's patch slots and their skin, for a
+        contract-4 version.
 
         Raises ModelUnavailable, ModelTimeout, ModelBadResponse, and VersionGone when the asked-for
         version is no longer loaded.
@@ -117,6 +119,9 @@ class PredictClient:
         request.model_spec.signature_name = contract.SIGNATURE_NAME
         fill_tensor_proto(request.inputs["face"], face[None])
         fill_tensor_proto(request.inputs["mask"], mask[None])
+        if patches is not None:
+            for spec, array in zip(contract.PATCH_INPUTS, patches, strict=True):
+                fill_tensor_proto(request.inputs[spec.name], array[None])
         if layout is not None:
             request.output_filter.extend(layout.outputs)
         predict_stub, _ = self._stubs()
@@ -268,6 +273,7 @@ def _read_prediction(
         given: contract.Signature = {"outputs": {name: ("float32", ()) for name in response.outputs}}
         layout = contract.read_layout(given)
     specs = {spec.name: spec for spec in (*contract.outputs(), contract.SIGNAL_AXIS)}
+
     arrays = {name: _output(response, specs[name], rows) for name in layout.outputs}
     if not response.model_spec.HasField("version"):
         logger.error("model response does not name its version")
@@ -281,6 +287,9 @@ def _read_prediction(
         version=int(response.model_spec.version.value),
         signals={name: signals[name] for name in layout.signals},
         acne_peaks=arrays[contract.ACNE_PEAKS.name][0] if layout.acne else None,
+        zones={name: arrays[contract.ZONE_PREFIX + name][0] for name in layout.zone_measures}
+        if layout.zone_measures
+        else None,
     )
 
 

@@ -21,6 +21,8 @@ class Prediction:
     version: int
     signals: Mapping[str, NDArray[np.float32]]
     acne_peaks: NDArray[np.float32] | None  # [MAX_LESIONS, 3] (y, x relative to the face image, score)
+    # Contract 4: each zone measure's value per patch slot (contract.PATCH_SLOTS order), by measure name.
+    zones: Mapping[str, NDArray[np.float32]] | None = None
 
 
 def signal_columns(matrix: NDArray[np.float32], names: tuple[str, ...]) -> dict[str, NDArray[np.float32]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,13 @@ from orchestrator.answer import (
     SkinType,
 )
 from orchestrator.errors import ModelBadResponse
+from orchestrator.face.patches import NEEDED_SCALES
+from orchestrator.notices import CONCERN_REASON_TABLE, concern_reason
 from orchestrator.predict.prediction import Prediction
 from orchestrator.scoring.concerns import ZONES, RawConcerns, face_lab, raw_concerns, zone_values
+from orchestrator.scoring.reference import AdultReference
+from orchestrator.scoring.reference import severity as reference_severity
+from orchestrator.scoring.zones import Design, concern_values, region_values, served_zones
 from serving import contract
 from serving.concerns import ACNE_GRADES, Concern, registry
 from serving.fingerprint import content_fingerprint, is_fingerprint
@@ -77,6 +83,11 @@ class Calibration:
     # a version calibrated on fewer concerns than this service knows scores those it has.
     face_columns: tuple[str, ...] = ()
     region_columns: tuple[tuple[str, str], ...] = ()
+    # Contract 4: how zone measures combine (chosen on data/ages' training part), and the adult
+    # reference they are scored against: per concern, and per "concern/region" for region scores.
+    zone_design: Design | None = None
+    zone_reference: AdultReference | None = None
+    zone_regions: AdultReference | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibration:
@@ -109,7 +120,24 @@ class Calibration:
             reference=dict(data["reference"]),
             face_columns=face_columns,
             region_columns=region_columns,
+            **_zone_calibration(data),
         )
+
+
+def _zone_calibration(data: dict[str, Any]) -> dict[str, Any]:
+    """The optional zone part of a calibration (contract-4 versions)."""
+    if "zone_design" not in data:
+        return {}
+    try:
+        return {
+            "zone_design": Design.from_json(data["zone_design"]),
+            "zone_reference": AdultReference(**data["zone_reference"]),
+            "zone_regions": AdultReference(**data["zone_regions"]),
+        }
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CalibrationProblem(
+            "calibration_columns", "its calibration's zone reference is malformed"
+        ) from exc
 
 
 def load_calibration(path: Path) -> Calibration:
@@ -230,12 +258,14 @@ class PostScorer:
         peak_labels: list[str | None],
         usable: dict[str, bool],
         colour: bool = True,
+        patches: PatchOutcome | None = None,
     ) -> Scored:
         """The concerns, skin tone, skin type and overall parts of a report. `peak_labels` names the
         mask label under each lesion candidate, `usable` which labels can be read; with `colour`
         False (a greyscale photo) the colour concerns and the skin tone are unknown, and the overall
-        score leaves them out."""
+        score leaves them out. `patches` says which patch slots were cut (contract-4 versions)."""
         cal = self.calibration
+        zoned = self._zone_concerns(prediction, patches, colour) if cal.zone_design is not None else {}
         raw = raw_concerns(prediction.signals, prediction.acne_peaks, peak_labels, usable, cal.acne_threshold)
         face = dict(
             zip(cal.face_columns, self._face.percentiles(raw.face_row(cal.face_columns)), strict=True)
@@ -247,13 +277,16 @@ class PostScorer:
         )
         concerns: dict[str, ConcernScore | AcneScore] = {}
         for record in registry():
-            if record.name not in raw.measured:
+            if record.name in zoned:
+                concerns[record.name] = zoned[record.name]
+            elif record.name not in raw.measured:
                 reason = NOT_MEASURED.format(version=prediction.version, concern=record.name)
-                concerns[record.name] = _not_scored(record, reason)
+                concerns[record.name] = _not_scored(record, reason, "not_measured")
             elif record.raw == "lesions":
                 concerns[record.name] = self._acne(raw.face[record.name], raw.regions[record.name], raw)
             elif record.name not in face:
-                concerns[record.name] = _not_scored(record, NOT_CALIBRATED.format(version=prediction.version))
+                reason = NOT_CALIBRATED.format(version=prediction.version)
+                concerns[record.name] = _not_scored(record, reason, "not_calibrated")
             else:
                 known = colour or not record.needs_colour
                 score = _score(face[record.name]) if known else None
@@ -275,6 +308,50 @@ class PostScorer:
             skin_tone=self._skin_tone(prediction, raw.usable) if colour else no_tone,
             skin_type=self._skin_type(prediction, raw.usable),
         )
+
+    def _zone_concerns(
+        self, prediction: Prediction, patches: PatchOutcome | None, colour: bool
+    ) -> dict[str, ConcernScore | AcneScore]:
+        """The concerns a contract-4 version reads from its zone measures, scored against the adult
+        reference of its calibration; those without a value are not scored, with the cutter's reason."""
+        cal = self.calibration
+        assert cal.zone_design is not None and cal.zone_reference is not None and cal.zone_regions is not None
+        records = [r for r in registry() if r.name in NEEDED_SCALES]
+        if prediction.zones is None or patches is None:
+            reason = NOT_MEASURED.format(version=prediction.version, concern="zones")
+            return {r.name: _not_scored(r, reason, "not_measured") for r in records}
+        zones, cut_reasons = served_zones(prediction.zones, patches.unavailable)
+        values, reasons = concern_values(zones, cut_reasons, cal.zone_design)
+        by_region = region_values(zones)
+        out: dict[str, ConcernScore | AcneScore] = {}
+        for record in records:
+            name = record.name
+            if name not in cal.zone_reference.quantiles:
+                out[name] = _not_scored(
+                    record, NOT_CALIBRATED.format(version=prediction.version), "not_calibrated"
+                )
+            elif name not in values:
+                code = reasons[name]
+                out[name] = _not_scored(record, _zone_reason(record, code, patches.px_per_mm), code)
+            elif record.needs_colour and not colour:
+                out[name] = ConcernScore(
+                    score=None, severity=None, regions=dict.fromkeys(record.regions), raw=None
+                )
+            else:
+                score = round(cal.zone_reference.score(name, values[name]), 1)
+                regions = {
+                    region: round(cal.zone_regions.score(key, by_region[name][region]), 1)
+                    if region in by_region[name] and (key := f"{name}/{region}") in cal.zone_regions.quantiles
+                    else None
+                    for region in record.regions
+                }
+                out[name] = ConcernScore(
+                    score=score,
+                    severity=reference_severity(score),
+                    regions=regions,
+                    raw=_round(values[name], 4),
+                )
+        return out
 
     def _acne(self, count: float, regions: dict[str, float], raw: RawConcerns) -> AcneScore:
         region_counts = {r: (None if np.isnan(v) else int(v)) for r, v in regions.items()}
@@ -340,14 +417,47 @@ class PostScorer:
         return SkinType(label=max(probabilities, key=probabilities.__getitem__), probabilities=probabilities)
 
 
-def _not_scored(record: Concern, reason: str) -> ConcernScore | AcneScore:
-    """A concern the version that answered cannot score, with the reason."""
+def _not_scored(record: Concern, reason: str, code: str) -> ConcernScore | AcneScore:
+    """A concern this answer cannot score, with the reason (words) and its code (notices' table)."""
+    code = concern_reason(code)
     if record.raw == "lesions":
         regions = dict.fromkeys(record.regions)
-        return AcneScore(score=None, severity=None, regions=regions, count=None, lesions=[], reason=reason)
+        return AcneScore(
+            score=None,
+            severity=None,
+            regions=regions,
+            count=None,
+            lesions=[],
+            reason=reason,
+            reason_code=code,
+        )
     return ConcernScore(
-        score=None, severity=None, regions=dict.fromkeys(record.regions), raw=None, reason=reason
+        score=None,
+        severity=None,
+        regions=dict.fromkeys(record.regions),
+        raw=None,
+        reason=reason,
+        reason_code=code,
     )
+
+
+def _zone_reason(record: Concern, code: str, px_per_mm: float | None) -> str:
+    """The words of a zone concern's reason, for this photo."""
+    if code == "photo_too_small" and px_per_mm is not None:
+        need = NEEDED_SCALES[record.name].px_per_mm
+        return (
+            f"{record.label} is read at {need:g} pixels per millimetre and this photo gives "
+            f"{px_per_mm:.2f} on the face: move closer, or send the photo at its full resolution"
+        )
+    return CONCERN_REASON_TABLE[code]
+
+
+@dataclass(frozen=True)
+class PatchOutcome:
+    """What the face's patch slots were cut at: its scale and the slots left empty, with the reasons."""
+
+    px_per_mm: float | None
+    unavailable: Mapping[tuple[str, str], str]
 
 
 class ScorerRegistry:

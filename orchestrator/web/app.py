@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from orchestrator.decode.formats import configure_decoders
 from orchestrator.errors import HTTP_CODES, ImageFileTooLarge, ShineError
+from orchestrator.face.scale import ScaleReader
 from orchestrator.face.scene import SceneCheck
 from orchestrator.face.stage import FaceGeometry
 from orchestrator.pipeline import Pipeline
@@ -74,7 +75,7 @@ def create_app(
     )
     pipeline = Pipeline(
         settings,
-        geometry or FaceGeometry(scene=SceneCheck(settings.scene_model_path)),
+        geometry or FaceGeometry(scene=SceneCheck(settings.scene_model_path), scale=ScaleReader()),
         client,
         router,
         scorers,

@@ -40,7 +40,13 @@ class ModelServerControl:
         self.address = address
         self.model_name = model_name
         self.timeout_s = timeout_s
-        self._channel = grpc.insecure_channel(address)
+        self._channel = grpc.insecure_channel(
+            address,
+            options=[
+                ("grpc.max_receive_message_length", contract.MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", contract.MAX_MESSAGE_BYTES),
+            ],
+        )
         self._models = services_pb2_grpc.ModelServiceStub(self._channel)
         self._predict = services_pb2_grpc.PredictionServiceStub(self._channel)
 

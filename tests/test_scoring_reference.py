@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.concerns.reference import AdultReference, severity
+from orchestrator.scoring.reference import AdultReference, severity
 
 
 def _reference() -> AdultReference:

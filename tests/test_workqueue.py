@@ -18,6 +18,7 @@ from orchestrator.errors import Overloaded
 from orchestrator.settings import Settings, SettingsError
 from orchestrator.web.app import create_app
 from orchestrator.web.workqueue import (
+    MAX_WAITING_THREADS,
     SLOTS_PER_CORE,
     WAITING_THREADS_PER_DEADLINE_S,
     WorkQueue,
@@ -163,6 +164,7 @@ def test_slots_follow_the_cores_and_the_waiting_threads_the_deadline() -> None:
     assert worker_threads(Settings(threads=4, answer_deadline_s=10.0)) == 4 + 10 * (
         WAITING_THREADS_PER_DEADLINE_S
     )
+    assert worker_threads(Settings(threads=4, answer_deadline_s=3600.0)) == 4 + MAX_WAITING_THREADS
 
 
 def test_the_app_answers_overloaded_as_a_json_503_with_retry_after() -> None:

@@ -34,6 +34,9 @@ SERVICE_WEIGHT = 0.2
 # requests a deadline's worth of answering can serve, or they would wait unseen in the web server's own
 # queue (at up to 16 answers a second per worker; 2 cores answer about 20-25 a second in all).
 WAITING_THREADS_PER_DEADLINE_S = 16
+# At most this many waiting threads per worker, whatever the deadline: gunicorn keeps its other
+# connections (of 1000 per worker) for idle keep-alive clients.
+MAX_WAITING_THREADS = 512
 
 
 def cores() -> int:
@@ -56,7 +59,8 @@ def worker_slots(settings: Settings) -> int:
 
 def worker_threads(settings: Settings) -> int:
     """Request threads of one gunicorn worker: SHINE_THREADS plus those that hold the waiting line."""
-    return settings.threads + math.ceil(WAITING_THREADS_PER_DEADLINE_S * settings.answer_deadline_s)
+    waiting = math.ceil(WAITING_THREADS_PER_DEADLINE_S * settings.answer_deadline_s)
+    return settings.threads + min(MAX_WAITING_THREADS, waiting)
 
 
 class WorkQueue:

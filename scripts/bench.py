@@ -127,9 +127,8 @@ def model_time_in_process(version_dir: Path, face: np.ndarray, mask: np.ndarray)
 
 
 def measures_time_in_process(face: np.ndarray, mask: np.ndarray) -> float:
-    """p50 milliseconds of the fixed-filter measures alone (export.measures) on one face, with the threads
-    model_time_in_process set (it runs first):
-    the rest of the model's time is its acne head."""
+    """p50 milliseconds of the fixed-filter measures alone (export.measures) on one face, on the threads
+    model_time_in_process set (it runs first): the rest of the model's time is its acne head."""
     import tensorflow as tf
 
     from export.measures import measure_faces

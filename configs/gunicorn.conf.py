@@ -7,19 +7,22 @@ lazily inside each worker, after the fork.
 """
 
 import ctypes
-import multiprocessing
 import os
 import shutil
 import tempfile
 
 from orchestrator.settings import Settings
+from orchestrator.web.workqueue import worker_count, worker_threads
 
 # The orchestrator's one reader of the environment; a bad value stops gunicorn here, naming it.
 _settings = Settings.from_env()
 bind = _settings.bind
-workers = _settings.workers or min(4, multiprocessing.cpu_count())
+workers = worker_count(_settings)
 worker_class = "gthread"
-threads = _settings.threads
+# SHINE_THREADS work; the rest only wait in the app's line for a slot (orchestrator/web/workqueue.py),
+# where their wait is known and a request that cannot be answered in time is refused at once. A
+# request waiting in gunicorn's own queue instead would be seen only once a thread took it up.
+threads = worker_threads(_settings)
 timeout = 120
 graceful_timeout = 30
 keepalive = 5

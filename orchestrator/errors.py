@@ -10,6 +10,7 @@
     │   ├── NoFaceFound             422 NO_FACE_FOUND
     │   ├── FaceTooSmall            422 FACE_TOO_SMALL
     │   └── RateLimited             429 RATE_LIMITED (Retry-After)
+    ├── Overloaded                  503 OVERLOADED (Retry-After): more work than can be answered in time
     └── ModelError                  5xx: the model server is at fault
         ├── ModelUnavailable        503 MODEL_UNAVAILABLE (Retry-After)
         │   └── VersionGone         503: the version asked for was unloaded (the router picks again)
@@ -90,6 +91,14 @@ class RateLimited(ClientError):
     default_message = "Too many requests; retry later."
 
 
+class Overloaded(ShineError):
+    """This worker has more analyses waiting than it can answer within the deadline; retry later."""
+
+    status = 503
+    code = "OVERLOADED"
+    default_message = "The service has more work than it can answer in time; retry shortly."
+
+
 class ModelError(ShineError):
     """The model server could not give a usable answer."""
 
@@ -132,6 +141,7 @@ ERROR_TABLE: tuple[type[ShineError], ...] = (
     NoFaceFound,
     FaceTooSmall,
     RateLimited,
+    Overloaded,
     ModelUnavailable,
     ModelTimeout,
     ModelBadResponse,

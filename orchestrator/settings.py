@@ -74,6 +74,9 @@ class Settings:
     bind: str = "0.0.0.0:8000"
     workers: int = 0
     threads: int = 4
+    # The longest a client should wait for an analysis: a request whose turn in its worker's line cannot
+    # come in time for an answer by then is refused at once (503 OVERLOADED with Retry-After).
+    answer_deadline_s: float = 10.0
     # Threads OpenCV may use inside one call; 0 leaves OpenCV's own choice (every core).
     opencv_threads: int = 0
     # Keep the metrics directory when gunicorn exits (tests read it afterwards).

@@ -99,6 +99,57 @@ def run_load(call: Callable[[], bool], concurrency: int, total: int) -> dict[str
     }
 
 
+# One analysis under overload: HTTP status (0: no answer), error code ("" for a 200), wall milliseconds.
+Outcome = tuple[int, str, float]
+
+
+def run_overload(
+    call: Callable[[], Outcome], concurrency: int, total: int, deadline_s: float
+) -> dict[str, float]:
+    """Run `call` `total` times from `concurrency` threads: answers (200), refusals (503 OVERLOADED),
+    any other outcome, answers later than `deadline_s`, and latency of every outcome."""
+    outcomes: list[Outcome] = []
+    lock = threading.Lock()
+
+    def one(_: int) -> None:
+        outcome = call()
+        with lock:
+            outcomes.append(outcome)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(one, range(total)))
+    duration = time.perf_counter() - started
+    answers = [ms for status, _, ms in outcomes if status == 200]
+    overloaded = [ms for status, code, ms in outcomes if status == 503 and code == "OVERLOADED"]
+    every = [ms for _, _, ms in outcomes]
+    return {
+        "requests": float(total),
+        "answers": float(len(answers)),
+        "overloaded": float(len(overloaded)),
+        "other": float(total - len(answers) - len(overloaded)),
+        "late_answers": float(sum(1 for ms in answers if ms > deadline_s * 1000.0)),
+        "overloaded_p99_ms": percentile(overloaded, 99),
+        "p50_ms": percentile(every, 50),
+        "p99_ms": percentile(every, 99),
+        "answers_per_s": len(answers) / duration,
+    }
+
+
+def overload_call(url: str, photo: bytes) -> Callable[[], Outcome]:
+    """One analysis over a fresh connection; a failed connection is an outcome (status 0), not an error."""
+
+    def call() -> Outcome:
+        started = time.perf_counter()
+        try:
+            status, body, elapsed_ms = post(url, photo)
+        except requests.RequestException as exc:
+            return 0, type(exc).__name__, (time.perf_counter() - started) * 1000.0
+        return status, body.get("error", {}).get("code", ""), elapsed_ms
+
+    return call
+
+
 def http_call(url: str, photo: bytes) -> Callable[[], bool]:
     return lambda: post(url, photo)[0] == 200
 

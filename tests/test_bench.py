@@ -11,7 +11,8 @@ import pytest
 pytest.importorskip("tensorflow")
 
 from orchestrator.settings import Settings
-from scripts.load import run_load, summarise
+from scripts.bench import render_overload
+from scripts.load import run_load, run_overload, summarise
 from scripts.monolith import InProcessModel
 from serving import contract
 from serving.repository import versions_on_disk
@@ -49,3 +50,29 @@ def test_load_counts_failures_and_summaries_keep_the_spread(tmp_path: Path) -> N
     assert result["requests"] == 4 and result["errors"] == 1
     summary = summarise([{"x": 3.0}, {"x": 1.0}, {"x": 2.0}])["x"]
     assert summary == {"median": 2.0, "min": 1.0, "max": 3.0}
+
+
+def test_overload_runs_count_answers_refusals_other_outcomes_and_late_answers() -> None:
+    outcomes = iter(
+        [
+            (200, "", 120.0),
+            (200, "", 10_500.0),  # answered after its client's 10 s
+            (503, "OVERLOADED", 3.0),
+            (503, "MODEL_UNAVAILABLE", 4.0),
+            (0, "ConnectionError", 1.0),
+        ]
+    )
+    result = run_overload(lambda: next(outcomes), concurrency=1, total=5, deadline_s=10.0)
+    assert result["answers"] == 2 and result["late_answers"] == 1
+    assert result["overloaded"] == 1 and result["other"] == 2
+    assert result["overloaded_p99_ms"] == 3.0
+
+
+def test_the_report_sets_the_model_servers_cpu_beside_the_models_time_and_lists_overload() -> None:
+    overload = {"requests": 768.0, "answers": 500.0, "overloaded": 268.0, "other": 0.0, "late_answers": 0.0}
+    overload |= {"overloaded_p99_ms": 20.0, "p50_ms": 900.0, "p99_ms": 9000.0, "answers_per_s": 25.0}
+    results = {"overload": {"Shine": {"128": overload, "256": overload}, "monolith": {"256": overload}}}
+    lines = "\n".join(render_overload(results))
+    assert "128 and 256 clients" in lines
+    assert "| Shine | 256 | 768 | 500 | 268 (20) | 0 | 0 | 900 | 9000 | 25.0 |" in lines
+    assert "| monolith | 256 |" in lines

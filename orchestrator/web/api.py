@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
 
 from orchestrator import notices
-from orchestrator.errors import ImageFileTooLarge, InvalidRequest, ModelError
+from orchestrator.errors import ImageFileTooLarge, InvalidRequest, ModelError, Overloaded
 from orchestrator.face.stage import VIEW_REQUESTS
 from orchestrator.pipeline import Timer
 from orchestrator.web import metrics
@@ -18,6 +19,8 @@ api = Blueprint("api", __name__)
 
 # Labels the models view asks the server about (TF Serving has no call that lists labels).
 KNOWN_LABELS = ("stable", "canary")
+# Bytes read at a time when an upload is discarded unread.
+DISCARD_CHUNK_BYTES = 256 * 1024
 # How the `overlay` flag may be spelled, in the query string or as a form field.
 FLAG_VALUES = {"true": True, "1": True, "false": False, "0": False}
 
@@ -71,6 +74,29 @@ def analyze_guest() -> Response:
     )
     if not request.mimetype.startswith("multipart/form-data"):
         raise InvalidRequest()
+    try:
+        with shine.workqueue.admit():
+            return _analyze()
+    except Overloaded:
+        _discard_upload(settings.max_upload_bytes)
+        raise
+
+
+def _discard_upload(limit_bytes: int) -> None:
+    """Read the unread upload away (at most `limit_bytes` and the framing), so a refused client that is
+    still sending gets its answer rather than a reset connection."""
+    left = limit_bytes + DISCARD_CHUNK_BYTES
+    try:
+        while left > 0 and request.stream.read(DISCARD_CHUNK_BYTES):
+            left -= DISCARD_CHUNK_BYTES
+    except HTTPException:
+        pass  # too large to read, or the client went away: the server closes the connection instead
+
+
+def _analyze() -> Response:
+    """Read the upload and its options, run the pipeline, answer the report (in an admitted slot)."""
+    shine = get_services()
+    settings = shine.settings
     uploads = request.files.getlist("image")
     if len(uploads) != 1:
         raise InvalidRequest("Send exactly one photo, in the multipart field 'image'.")

@@ -32,6 +32,7 @@ from orchestrator.web.demo import demo
 from orchestrator.web.openapi import build_openapi
 from orchestrator.web.ratelimit import RateLimiter
 from orchestrator.web.services import Services, init_app
+from orchestrator.web.workqueue import WorkQueue, worker_slots
 from serving.admission.state import StateReader, state_path
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ def create_app(
     client: PredictClient | None = None,
     scorers: ScorerRegistry | None = None,
     limiter: RateLimiter | None = None,
+    workqueue: WorkQueue | None = None,
 ) -> Flask:
     """Build the orchestrator app; raises SettingsError, OSError, FaceModelError or SceneModelError on
     a bad configuration (the face models and the scene classifier load here, before any fork)."""
@@ -92,6 +94,12 @@ def create_app(
         router=router,
         limiter=limiter or RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
         openapi=build_openapi(),
+        workqueue=workqueue
+        or WorkQueue(
+            worker_slots(settings),
+            settings.answer_deadline_s,
+            on_refused=lambda outcome: metrics.OVERLOADED.labels(outcome).inc(),
+        ),
     )
     init_app(app, services)
     CORS(

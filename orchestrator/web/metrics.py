@@ -58,6 +58,13 @@ RATE_LIMIT_LOCK_TIMEOUTS = Counter(
     ["outcome"],
 )
 
+OVERLOADED = Counter(
+    "shine_overloaded_total",
+    "Analyses refused with 503 OVERLOADED: on arrival, when the wait in line was too long for the "
+    "deadline (refused), or after waiting, when their turn could no longer come in time (gave_up)",
+    ["outcome"],
+)
+
 
 class RejectedVersions:
     """Keeps REJECTED_VERSIONS in step with the router: its observer, called after every refresh."""

@@ -13,6 +13,7 @@ from orchestrator.predict.client import PredictClient
 from orchestrator.predict.routing import VersionRouter
 from orchestrator.settings import Settings
 from orchestrator.web.ratelimit import RateLimiter
+from orchestrator.web.workqueue import WorkQueue
 
 EXTENSION = "shine"
 
@@ -27,6 +28,8 @@ class Services:
     router: VersionRouter
     limiter: RateLimiter
     openapi: dict[str, Any]
+    # Admission of analyses in this worker (one per process: gunicorn forks the preloaded app).
+    workqueue: WorkQueue
 
 
 def init_app(app: Flask, services: Services) -> None:

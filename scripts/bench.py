@@ -40,6 +40,8 @@ from orchestrator.decode.images import decode_image  # noqa: E402
 from orchestrator.face.alignment import align_face  # noqa: E402
 from orchestrator.face.detection import FaceDetector  # noqa: E402
 from orchestrator.face.landmarks import FaceMesh  # noqa: E402
+from orchestrator.face.patches import PatchCutter, cut_slots  # noqa: E402
+from orchestrator.face.scale import ScaleReader  # noqa: E402
 from orchestrator.face.stage import FaceGeometry  # noqa: E402
 from orchestrator.settings import Settings  # noqa: E402
 from scripts import monolith  # noqa: E402
@@ -103,10 +105,13 @@ def detection_stage(photo: bytes, runs: int) -> dict[str, float]:
     }
 
 
-def model_time_in_process(version_dir: Path, face: np.ndarray, mask: np.ndarray) -> dict[str, float]:
-    """The SavedModel alone on one face (aligned image and mask), in this process, with the model
-    server's TensorFlow threads: p50 milliseconds, and CPU milliseconds per call (this process's CPU
-    over 50 calls: the figure the model server's CPU per request is held against)."""
+def model_time_in_process(
+    version_dir: Path, face: np.ndarray, mask: np.ndarray, patches: tuple[np.ndarray, np.ndarray] | None
+) -> dict[str, float]:
+    """The SavedModel alone on one face (aligned image and mask, and its patch slots for a contract-4
+    version), in this process, with the model server's TensorFlow threads: p50 milliseconds, and CPU
+    milliseconds per call (this process's CPU over 50 calls: the figure the model server's CPU per
+    request is held against)."""
     import tensorflow as tf
 
     from serving.local_server import INTRA_OP_THREADS
@@ -114,6 +119,10 @@ def model_time_in_process(version_dir: Path, face: np.ndarray, mask: np.ndarray)
     tf.config.threading.set_intra_op_parallelism_threads(INTRA_OP_THREADS)
     serve = tf.saved_model.load(str(version_dir)).signatures[contract.SIGNATURE_NAME]
     inputs = {"face": tf.constant(face[None]), "mask": tf.constant(mask[None])}
+    if patches is not None:
+        inputs |= {
+            spec.name: tf.constant(a[None]) for spec, a in zip(contract.PATCH_INPUTS, patches, strict=True)
+        }
     for _ in range(5):
         serve(**inputs)
     times = []
@@ -192,16 +201,22 @@ def measure_service(
 
 
 def measure_model_alone(
-    address: str, pid: int, face: np.ndarray, mask: np.ndarray, concurrency: int, total: int
+    address: str,
+    pid: int,
+    face: np.ndarray,
+    mask: np.ndarray,
+    patches: tuple[np.ndarray, np.ndarray] | None,
+    concurrency: int,
+    total: int,
 ) -> dict[str, Any]:
     """The same repeated runs sending the aligned face straight to the model server over gRPC, with the
     server's CPU per request in the concurrent run."""
     runs = []
     for _ in range(REPETITIONS):
-        one = run_load(predict_call(address, face, mask), 1, max(20, total // 10))
+        one = run_load(predict_call(address, face, mask, patches), 1, max(20, total // 10))
         cpu_before = cpu_seconds([pid])
         with MemorySampler({"model_server": lambda: [pid]}) as sampler:
-            many = run_load(predict_call(address, face, mask), concurrency, total)
+            many = run_load(predict_call(address, face, mask, patches), concurrency, total)
         cpu_ms = (cpu_seconds([pid]) - cpu_before) * 1000.0 / total
         runs.append(
             {**_figures(one, many), "pss_mb": sampler.peak_mb["model_server"], "cpu_ms_model_server": cpu_ms}
@@ -441,19 +456,31 @@ def render(results: dict[str, Any]) -> str:
         *render_overload(results),
         "## Shine, one request at a time (server time = the answer's timing_ms.total)",
         "",
-        "| photo | server p50 ms | server p90 ms | client wall p50 ms | decode | face | quality | predict"
-        " | postscore |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "The newest version, then the one before it pinned on the same stack (the same photos, minutes "
+        "apart).",
+        "",
+        "| version | photo | server p50 ms | server p90 ms | client wall p50 ms | decode | face | quality | "
+        "patches | predict | postscore |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for name, r in results["sequential"].items():
-        lines.append(
-            f"| {name} | {r['server_p50_ms']:.1f} | {r['server_p90_ms']:.1f} | {r['wall_p50_ms']:.1f} | "
-            + " | ".join(
-                f"{r.get(s + '_p50_ms', float('nan')):.1f}"
-                for s in ("decode", "face", "quality", "predict", "postscore")
+    previous = results.get("previous_version") or {}
+    runs = [("newest", results["sequential"])]
+    if previous:
+        runs = [
+            (str(previous["newest"]), results["sequential"]),
+            (str(previous["version"]), previous["sequential"]),
+        ]
+    for version, sequential_runs in runs:
+        for name, r in sequential_runs.items():
+            lines.append(
+                f"| {version} | {name} | {r['server_p50_ms']:.1f} | {r['server_p90_ms']:.1f} | "
+                f"{r['wall_p50_ms']:.1f} | "
+                + " | ".join(
+                    f"{r.get(s + '_p50_ms', float('nan')):.1f}"
+                    for s in ("decode", "face", "quality", "patches", "predict", "postscore")
+                )
+                + " |"
             )
-            + " |"
-        )
     lines += [
         "",
         "## Face stage in process, p50 ms (detection: BlazeFace, two mesh passes, alignment and warp)",
@@ -512,6 +539,23 @@ def render_overload(results: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _previous_rows(results: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
+    """The newest version's 1 MP server p50 against the version before it, in this run."""
+    previous = results.get("previous_version")
+    if not previous:
+        return []
+    now = next(iter(results["sequential"].values()))["server_p50_ms"]
+    before = next(iter(previous["sequential"].values()))["server_p50_ms"]
+    return [
+        (
+            f"server p50, 1 MP selfie: version {previous['newest']} against {previous['version']}",
+            "<= +20%",
+            f"{now:.0f} against {before:.0f} ms ({100 * (now / before - 1):+.0f}%)",
+            now <= 1.2 * before,
+        )
+    ]
+
+
 def _targets(results: dict[str, Any]) -> list[str]:
     """The brief's targets beside what this run measured."""
     selfie, large = results["sequential"].values()
@@ -540,6 +584,7 @@ def _targets(results: dict[str, Any]) -> list[str]:
             f"{selfie['server_p50_ms']:.0f} ms",
             selfie["server_p50_ms"] < 45,
         ),
+        *_previous_rows(results),
         (
             "detection stage p50, 1 MP / 12 MP",
             "< 12 ms",
@@ -630,8 +675,12 @@ def main(argv: list[str] | None = None) -> int:
         selfie = next(iter(inputs.values())).read_bytes()
         base = repo / contract.MODEL_NAME
         version_dir = base / str(versions_on_disk(base)[-1])
-        geometry = FaceGeometry().analyse(decode_image(selfie, max_pixels=64_000_000, long_side_px=2000).rgb)
+        rgb = decode_image(selfie, max_pixels=64_000_000, long_side_px=2000).rgb
+        geometry = FaceGeometry(scale=ScaleReader()).analyse(rgb)
         face, mask = geometry.face, geometry.mask.labels
+        slots = cut_slots(PatchCutter(), rgb, geometry.points, geometry.scale)
+        # The newest version's inputs: its patch slots too where its signature takes them.
+        patches = (slots.rgb, slots.skin) if _reads_patches(version_dir) else None
         # Shine first: the model server alone, then the whole stack over it.
         model = ModelServerProcess(work / "model_server.log", config=config, model_repo=repo)
         model.start()
@@ -651,7 +700,7 @@ def main(argv: list[str] | None = None) -> int:
             assert model.process is not None
             model_pid = model.process.pid
             results["systems"]["model server alone"] = measure_model_alone(
-                model.address, model_pid, face, mask, args.concurrency, args.requests
+                model.address, model_pid, face, mask, patches, args.concurrency, args.requests
             )
             orchestrator.start()
             wait_http(orchestrator.url + "/health", 200, 60)
@@ -671,6 +720,7 @@ def main(argv: list[str] | None = None) -> int:
                 stage: (stages_after[stage] - stages_before.get(stage, 0.0)) * 1000.0 / max(1, answered)
                 for stage in stages_after
             }
+            results["previous_version"] = previous_version(orchestrator.url, ops, base, inputs)
             results["overload"] = {"Shine": measure_overload(orchestrator.url, selfie, args.overload)}
             results["hot_swap"] = hot_swap(orchestrator.url, ops, base, selfie)
         finally:
@@ -681,7 +731,7 @@ def main(argv: list[str] | None = None) -> int:
         results["detection"] = {
             name: detection_stage(path.read_bytes(), args.runs) for name, path in inputs.items()
         }
-        results["model_in_process"] = model_time_in_process(version_dir, face, mask)
+        results["model_in_process"] = model_time_in_process(version_dir, face, mask, patches)
         results["measures_ms_in_process"] = measures_time_in_process(face, mask)
         # Then the monolith, alone on the machine.
         baseline = MonolithProcess(version_dir, repo, work / "monolith.log")
@@ -701,6 +751,36 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(text)
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=2, default=float) + "\n")
     return 0
+
+
+def _reads_patches(version_dir: Path) -> bool:
+    card = json.loads((version_dir / "assets.extra" / contract.MODEL_CARD_JSON).read_text())
+    return any(spec["name"] == contract.PATCH_INPUTS[0].name for spec in card["signature"]["inputs"])
+
+
+def previous_version(
+    url: str, ops: ModelServerOps, base: Path, inputs: dict[str, Path], runs: int = 30
+) -> dict[str, Any]:
+    """The version before the newest, pinned on the same stack: its server time one request at a time on
+    each photo, beside the newest's (results["sequential"]); then unpinned."""
+    newest, previous = versions_on_disk(base)[-1], versions_on_disk(base)[-2]
+    photo = next(iter(inputs.values())).read_bytes()
+
+    def serving(version: int) -> None:
+        deadline = time.monotonic() + 120
+        while post(url, photo)[1].get("model", {}).get("version") != version:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"version {version} was not served")
+            time.sleep(0.5)
+
+    ops.pin(previous)
+    try:
+        serving(previous)
+        figures = {name: sequential(url, path.read_bytes(), runs) for name, path in inputs.items()}
+    finally:
+        ops.unpin()
+    serving(newest)
+    return {"version": previous, "newest": newest, "sequential": figures}
 
 
 def _answered(url: str) -> float:

@@ -154,14 +154,17 @@ def http_call(url: str, photo: bytes) -> Callable[[], bool]:
     return lambda: post(url, photo)[0] == 200
 
 
-def predict_call(address: str, face: np.ndarray, mask: np.ndarray) -> Callable[[], bool]:
-    """One Predict of the same aligned face straight to the model server, as the orchestrator sends it."""
+def predict_call(
+    address: str, face: np.ndarray, mask: np.ndarray, patches: tuple[np.ndarray, np.ndarray] | None = None
+) -> Callable[[], bool]:
+    """One Predict of the same aligned face (and its patch slots, for a contract-4 version) straight to
+    the model server, as the orchestrator sends it."""
     client = PredictClient(Settings(model_server_address=address, predict_timeout_s=60.0))
-    client.predict(face, mask)
+    client.predict(face, mask, patches=patches)
 
     def call() -> bool:
         try:
-            client.predict(face, mask)
+            client.predict(face, mask, patches=patches)
         except Exception:  # any failure is one error in the table; the run goes on
             return False
         return True

@@ -39,9 +39,11 @@ def test_the_monolith_runs_the_same_pipeline_with_the_model_in_process() -> None
     report = response.get_json()
     assert report["model"]["version"] == version
     assert report["concerns"]["acne"]["score"] is not None
+    assert report["concerns"]["wrinkles"]["score"] is not None  # read on the patch slots it was sent
     # The signature it reports is read from the SavedModel itself, and is the contract's.
     signature = model.signature(version)
-    assert signature["inputs"] == {spec.name: (spec.dtype, spec.shape) for spec in contract.INPUTS}
+    specs = (*contract.INPUTS, *contract.PATCH_INPUTS)
+    assert signature["inputs"] == {spec.name: (spec.dtype, spec.shape) for spec in specs}
 
 
 def test_load_counts_failures_and_summaries_keep_the_spread(tmp_path: Path) -> None:

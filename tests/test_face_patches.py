@@ -298,10 +298,3 @@ def test_a_patch_is_exactly_the_plain_cut_at_any_scale(faces_dir: Path, geometry
             assert np.array_equal(patch.skin, plain[1]), (zone, px_per_mm)
             assert np.array_equal(patch.zone_mask, plain[2]), (zone, px_per_mm)
     assert cut >= 2 * len(ZONES)
-
-
-def test_the_skin_median_is_numpys(faces_dir: Path) -> None:
-    lab = to_lab(_rgb(faces_dir / PORTRAIT)).reshape(-1, 3)
-    for count in (1, 2, 3, 10, 11, 1000, 1001, len(lab)):
-        values = lab[:: max(1, len(lab) // count)][:count]
-        assert np.array_equal(patches._median(values), np.median(values, axis=0)), count

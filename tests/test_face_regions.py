@@ -1,5 +1,6 @@
 """Face regions as landmark polygons on real portraits: where each sits, what it leaves out, when it is
-not visible, and the same regions for a rotated copy of a photo."""
+not visible, the same regions for a rotated copy of a photo, and the mask exactly as the plain
+computation over the whole frame gives it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import numpy as np
 import pytest
 
 from orchestrator.decode.images import decode_image
-from orchestrator.face.alignment import align_face
+from orchestrator.face import regions
+from orchestrator.face.alignment import FIXED_POINT_BITS, Alignment, align_face, fixed_point
 from orchestrator.face.detection import FaceDetector
 from orchestrator.face.landmarks import FaceMesh
 from orchestrator.face.regions import (
@@ -20,9 +22,16 @@ from orchestrator.face.regions import (
     LEFT_BROW,
     LEFT_EYE,
     LIPS,
+    NOSTRILS,
     RIGHT_BROW,
     RIGHT_EYE,
+    build_mask,
+    face_outline,
     feature_mask,
+    grow,
+    median_colour,
+    region_outlines,
+    to_lab,
 )
 from orchestrator.face.stage import FaceGeometry, Geometry
 from serving import contract
@@ -150,3 +159,106 @@ def test_alignment_levels_the_eyes_and_fixes_the_scale(faces_dir: Path) -> None:
     assert abs(eyes[0, 1] - eyes[1, 1]) < 1.0
     height = np.linalg.norm(mesh.points[152] - mesh.points[10])  # 3-D: the same for any head turn
     assert align_face(mesh.points).scale * height == pytest.approx(0.75 * contract.FACE_SIZE_PX, rel=1e-6)
+
+
+def _plain_grow(area: np.ndarray, radius: int) -> np.ndarray:
+    distance = cv2.distanceTransform(np.where(area > 0, 0, 255).astype(np.uint8), cv2.DIST_L2, 5)
+    return np.asarray(distance <= radius)
+
+
+def _plain_fill(polygon: np.ndarray, size: int) -> np.ndarray:
+    canvas = np.zeros((size, size), np.uint8)
+    cv2.fillPoly(canvas, [fixed_point(polygon)], 1, lineType=cv2.LINE_8, shift=FIXED_POINT_BITS)
+    return canvas
+
+
+def _plain_mask(
+    face: np.ndarray, inside: np.ndarray, points: np.ndarray, alignment: Alignment, yaw: float
+) -> tuple[np.ndarray, dict[str, str]]:
+    """The labels and the reasons, the plain way: every step over the whole frame, np.median."""
+    size, frame = alignment.size, alignment.to_frame(points)
+    features = np.zeros((size, size), np.uint8)
+    for outline in (RIGHT_EYE, LEFT_EYE, LIPS, *NOSTRILS):
+        features |= _plain_fill(frame[list(outline)], size)
+    for brow in (RIGHT_BROW, LEFT_BROW):
+        features |= _plain_fill(
+            cv2.convexHull(frame[list(brow)].astype(np.float32))[:, 0].astype(float), size
+        )
+    usable = inside & ~_plain_grow(features, max(1, round(regions.FEATURE_MARGIN * size)))
+    polygons = {name: _plain_fill(o, size) > 0 for name, o in region_outlines(frame, size).items()}
+    oval = _plain_fill(frame[list(FACE_OVAL)], size)
+    lab = cv2.cvtColor(face.astype(np.float32) * (1.0 / 255.0), cv2.COLOR_RGB2LAB)
+    reference = polygons["left_cheek"] | polygons["right_cheek"] | polygons["nose"] | polygons["chin"]
+    median = np.median(lab[reference & usable], axis=0)
+    d_l, d_a, d_b = (lab[..., i] - median[i] for i in range(3))
+    chroma = (d_a >= -regions.SKIN_MAX_LESS_RED_A) & (np.abs(d_b) <= regions.SKIN_MAX_B_DIFFERENCE)
+    highlight = (oval > 0) & (d_l >= regions.HIGHLIGHT_MIN_BRIGHTER_L)
+    skin = (d_l >= -regions.SKIN_MAX_DARKER_L) & (chroma | highlight) & usable
+    near = _plain_grow(oval, max(1, round(regions.OTHER_SKIN_MARGIN * size))).astype(np.uint8)
+    jaw = frame[[regions.JAW_RIGHT, regions.JAW_LEFT]]
+    near |= _plain_fill(np.array([jaw[0], jaw[1], [jaw[1][0], size + 1.0], [jaw[0][0], size + 1.0]]), size)
+    reasons: dict[str, str] = {}
+    if abs(yaw) >= regions.FAR_SIDE_HIDDEN_YAW_DEG:
+        far = "left" if yaw > 0 else "right"
+        reasons.update({f"{far}_cheek": "turned_away", f"{far}_under_eye": "turned_away"})
+    areas = {name: int(area.sum()) for name, area in polygons.items()}
+    for one, other in regions.SIDE_PAIRS + tuple((b, a) for a, b in regions.SIDE_PAIRS):
+        if areas[one] < regions.MIN_SIDE_AREA_RATIO * areas[other]:
+            reasons[one] = "turned_away"
+    for name, area in polygons.items():
+        if areas[name] == 0:
+            reasons.setdefault(name, "turned_away")
+        elif (area & inside).sum() / areas[name] < regions.MIN_INSIDE_SHARE:
+            reasons[name] = "outside_photo"
+    labels = np.zeros((size, size), np.uint8)
+    labels[skin & (near > 0)] = contract.LABEL_NAMES.index(contract.OTHER_SKIN) + 1
+    within = _plain_fill(face_outline(frame, size), size) > 0
+    for index, name in enumerate(contract.REGION_NAMES, start=1):
+        labels[polygons[name] & skin & within] = 0 if name in reasons else index
+    return labels, reasons
+
+
+# Portraits, a face cut by the photo's edge, a head turned away, two faces.
+PLAIN_PHOTOS = (
+    "congress_C000984.jpg",
+    "congress_B001284.jpg",
+    "fr_obama_partial_face.jpg",
+    "sn_sophia.jpg",
+    "sn_woman_portrait.jpg",
+    "fr_two_people.jpg",
+)
+
+
+@pytest.mark.parametrize("name", PLAIN_PHOTOS)
+def test_the_mask_is_exactly_the_plain_computation(faces_dir: Path, name: str) -> None:
+    rgb = _rgb(faces_dir / name)
+    found = FaceGeometry().analyse(rgb)
+    assert found.points is not None and found.pose is not None
+    face, inside = found.alignment.warp(rgb)
+    mask = build_mask(face, inside, found.points, found.alignment, found.pose.yaw_deg)
+    labels, reasons = _plain_mask(face, inside, found.points, found.alignment, found.pose.yaw_deg)
+    assert np.array_equal(mask.labels, labels)
+    assert np.array_equal(found.mask.labels, labels)
+    assert mask.reasons == reasons
+    assert mask.visible == {name: name not in reasons for name in contract.REGION_NAMES}
+    assert mask.pixels == {
+        label: int((labels == i).sum()) for i, label in enumerate(contract.LABEL_NAMES, start=1)
+    }
+
+
+@pytest.mark.parametrize("name", PLAIN_PHOTOS[:3])
+def test_grow_and_colour_are_the_plain_computations(faces_dir: Path, name: str) -> None:
+    _, found, frame = landmarks(faces_dir / name)
+    size = contract.FACE_SIZE_PX
+    oval = _plain_fill(frame[list(FACE_OVAL)], size)
+    eye = _plain_fill(frame[list(RIGHT_EYE)], size)
+    # A grown area: the face, one eye, the background, all grown by small to large radii.
+    for area in (oval, eye, (oval == 0).astype(np.uint8), np.zeros_like(oval)):
+        for radius in (1, 5, 31, 200):
+            assert np.array_equal(grow(area, radius), _plain_grow(area, radius)), radius
+    lab = to_lab(found.face)
+    assert np.array_equal(lab, cv2.cvtColor(found.face.astype(np.float32) * (1.0 / 255.0), cv2.COLOR_RGB2LAB))
+    pixels = lab.reshape(-1, 3)
+    for count in (1, 2, 3, 50, 51, 4000, 4001, len(pixels)):
+        values = pixels[:: max(1, len(pixels) // count)][:count]
+        assert np.array_equal(median_colour(values), np.median(values, axis=0)), count

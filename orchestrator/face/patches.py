@@ -475,7 +475,7 @@ def skin_like(rgb: NDArray[np.uint8], reference: NDArray[np.bool_], px_per_mm: f
     if reference.sum() < 10:
         return reference.copy()
     lab = to_lab(rgb)
-    median = median_colour(lab[reference])
+    median = median_colour(lab, reference)
     dark = lab[..., 0] < median[0] - MAX_DARKER_L
     dark = grow(dark.astype(np.uint8), max(1, round(DARK_GROW_MM * px_per_mm)))
     hue = (lab[..., 1] < median[1] - MAX_LESS_RED_A) | (np.abs(lab[..., 2] - median[2]) > MAX_B_DIFFERENCE)

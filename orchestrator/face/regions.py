@@ -183,7 +183,7 @@ def skin_by_colour(
     hair, backgrounds, clothes), except brighter pale highlights where `highlights_allowed`."""
     if reference.sum() < 50:
         return np.ones(lab.shape[:2], dtype=bool)
-    median = median_colour(lab[reference])
+    median = median_colour(lab, reference)
     d_l = lab[..., 0] - median[0]
     d_a = lab[..., 1] - median[1]
     d_b = lab[..., 2] - median[2]
@@ -192,17 +192,21 @@ def skin_by_colour(
     return np.asarray((d_l >= -SKIN_MAX_DARKER_L) & (chroma_ok | highlight), dtype=bool)
 
 
-def median_colour(values: NDArray[np.float32]) -> NDArray[np.float32]:
-    """The median of pixels [N, 3], channel by channel: np.median(values, axis=0), the same values, in
-    a fifth of its time. numpy partitions around both middle ranks of an even count at once slowly;
-    the lower middle is the largest value below the upper middle once that is in place, and the two
-    are averaged in float32 as np.median does."""
-    count = values.shape[0]
+def median_colour(image: NDArray[np.float32], where: NDArray[np.bool_]) -> NDArray[np.float32]:
+    """The median of an image's pixels [H, W, C] where `where` is set, channel by channel: the values
+    of np.median(image[where], axis=0), in a fifth of its time. Each channel is ranked as one row;
+    numpy partitions around both middle ranks of an even count at once slowly, while the lower middle
+    is the largest value below the upper middle once that is in place, and the two are averaged in
+    float32 as np.median does."""
+    pixels = np.take(image.reshape(-1, image.shape[-1]), np.flatnonzero(where), axis=0)
+    count = pixels.shape[0]
     middle = count // 2
-    ranked = np.partition(values, middle, axis=0)
+    channels = np.ascontiguousarray(pixels.T)
+    channels.partition(middle, axis=1)
     if count % 2:
-        return np.asarray(ranked[middle], dtype=values.dtype)
-    return np.asarray(np.mean(np.stack([ranked[:middle].max(axis=0), ranked[middle]]), axis=0), values.dtype)
+        return np.asarray(channels[:, middle], dtype=image.dtype)
+    pair = np.stack([channels[:, :middle].max(axis=1), channels[:, middle]])
+    return np.asarray(np.mean(pair, axis=0), dtype=image.dtype)
 
 
 # sRGB byte -> 0..1, each value as numpy's float32 `byte * (1 / 255)` gives it: a table lookup makes

@@ -261,7 +261,7 @@ class _ScaledFace:
 
     The blur is shared: every zone reads the part of the photo it needs from one blurred crop that
     covers them all. A zone reads its own crop's pixels at least 3 sigma + 1 pixels inside that crop's
-    edge (resample's margin), so those pixels are blurred from the same neighbours either way and the
+    edge (_read_box's margin), so those pixels are blurred from the same neighbours either way and the
     patch is the same as one blurred from the zone's own crop; zones of a group overlap (the forehead's
     square patch alone reaches down to the mouth), so one blur costs about what the largest zone's does.
     """
@@ -411,29 +411,12 @@ def _inside(alignment: Alignment, width: int, height: int) -> NDArray[np.bool_]:
     return canvas.astype(bool)
 
 
-def resample(
-    rgb: NDArray[np.uint8], to_patch: NDArray[np.float64], size: int, reduction: float
-) -> NDArray[np.uint8]:
-    """The photo warped into a `size`-pixel square patch by `to_patch` (photo -> patch, 2x3), shrunk by
-    `reduction` (patch pixels per photo pixel, at most 1).
-
-    Before the warp, the part of the photo the patch reads is blurred by a Gaussian of
-    0.5 x sqrt(1 / reduction^2 - 1) photo pixels: with the photo's own pixel blur (about 0.5 pixel) that
-    makes 0.5 patch pixels whatever the photo's resolution, so a patch cut from a large photo and one
-    cut from its re-sent smaller copy hold the same detail (a plain bilinear warp would alias
-    differently in each)."""
-    sigma = _prefilter_sigma(reduction)
-    x0, y0, x1, y1 = _read_box(rgb.shape, to_patch, size, sigma)
-    if x1 <= x0 or y1 <= y0:
-        return np.zeros((size, size, 3), dtype=np.uint8)
-    part = rgb[y0:y1, x0:x1]
-    if sigma > 0.05:
-        part = np.asarray(cv2.GaussianBlur(part, (0, 0), sigma, borderType=cv2.BORDER_REFLECT), np.uint8)
-    return _warp(part, x0, y0, to_patch, size)
-
-
 def _prefilter_sigma(reduction: float) -> float:
-    """resample's Gaussian, photo pixels."""
+    """The Gaussian (photo pixels) a photo is blurred by before its patch is warped out of it, shrunk
+    by `reduction` (patch pixels per photo pixel, at most 1): 0.5 x sqrt(1 / reduction^2 - 1). With
+    the photo's own pixel blur (about 0.5 pixel) that makes 0.5 patch pixels whatever the photo's
+    resolution, so a patch cut from a large photo and one cut from its re-sent smaller copy hold the
+    same detail (a plain bilinear warp would alias differently in each)."""
     return 0.5 * math.sqrt(max(1.0 / reduction**2 - 1.0, 0.0))
 
 

@@ -261,8 +261,9 @@ class _ScaledFace:
 
     The blur is shared: every zone reads the part of the photo it needs from one blurred crop that
     covers them all. A zone reads its own crop's pixels at least 3 sigma + 1 pixels inside that crop's
-    edge (_read_box's margin), so those pixels are blurred from the same neighbours either way and the
-    patch is the same as one blurred from the zone's own crop; zones of a group overlap (the forehead's
+    edge (_read_box's margin; where the photo's edge is nearer, both crops end there and mirror it
+    alike), so those pixels are blurred from the same neighbours either way and the patch is the
+    same as one blurred from the zone's own crop; zones of a group overlap (the forehead's
     square patch alone reaches down to the mouth), so one blur costs about what the largest zone's does.
     """
 

@@ -103,24 +103,22 @@ def half_copied(folder: Path) -> None:
 
 
 def other_signature(folder: Path) -> None:
-    """A SavedModel that loads and answers the contract's inputs but whose "signals" output has one
-    column fewer than contract 2's named axis (it would be read wrong), with the good version's
-    assets.extra bound to it ("signature")."""
+    """A SavedModel that loads and answers the good version's inputs (its warmup stays valid) but whose
+    "signals" output has one column fewer than contract 2's named axis (it would be read wrong), with
+    the good version's assets.extra bound to it ("signature")."""
     import tensorflow as tf
 
-    face_spec, mask_spec = contract.INPUTS
+    card = json.loads((folder / "assets.extra" / contract.MODEL_CARD_JSON).read_text())
+    names = [spec["name"] for spec in card["signature"]["inputs"]]
+    specs = {spec.name: spec for spec in (*contract.INPUTS, *contract.PATCH_INPUTS)}
+    signature = [tf.TensorSpec(specs[n].shape, tf.as_dtype(specs[n].dtype), name=n) for n in names]
     columns = len(contract.SIGNAL_AXIS_NAMES) - 1
 
     class ShortSignals(tf.Module):
-        @tf.function(
-            input_signature=[
-                tf.TensorSpec(face_spec.shape, tf.uint8, name="face"),
-                tf.TensorSpec(mask_spec.shape, tf.uint8, name="mask"),
-            ]
-        )
-        def serve(self, face: tf.Tensor, mask: tf.Tensor) -> dict[str, tf.Tensor]:
-            rows = tf.shape(face)[0]
-            level = tf.reduce_mean(tf.cast(face, tf.float32)) + tf.reduce_mean(tf.cast(mask, tf.float32))
+        @tf.function(input_signature=signature)
+        def serve(self, *inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+            rows = tf.shape(inputs[0])[0]
+            level = tf.add_n([tf.reduce_mean(tf.cast(t, tf.float32)) for t in inputs])
             return {
                 "signals": tf.fill([rows, len(contract.LABEL_NAMES), columns], level),
                 "acne_peaks": tf.fill([rows, *contract.ACNE_PEAKS.shape[1:]], 0.0 * level),

@@ -169,8 +169,8 @@ def test_warmup_requests_read_without_tensorflow_are_tensorflows() -> None:
     ]
     assert len(ours) == len(theirs) > 0
     for mine, official in zip(ours, theirs, strict=True):
-        assert set(mine.inputs) == set(official.inputs) == set(contract.INPUT_NAMES)
-        for name in contract.INPUT_NAMES:
+        assert set(mine.inputs) == set(official.inputs) >= set(contract.INPUT_NAMES)
+        for name in official.inputs:
             np.testing.assert_array_equal(
                 make_ndarray(mine.inputs[name]), tf.make_ndarray(official.inputs[name])
             )

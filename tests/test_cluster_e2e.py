@@ -236,9 +236,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, model_repo: Path) -> Itera
     store = SeaweedServer(root / "seaweed")
     store.start()
     writer = store.bucket(WRITER, prefix=PREFIX)
-    for version in (5, 6):
+    for version in (6, 7):
         writer.publish(MODEL, version, model_repo / MODEL / str(version))
-    # The cluster's first served config, as an operator bootstraps it: versions 5 and 6.
+    # The cluster's first served config, as an operator bootstraps it: versions 6 and 7.
     writer.put_served("models.config", (ROOT / "serving" / "models.config").read_bytes())
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("SHINE_")}
     env = base_env | store.env(READER)
@@ -334,9 +334,9 @@ def test_replicas_serve_what_admission_decides_without_a_failed_request(
     for thread in threads:
         thread.start()
     try:
-        assert clients.wait_for_version(6, started, 60).keys() == {0, 1}
-        state = wait_for_state(writer, lambda s: s.served == (6, 5), LOAD_BOUND_S)
-        assert state.admitted() == [5, 6]
+        assert clients.wait_for_version(7, started, 60).keys() == {0, 1}
+        state = wait_for_state(writer, lambda s: s.served == (7, 6), LOAD_BOUND_S)
+        assert state.admitted() == [6, 7]
         # Every replica's folder holds admission's state, where its orchestrator reads it.
         deadline = time.monotonic() + DEADLINE_S
         while time.monotonic() < deadline and not all((f / MODEL / STATE_FILE).is_file() for f in folders):
@@ -348,42 +348,42 @@ def test_replicas_serve_what_admission_decides_without_a_failed_request(
         # sync's part), and both serve it once their model servers have loaded it (seconds on a quiet
         # machine, far longer on an oversubscribed one: that wait is bounded generously).
         published = time.monotonic()
-        writer.publish(MODEL, 7, model_repo / MODEL / "6")
-        wait_for_state(writer, lambda s: s.served == (7, 6), LOAD_BOUND_S)
+        writer.publish(MODEL, 8, model_repo / MODEL / "7")
+        wait_for_state(writer, lambda s: s.served == (8, 7), LOAD_BOUND_S)
         admitted = time.monotonic()
         mirrored: dict[str, float] = {}
         while len(mirrored) < len(folders) and time.monotonic() < admitted + DEADLINE_S:
             for folder in folders:
-                if folder.name not in mirrored and 7 in versions_on_disk(folder / MODEL):
+                if folder.name not in mirrored and 8 in versions_on_disk(folder / MODEL):
                     mirrored[folder.name] = round(time.monotonic() - admitted, 1)
             time.sleep(0.1)
         logger.warning(
-            "version 7 admitted after %.1f s, then mirrored after %s s", admitted - published, mirrored
+            "version 8 admitted after %.1f s, then mirrored after %s s", admitted - published, mirrored
         )
         assert len(mirrored) == len(folders)
-        reached = clients.wait_for_version(7, published, LOAD_BOUND_S)
-        logger.warning("version 7 served after %s s", {k: round(v, 1) for k, v in reached.items()})
+        reached = clients.wait_for_version(8, published, LOAD_BOUND_S)
+        logger.warning("version 8 served after %s s", {k: round(v, 1) for k, v in reached.items()})
         assert reached.keys() == {0, 1}
 
         # A complete version with a valid completion record, but the calibration of another model:
         # refused by admission, named with its reason in the bucket's state and every replica's folder,
         # mirrored by no replica and served by none; ops cannot pin or label it.
         bad_at = time.monotonic()
-        bad = copy_version(tmp_path / "8", 6)
+        bad = copy_version(tmp_path / "9", 7)
         calibration_of_another_model(bad)
-        writer.publish(MODEL, 8, bad)
-        state = wait_for_state(writer, lambda s: 8 in s.decisions, LOAD_BOUND_S)
-        logger.warning("version 8 decided after %.1f s: %s", time.monotonic() - bad_at, state.decisions[8])
-        assert state.decisions[8].refused and state.decisions[8].code == "calibration_mismatch"
-        assert "another model" in state.decisions[8].reason
-        assert state.served == (7, 6)
+        writer.publish(MODEL, 9, bad)
+        state = wait_for_state(writer, lambda s: 9 in s.decisions, LOAD_BOUND_S)
+        logger.warning("version 9 decided after %.1f s: %s", time.monotonic() - bad_at, state.decisions[9])
+        assert state.decisions[9].refused and state.decisions[9].code == "calibration_mismatch"
+        assert "another model" in state.decisions[9].reason
+        assert state.served == (8, 7)
         ops = ClusterOps(writer)
         with pytest.raises(ClusterOpsError, match="refused by admission"):
-            ops.pin(8)
+            ops.pin(9)
         with pytest.raises(ClusterOpsError, match="refused by admission"):
-            ops.label("stable", 8)
+            ops.label("stable", 9)
         done = subprocess.run(
-            [sys.executable, "-m", "serving.ops", "--bucket", f"s3://{BUCKET}/{PREFIX}", "pin", "8"],
+            [sys.executable, "-m", "serving.ops", "--bucket", f"s3://{BUCKET}/{PREFIX}", "pin", "9"],
             cwd=ROOT,
             env=cluster.writer_env,
             capture_output=True,
@@ -392,34 +392,34 @@ def test_replicas_serve_what_admission_decides_without_a_failed_request(
         )
         assert done.returncode == 1 and "calibration_mismatch" in done.stderr, done.stderr
         deadline = time.monotonic() + DEADLINE_S
-        while time.monotonic() < deadline and not all(_refused_here(f, 8) for f in folders):
+        while time.monotonic() < deadline and not all(_refused_here(f, 9) for f in folders):
             time.sleep(0.2)
-        assert all(_refused_here(f, 8) for f in folders)
-        assert all(8 not in versions_on_disk(folder / MODEL) for folder in folders)
+        assert all(_refused_here(f, 9) for f in folders)
+        assert all(9 not in versions_on_disk(folder / MODEL) for folder in folders)
 
         # A version whose bytes do not match its record: mirrored nowhere (admission's sync refuses it
         # too, so admission never sees it), served by neither.
         broken_at = time.monotonic()
-        writer.publish(MODEL, 9, model_repo / MODEL / "6")
-        key = writer.url.key(MODEL, "9", "variables/variables.data-00000-of-00001")
+        writer.publish(MODEL, 10, model_repo / MODEL / "7")
+        key = writer.url.key(MODEL, "10", "variables/variables.data-00000-of-00001")
         data = bytearray(writer.get(key) or b"")
         data[len(data) // 2] ^= 0xFF
         writer.put(key, bytes(data))
         time.sleep(10)
         assert all(
-            9 not in versions_on_disk(folder / MODEL) for folder in [*folders, cluster.admission.folder]
+            10 not in versions_on_disk(folder / MODEL) for folder in [*folders, cluster.admission.folder]
         )
         after_bad = clients.since(bad_at)
-        assert after_bad and all(a.version not in (8, 9) for a in after_bad)
-        assert {a.version for a in clients.since(broken_at)[-CLIENTS:]} == {7}
-        assert (bucket_state(writer) or AdmissionState(MODEL)).served == (7, 6)
+        assert after_bad and all(a.version not in (9, 10) for a in after_bad)
+        assert {a.version for a in clients.since(broken_at)[-CLIENTS:]} == {8}
+        assert (bucket_state(writer) or AdmissionState(MODEL)).served == (8, 7)
 
         # A label moved with serving.ops' bucket commands: carried out by admission, reaches both.
         moved = time.monotonic()
-        ops.label("stable", 6)
-        assert (bucket_state(writer) or AdmissionState(MODEL)).labels == {"stable": 6}
-        reached = clients.wait_for_version(6, moved, DEADLINE_S)
-        logger.warning("label stable -> 6 followed after %s s", {k: round(v, 1) for k, v in reached.items()})
+        ops.label("stable", 7)
+        assert (bucket_state(writer) or AdmissionState(MODEL)).labels == {"stable": 7}
+        reached = clients.wait_for_version(7, moved, DEADLINE_S)
+        logger.warning("label stable -> 7 followed after %s s", {k: round(v, 1) for k, v in reached.items()})
         assert reached.keys() == {0, 1}
 
         # The bucket away for 20 s: both keep serving what they have.
@@ -428,7 +428,7 @@ def test_replicas_serve_what_admission_decides_without_a_failed_request(
         time.sleep(20)
         during = [a for a in clients.since(away) if a.at <= away + 20]
         cluster.store.start()
-        assert len(during) > CLIENTS and {a.version for a in during} == {6}
+        assert len(during) > CLIENTS and {a.version for a in during} == {7}
         # Every sync's passes succeed again once the bucket is back.
         back = time.time()
         deadline = time.monotonic() + 60
@@ -451,7 +451,7 @@ def test_replicas_serve_what_admission_decides_without_a_failed_request(
     )
     assert failed == [], failed[:5]
     assert {a.replica for a in answers} == {0, 1}
-    assert all(a.version in (5, 6, 7) for a in answers)
+    assert all(a.version in (6, 7, 8) for a in answers)
 
 
 def _refused_here(folder: Path, version: int) -> bool:

@@ -94,6 +94,11 @@ def test_a_face_shows_its_scores_and_the_overlay(live_stack: Stack, page: Page) 
     for index, (name, concern) in enumerate(report["concerns"].items()):
         item = items.nth(index)
         assert item.get_attribute("data-concern") == name
+        if concern["score"] is None:
+            # Not scored (pores below their scale on a portrait): said so, with the answer's reason.
+            assert item.locator(".concern-score").inner_text() == "n/a"
+            assert item.locator(".concern-note").first.inner_text() == concern["reason"]
+            continue
         assert item.locator(".concern-score").inner_text() == f"{concern['score']:.0f}"
         assert item.locator(".badge").inner_text() == concern["severity"].replace("_", " ")
         # The bar is as long as the score: its fill's share of the track.

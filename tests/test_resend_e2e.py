@@ -13,15 +13,13 @@ written); its figures are printed, and its stability is left to the acne detecto
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import cv2
 import numpy as np
 import pytest
 import requests
 
 from export.ages import read_portraits
-from scripts.stack import ModelServerProcess, OrchestratorProcess, wait_http
+from scripts.stack import ModelServerProcess, OrchestratorProcess
 from serving.concerns import measured
 from tests.conftest import data_dir
 
@@ -48,40 +46,28 @@ def long_side(data: bytes) -> int:
     return int(max(bgr.shape[:2]))
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrchestratorProcess]:
-    logs = tmp_path_factory.mktemp("logs")
-    model = ModelServerProcess(logs / "model_server.log")
-    model.start()
-    orchestrator = OrchestratorProcess(model.address, logs / "gunicorn.log", SHINE_RATE_LIMIT_BURST="100000")
-    try:
-        orchestrator.start()
-        wait_http(orchestrator.url + "/health", 200, 60)
-        yield orchestrator
-    finally:
-        orchestrator.stop()
-        model.stop()
-
-
 def _answer(url: str, data: bytes) -> dict[str, object] | None:
     response = requests.post(url + "/api/v2/analyze/guest", files={"image": ("photo.jpg", data)}, timeout=60)
     return response.json() if response.status_code == 200 else None  # type: ignore[no-any-return]
 
 
-def test_a_resent_photo_keeps_its_severities(stack: OrchestratorProcess) -> None:
+def test_a_resent_photo_keeps_its_severities(
+    live_stack: tuple[ModelServerProcess, OrchestratorProcess],
+) -> None:
+    url = live_stack[1].url
     faces = sorted(p for p in data_dir("faces").iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     portraits = [p.path for p in read_portraits(data_dir("ages"), "train")[:AGES_SENT]]
     pairs: list[tuple[str, str, dict[str, object], dict[str, object]]] = []
     for path in [*faces, *portraits]:
         data = path.read_bytes()
-        first = _answer(stack.url, data)
+        first = _answer(url, data)
         if first is None:
             continue  # a photo the service refuses (no face): nothing to compare
         sends = [("90% JPEG 70", resized(data, 0.9, None, 70))]
         if long_side(data) > LONG_SIDE_OVER:
             sends.append(("1280 px JPEG 75", resized(data, None, LONG_SIDE_TO, 75)))
         for kind, again in sends:
-            second = _answer(stack.url, again)
+            second = _answer(url, again)
             assert second is not None, f"{path.name} re-sent as {kind} was refused"
             pairs.append((path.name, kind, first, second))
     assert len(pairs) >= AGES_SENT

@@ -159,28 +159,19 @@ def test_sync_keys_cannot_write(seaweed: SeaweedServer, tmp_path: Path) -> None:
             write()
 
 
+def _sync_once(folder: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`python -m serving.sync --once` from the bucket's "cli" prefix into `folder`, as a process."""
+    source = "s3://shine-models/cli"
+    command = [sys.executable, "-m", "serving.sync", "--from", source, "--to", str(folder), "--once"]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
 def test_command_line_once_and_check(seaweed: SeaweedServer, tmp_path: Path) -> None:
     _bucket(seaweed, "cli", (6,))
     folder = tmp_path / "models"
     assert main(["--check", str(folder)]) == 1  # nothing yet
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("SHINE_")}, **seaweed.env(READER)}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "serving.sync",
-            "--from",
-            "s3://shine-models/cli",
-            "--to",
-            str(folder),
-            "--once",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = _sync_once(folder, env)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["served"] == {MODEL: [6]}
     assert main(["--check", str(folder), "--max-age-s", "60"]) == 0
@@ -190,23 +181,7 @@ def test_command_line_once_and_check(seaweed: SeaweedServer, tmp_path: Path) -> 
     # Unreachable: the pass fails, says so, and exits 1.
     env["SHINE_S3_ENDPOINT"] = f"http://127.0.0.1:{free_port()}"
     env["SHINE_S3_TIMEOUT_S"] = "1"
-    failed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "serving.sync",
-            "--from",
-            "s3://shine-models/cli",
-            "--to",
-            str(folder),
-            "--once",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    failed = _sync_once(folder, env)
     assert failed.returncode == 1
     assert json.loads((folder / PASS_RECORD).read_text())["ok"] is False
     assert versions_on_disk(folder / MODEL) == [6]

@@ -90,15 +90,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def load_version(folder: Path) -> tuple[Serve, PostScorer]:
-    """The version's serving signature as a function of (faces, masks), and its post-scorer."""
+    """The version's serving signature as a function of (faces, masks), and its post-scorer. A version
+    that also takes patch slots (contract 4) is sent empty ones: acne and the face's signals do not
+    read them."""
     signature = tf.saved_model.load(str(folder)).signatures[contract.SIGNATURE_NAME]
+    patched = contract.PATCH_INPUTS[0].name in signature.structured_input_signature[1]
 
     def serve(
         faces: NDArray[np.uint8], masks: NDArray[np.uint8]
     ) -> tuple[dict[str, NDArray[np.float32]], NDArray[np.float32]]:
-        out = {
-            name: t.numpy() for name, t in signature(face=tf.constant(faces), mask=tf.constant(masks)).items()
-        }
+        inputs = {"face": tf.constant(faces), "mask": tf.constant(masks)}
+        if patched:
+            for spec in contract.PATCH_INPUTS:
+                inputs[spec.name] = tf.zeros([len(faces), *spec.shape[1:]], tf.uint8)
+        out = {name: t.numpy() for name, t in signature(**inputs).items()}
         return batch_signals(out), out[contract.ACNE_PEAKS.name]
 
     calibration = load_calibration(folder / "assets.extra" / contract.CALIBRATION_FILE)

@@ -681,6 +681,10 @@ def main(argv: list[str] | None = None) -> int:
         slots = cut_slots(PatchCutter(), rgb, geometry.points, geometry.scale)
         # The newest version's inputs: its patch slots too where its signature takes them.
         patches = (slots.rgb, slots.skin) if _reads_patches(version_dir) else None
+        # The model in this process first: TensorFlow's threads can be set only before anything here uses
+        # it (the hot swap's bad drops save a SavedModel).
+        results["model_in_process"] = model_time_in_process(version_dir, face, mask, patches)
+        results["measures_ms_in_process"] = measures_time_in_process(face, mask)
         # Shine first: the model server alone, then the whole stack over it.
         model = ModelServerProcess(work / "model_server.log", config=config, model_repo=repo)
         model.start()
@@ -731,8 +735,6 @@ def main(argv: list[str] | None = None) -> int:
         results["detection"] = {
             name: detection_stage(path.read_bytes(), args.runs) for name, path in inputs.items()
         }
-        results["model_in_process"] = model_time_in_process(version_dir, face, mask, patches)
-        results["measures_ms_in_process"] = measures_time_in_process(face, mask)
         # Then the monolith, alone on the machine.
         baseline = MonolithProcess(version_dir, repo, work / "monolith.log")
         try:

@@ -25,8 +25,10 @@ RAW_RULES: dict[str, str] = {
     "above_face": "the first signal minus the face's median of the second over the usable regions",
     "below_cheeks": "the cheeks' mean of the first signal minus the region's",
 }
-# Score bands for severity: a score at or above the bound earns the label.
-SEVERITY_BANDS: tuple[tuple[float, str], ...] = ((75, "none"), (50, "mild"), (25, "moderate"), (0, "severe"))
+# Score bands for severity: a score at or above the bound earns the label. A score is the share of the
+# version's reference population worse than the face, so "severe" is its worst tenth, "moderate" the
+# next 15%, "mild" the rest of the worse half, "none" the better half.
+SEVERITY_BANDS: tuple[tuple[float, str], ...] = ((50, "none"), (25, "mild"), (10, "moderate"), (0, "severe"))
 # ACNE04's grades (Wu et al., ICCV 2019, after Hayashi's lesion-count bands).
 ACNE_GRADES: tuple[str, ...] = ("mild", "moderate", "severe", "very_severe")
 

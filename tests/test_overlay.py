@@ -94,7 +94,7 @@ def _answer(width: int, height: int) -> dict[str, Any]:
             "wrinkles": {
                 "score": 40.0,
                 "severity": "moderate",
-                "regions": {"forehead": 30.0, "left_cheek": 12.0},
+                "regions": {"forehead": 20.0, "left_cheek": 5.0},
             },
             "pores": {"score": 70.0, "severity": "mild", "regions": {"forehead": None, "nose": None}},
         },

@@ -324,7 +324,7 @@ def test_ita_formula_and_categories() -> None:
 
 
 def test_severity_bands() -> None:
-    assert [severity(s, SEVERITY_BANDS) for s in (100, 75, 60, 40, 10)] == [
+    assert [severity(s, SEVERITY_BANDS) for s in (100, 50, 30, 15, 5)] == [
         "none",
         "none",
         "mild",

@@ -2,7 +2,8 @@
 raw value falls among adult faces, and the severity cut-offs are shares of that population.
 
 score = 100 x (share of the reference whose value is worse than this face's), so 50 is the median adult
-and 10 means nine adults in ten look better on this measure. Cut-offs (SEVERITY_CUTS): "severe" is the
+and 10 means nine adults in ten look better on this measure. Cut-offs (the registry's SEVERITY_BANDS,
+serving/concerns.py, the same for every version): "severe" is the
 worst tenth of adults, "moderate" the next 15%, "mild" the rest of the worse half, "none" the better
 half. Every raw measure here grows with the concern (more line strength, more redness...). Acne keeps
 its ACNE04 lesion-count grading and is not scored here.
@@ -16,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-# (score below which, severity), checked in order; a score at or above the last bound is "none".
-SEVERITY_CUTS: tuple[tuple[float, str], ...] = ((10.0, "severe"), (25.0, "moderate"), (50.0, "mild"))
+from serving.concerns import SEVERITY_BANDS
+
+# The severities, worst first.
 SEVERITIES: tuple[str, ...] = ("severe", "moderate", "mild", "none")
 # Quantiles kept per concern: every percent, enough for scores to the point.
 QUANTILES = np.linspace(0.0, 1.0, 101)
@@ -25,10 +27,10 @@ QUANTILES = np.linspace(0.0, 1.0, 101)
 
 def severity(score: float) -> str:
     """The severity band of a 0-100 score."""
-    for bound, label in SEVERITY_CUTS:
-        if score < bound:
+    for bound, label in SEVERITY_BANDS:
+        if score >= bound:
             return label
-    return "none"
+    return SEVERITY_BANDS[-1][1]
 
 
 @dataclass(frozen=True)

@@ -162,6 +162,27 @@ def awkward_dir() -> Path:
     return data_dir("awkward")
 
 
+def wait_for_newest(url: str, timeout_s: float = 180.0) -> None:
+    """Until the orchestrator at `url` can route to the newest published version: a stack is healthy as
+    soon as one version is loaded, and tests that read the newest version's answers must not race it.
+    Each worker refreshes its own routing: once one sees the version, two refresh periods more let
+    every worker see it."""
+    import requests
+
+    from orchestrator.settings import Settings
+    from serving.repository import versions_on_disk
+
+    newest = versions_on_disk(MODEL_REPO / "skin_analyzer")[-1]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        versions = requests.get(url + "/api/v2/models", timeout=10).json().get("versions", [])
+        if any(v["version"] == newest and v["usable"] for v in versions):
+            time.sleep(2 * Settings().routing_refresh_s + 0.5)
+            return
+        assert time.monotonic() < deadline, f"version {newest} never became usable: {versions}"
+        time.sleep(0.5)
+
+
 @pytest.fixture(scope="session")
 def live_stack(
     tmp_path_factory: pytest.TempPathFactory,
@@ -179,6 +200,7 @@ def live_stack(
         model.start()
         orchestrator.start()
         wait_http(orchestrator.url + "/health", 200, 60)
+        wait_for_newest(orchestrator.url)
         yield model, orchestrator
     finally:
         orchestrator.stop()

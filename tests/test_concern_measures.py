@@ -5,6 +5,7 @@ highlights raise shine, brown spots raise dark spots, a darkened under-eye band 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -161,3 +162,37 @@ def test_darker_under_eye_band_raises_dark_circles(faces_dir: Path, geometry: Fa
         cv2.fillPoly(mask, [np.round(_zone_in_photo(found, f"{side}_infraorbital")).astype(np.int32)], 1)
     darker[mask > 0] = (darker[mask > 0] * 0.8).astype(np.uint8)
     assert circles(darker) > circles(rgb) + 3
+
+
+def test_each_slot_read_on_its_skin_box_gives_what_the_whole_square_gives(
+    faces_dir: Path, geometry: FaceGeometry
+) -> None:
+    """The served measures crop each slot to its skin grown by the group's reach: no value read at a
+    skin pixel may change against measuring the whole mirrored square."""
+    batch = []
+    for name in (PORTRAIT, "sn_city_portrait.jpg", LARGE):
+        rgb = _rgb(faces_dir / name)
+        found = _found(geometry, rgb)
+        # The large portrait read as if at 1.6x its scale (above 8 px/mm): its pores slots are cut too.
+        scale = found.scale
+        if name == LARGE and scale is not None:
+            scale = replace(scale, px_per_mm=scale.px_per_mm * 1.6)
+        slots = cut_slots(PatchCutter(), rgb, found.points, scale)
+        batch.append((slots.rgb, slots.skin))
+    patches = tf.constant(np.stack([b[0] for b in batch]))
+    skin = tf.constant(np.stack([b[1] for b in batch]))
+    served = {k: v.numpy() for k, v in measures.zone_measures(patches, skin, "across1.2").items()}
+    for group in contract.PATCH_GROUPS:
+        indices = [i for i, (g, _) in enumerate(contract.PATCH_SLOTS) if g == group.name]
+        size = contract.PATCH_SIZE_PX
+        whole = measures.group_measures(
+            group.name,
+            tf.reshape(tf.cast(tf.gather(patches, indices, axis=1), tf.float32), [-1, size, size, 3]),
+            tf.reshape(tf.cast(tf.gather(skin, indices, axis=1), tf.float32), [-1, size, size]),
+            group.px_per_mm,
+            "across1.2",
+        )
+        for name, values in whole.items():
+            expected = values.numpy().reshape(len(batch), len(indices))
+            np.testing.assert_allclose(served[name][:, indices], expected, rtol=1e-5, atol=1e-6, err_msg=name)
+    assert served["pores"].any()  # the pores group was exercised

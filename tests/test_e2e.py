@@ -27,7 +27,7 @@ from scripts.stack import (
     pss_kb,
     wait_http,
 )
-from tests.conftest import DATA, data_dir
+from tests.conftest import DATA, data_dir, wait_for_newest
 
 pytestmark = pytest.mark.e2e
 
@@ -49,6 +49,7 @@ def stack(
     try:
         orchestrator.start()
         wait_http(orchestrator.url + "/health", 200, 60)
+        wait_for_newest(orchestrator.url)
         yield model, orchestrator
     finally:
         orchestrator.stop()

@@ -20,8 +20,10 @@ import requests
 
 from export.ages import read_portraits
 from scripts.stack import ModelServerProcess, OrchestratorProcess
+from serving import contract
 from serving.concerns import measured
-from tests.conftest import data_dir
+from serving.repository import versions_on_disk
+from tests.conftest import MODEL_REPO, data_dir
 
 pytestmark = pytest.mark.e2e
 
@@ -55,6 +57,8 @@ def test_a_resent_photo_keeps_its_severities(
     live_stack: tuple[ModelServerProcess, OrchestratorProcess],
 ) -> None:
     url = live_stack[1].url
+    # The live stack waits for the newest version (tests/conftest.py): every pair must be its answers.
+    newest = versions_on_disk(MODEL_REPO / contract.MODEL_NAME)[-1]
     faces = sorted(p for p in data_dir("faces").iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     portraits = [p.path for p in read_portraits(data_dir("ages"), "train")[:AGES_SENT]]
     pairs: list[tuple[str, str, dict[str, object], dict[str, object]]] = []
@@ -69,6 +73,11 @@ def test_a_resent_photo_keeps_its_severities(
         for kind, again in sends:
             second = _answer(url, again)
             assert second is not None, f"{path.name} re-sent as {kind} was refused"
+            assert (
+                first["model"]
+                == second["model"]
+                == {"name": contract.MODEL_NAME, "version": newest, "label": None}
+            )
             pairs.append((path.name, kind, first, second))
     assert len(pairs) >= AGES_SENT
     concerns = pairs[0][2]["concerns"]

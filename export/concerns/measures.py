@@ -238,22 +238,44 @@ def group_measures(
     raise ValueError(f"unknown patch group {group!r}")
 
 
+# Pixels around its skin a slot's measures read (the widest kernel's radius, gaussian_kernel's 3 sigma, of
+# each group at its scale): a slot is measured on its skin's bounding box grown by this much, which
+# changes no value read at a skin pixel and spares the mirrored fill beyond it.
+def reach_px(group: contract.PatchGroup) -> int:
+    sigmas_mm = {
+        "wrinkles": [WRINKLE_SURE_SKIN_MM, *WRINKLE_SIGMAS_MM],
+        "colour": [0.0],
+        "dark_spots": [SPOT_SIGMA_MM, SURROUND_SIGMA_MM, SPOT_SIGMA_MM * 2.0],
+        "pores": [PORE_SIGMA_MM, PORE_SIGMA_MM * 3.0],
+    }[group.name]
+    return int(np.ceil(3.0 * max(sigmas_mm) * group.px_per_mm)) + 1
+
+
+def _skin_extent(skin: tf.Tensor, axis: list[int], reach: int) -> tf.Tensor:
+    """1 + the last index along the remaining axis where any face's slot has skin, grown by `reach`,
+    within the slot (at least reach + 1, so mirrored padding always fits)."""
+    size = tf.shape(skin)[1]
+    present = tf.reduce_any(skin > 0, axis=axis)
+    last = tf.reduce_max(tf.where(present, tf.range(size), tf.zeros_like(tf.range(size))))
+    return tf.clip_by_value(last + 1 + reach, reach + 1, size)
+
+
 def zone_measures(patches: tf.Tensor, patch_skin: tf.Tensor, wrinkle_response: str) -> dict[str, tf.Tensor]:
     """Contract 4's zone outputs, each [faces, slots], from patches [faces, slots, P, P, 3] and their skin
-    [faces, slots, P, P] (uint8): each group's measures on its own slots, 0 on the other groups'."""
-    size = contract.PATCH_SIZE_PX
+    [faces, slots, P, P] (uint8): each group's measures on its own slots, 0 on the other groups'. Each slot
+    is measured on its skin's bounding box grown by the group's reach (reach_px), not the whole square."""
     faces = tf.shape(patches)[0]
     columns: dict[str, list[tf.Tensor]] = {name: [] for name in contract.zone_measure_names()}
-    start = 0
-    for group in contract.PATCH_GROUPS:
-        count = len(group.zones)
-        rgb = tf.reshape(tf.cast(patches[:, start : start + count], tf.float32), [-1, size, size, 3])
-        skin = tf.reshape(tf.cast(patch_skin[:, start : start + count], tf.float32), [-1, size, size])
-        values = group_measures(group.name, rgb, skin, group.px_per_mm, wrinkle_response)
+    for index, (group_name, _) in enumerate(contract.PATCH_SLOTS):
+        group = contract.patch_group(group_name)
+        skin = patch_skin[:, index]
+        reach = reach_px(group)
+        height, width = _skin_extent(skin, [0, 2], reach), _skin_extent(skin, [0, 1], reach)
+        rgb = tf.cast(patches[:, index, :height, :width], tf.float32)
+        values = group_measures(
+            group.name, rgb, tf.cast(skin[:, :height, :width], tf.float32), group.px_per_mm, wrinkle_response
+        )
         for measure in contract.ZONE_MEASURES:
-            if measure.group == group.name:
-                columns[measure.name].append(tf.reshape(values[measure.name], [faces, count]))
-            else:
-                columns[measure.name].append(tf.zeros(tf.stack([faces, count]), tf.float32))
-        start += count
-    return {name: tf.concat(parts, axis=1) for name, parts in columns.items()}
+            column = values[measure.name] if measure.group == group.name else tf.zeros(tf.stack([faces]))
+            columns[measure.name].append(column)
+    return {name: tf.stack(parts, axis=1) for name, parts in columns.items()}

@@ -72,7 +72,7 @@ from scripts.stack import (  # noqa: E402
 )
 from serving import contract  # noqa: E402
 from serving.ops import ModelServerOps  # noqa: E402
-from serving.repository import versions_on_disk  # noqa: E402
+from serving.repository import reads_patches, versions_on_disk  # noqa: E402
 from tests.repos import BAD_VERSIONS  # noqa: E402
 
 REPETITIONS = 3
@@ -680,7 +680,7 @@ def main(argv: list[str] | None = None) -> int:
         face, mask = geometry.face, geometry.mask.labels
         slots = cut_slots(PatchCutter(), rgb, geometry.points, geometry.scale)
         # The newest version's inputs: its patch slots too where its signature takes them.
-        patches = (slots.rgb, slots.skin) if _reads_patches(version_dir) else None
+        patches = (slots.rgb, slots.skin) if reads_patches(version_dir) else None
         # The model in this process first: TensorFlow's threads can be set only before anything here uses
         # it (the hot swap's bad drops save a SavedModel).
         results["model_in_process"] = model_time_in_process(version_dir, face, mask, patches)
@@ -753,11 +753,6 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(text)
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=2, default=float) + "\n")
     return 0
-
-
-def _reads_patches(version_dir: Path) -> bool:
-    card = json.loads((version_dir / "assets.extra" / contract.MODEL_CARD_JSON).read_text())
-    return any(spec["name"] == contract.PATCH_INPUTS[0].name for spec in card["signature"]["inputs"])
 
 
 def previous_version(

@@ -5,7 +5,10 @@ Pure Python, so the ops tool and the publisher can read the layout without Tenso
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+from serving import contract
 
 
 def versions_on_disk(base_path: Path) -> list[int]:
@@ -23,6 +26,12 @@ def versions_on_disk(base_path: Path) -> list[int]:
 def assets_extra(base_path: Path, version: int) -> Path:
     """The assets.extra/ folder of one version (calibration, model card, warmup records)."""
     return base_path / str(version) / "assets.extra"
+
+
+def reads_patches(version_dir: Path) -> bool:
+    """Whether the version at `version_dir` takes the patch slots (contract 4), by its model card."""
+    card = json.loads((version_dir / "assets.extra" / contract.MODEL_CARD_JSON).read_text())
+    return any(spec["name"] == contract.PATCH_INPUTS[0].name for spec in card["signature"]["inputs"])
 
 
 # Where models.config's base paths point: the compose mount of model_repo/ in every container.

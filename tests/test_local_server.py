@@ -6,7 +6,6 @@ is the orchestrator's own PredictClient and the ops tool, over the wire subset.
 
 from __future__ import annotations
 
-import json
 import shutil
 import threading
 import time
@@ -28,7 +27,7 @@ from serving import contract
 from serving.config import BatchingConfig
 from serving.local_server import ModelManager, build_server
 from serving.ops import ModelServerOps, OpsError
-from serving.repository import versions_on_disk
+from serving.repository import reads_patches, versions_on_disk
 from serving.tensors import fill_tensor_proto, make_ndarray
 from serving.wire import model_status_pb2, predict_pb2, services_pb2_grpc
 from tests.conftest import MODEL_REPO
@@ -49,14 +48,9 @@ def _source_version() -> Path:
     """The newest published version that reads the aligned face alone: these tests send face and mask
     only; a version with patch inputs (contract 4) is served end to end in tests/test_e2e.py."""
     base = MODEL_REPO / contract.MODEL_NAME
-    versions = [v for v in versions_on_disk(base) if not _reads_patches(base / str(v))]
+    versions = [v for v in versions_on_disk(base) if not reads_patches(base / str(v))]
     assert versions, f"no published version under {base} reads the aligned face alone"
     return base / str(versions[-1])
-
-
-def _reads_patches(folder: Path) -> bool:
-    card = json.loads((folder / "assets.extra" / contract.MODEL_CARD_JSON).read_text())
-    return any(spec["name"] == contract.PATCH_INPUTS[0].name for spec in card["signature"]["inputs"])
 
 
 def _face(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -64,6 +64,19 @@ class Roi:
             ]
         )
 
+    def crop(self, rgb: NDArray[np.uint8], size: int, border: int) -> NDArray[np.uint8]:
+        """The square, upright, resampled to `size` pixels from `rgb`; outside the photo `border`
+        (an OpenCV border mode) fills it."""
+        to_photo = self.to_input(size)
+        # warpAffine samples pixel centres: output pixel (u, v) reads the photo at the map of
+        # (u + 0.5, v + 0.5), minus half a pixel to go back to OpenCV's centre-at-integer convention.
+        sampling = to_photo.copy()
+        sampling[:, 2] += to_photo[:, :2] @ np.array([0.5, 0.5]) - 0.5
+        crop = cv2.warpAffine(
+            rgb, sampling, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=border
+        )
+        return np.asarray(crop, dtype=np.uint8)
+
 
 def detection_roi(detection: Detection) -> Roi:
     """MediaPipe's mesh crop for a detection: the box's centre, 1.5 x its long side, eyes level."""
@@ -88,24 +101,14 @@ class FaceMesh:
     def run(self, rgb: NDArray[np.uint8], roi: Roi) -> Mesh:
         """The landmarks and face flag of the face inside `roi` of an RGB photo."""
         size = MESH_INPUT_PX
-        to_photo = roi.to_input(size)
-        # warpAffine samples pixel centres: output pixel (u, v) reads the photo at the map of
-        # (u + 0.5, v + 0.5), minus half a pixel to go back to OpenCV's centre-at-integer convention.
-        sampling = to_photo.copy()
-        sampling[:, 2] += to_photo[:, :2] @ np.array([0.5, 0.5]) - 0.5
-        crop = cv2.warpAffine(
-            rgb,
-            sampling,
-            (size, size),
-            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-            borderMode=cv2.BORDER_CONSTANT,
-        )
+        crop = roi.crop(rgb, size, cv2.BORDER_CONSTANT)
         blob = (crop.astype(np.float32) * (1.0 / 255.0)).transpose(2, 0, 1)[None]
         with self._pool.borrow() as net:
             net.setInput(np.ascontiguousarray(blob))
             flag_logit, raw = net.forward(_OUTPUTS)
         flag = 1.0 / (1.0 + math.exp(-float(np.clip(flag_logit.reshape(-1)[0], -50.0, 50.0))))
         local = raw.reshape(POINTS, 3).astype(np.float64)
+        to_photo = roi.to_input(size)
         xy = local[:, :2] @ to_photo[:, :2].T + to_photo[:, 2]
         z = local[:, 2] * (roi.side / size)
         points = np.concatenate([xy, z[:, None]], axis=1).astype(np.float32)

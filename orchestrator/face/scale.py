@@ -85,15 +85,7 @@ class ScaleReader:
         roi = Roi(cx=float(centre[0]), cy=float(centre[1]), side=span * EYE_ROI_SCALE, angle=angle)
         size = IRIS_INPUT_PX
         to_photo = roi.to_input(size)
-        sampling = to_photo.copy()
-        sampling[:, 2] += to_photo[:, :2] @ np.array([0.5, 0.5]) - 0.5
-        crop = cv2.warpAffine(
-            rgb,
-            sampling,
-            (size, size),
-            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-            borderMode=cv2.BORDER_REPLICATE,
-        )
+        crop = roi.crop(rgb, size, cv2.BORDER_REPLICATE)
         mirrored = corners == LEFT_EYE_CORNERS
         if mirrored:
             crop = crop[:, ::-1]

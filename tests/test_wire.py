@@ -12,7 +12,7 @@ import pytest
 from google.protobuf import text_format
 
 from serving import contract
-from serving.tensors import fill_tensor_proto, make_ndarray
+from serving.tensors import encode_predict_request, fill_tensor_proto, make_ndarray
 from serving.wire import generate, model_status_pb2, predict_pb2, services_pb2
 
 official_predict = pytest.importorskip("tensorflow_serving.apis.predict_pb2")
@@ -164,3 +164,37 @@ def test_orchestrator_imports_no_tensorflow() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_encoded_predict_request_parses_as_the_filled_message() -> None:
+    head = predict_pb2.PredictRequest()
+    head.model_spec.name = contract.MODEL_NAME
+    head.model_spec.version.value = 7
+    head.model_spec.signature_name = contract.SIGNATURE_NAME
+    head.output_filter.extend(["signals", "acne_peaks"])
+    rng = np.random.default_rng(1)
+    size = contract.PATCH_SIZE_PX
+    inputs = {
+        "face": rng.integers(0, 256, (1, contract.FACE_SIZE_PX, contract.FACE_SIZE_PX, 3), dtype=np.uint8),
+        # Not contiguous: sent as its values in order, as fill_tensor_proto sends it.
+        "mask": rng.integers(0, 9, (1, 384, 384), dtype=np.uint8)[:, ::-1],
+        "patches": rng.integers(0, 256, (1, len(contract.PATCH_SLOTS), size, size, 3), dtype=np.uint8),
+        "wide": rng.random((2, 3, 300)).astype(np.float32),
+        "empty": np.zeros((0, 3), np.int64),
+    }
+    filled = predict_pb2.PredictRequest()
+    filled.CopyFrom(head)
+    for name, array in inputs.items():
+        fill_tensor_proto(filled.inputs[name], array)
+    parsed = predict_pb2.PredictRequest.FromString(encode_predict_request(head, inputs))
+    assert parsed == filled
+    for name, array in inputs.items():
+        np.testing.assert_array_equal(make_ndarray(parsed.inputs[name]), array)
+    # TensorFlow Serving's own message reads it too.
+    theirs = official_predict.PredictRequest.FromString(encode_predict_request(head, inputs))
+    assert predict_pb2.PredictRequest.FromString(theirs.SerializeToString()) == filled
+
+
+def test_encoding_refuses_a_head_that_already_has_inputs() -> None:
+    with pytest.raises(ValueError, match="no inputs"):
+        encode_predict_request(_request(), {"face": np.zeros((1, 2, 2, 3), np.uint8)})

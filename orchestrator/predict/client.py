@@ -31,7 +31,7 @@ from orchestrator.predict.breaker import CircuitBreaker, CircuitOpen
 from orchestrator.predict.prediction import Prediction, signal_columns
 from orchestrator.settings import Settings
 from serving import contract
-from serving.tensors import fill_tensor_proto, make_ndarray
+from serving.tensors import encode_predict_request, make_ndarray
 from serving.wire import model_status_pb2, predict_pb2, services_pb2_grpc, tensor_pb2
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ _UNAVAILABLE_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHA
 # NOT_FOUND from TF Serving means no version of the model is loaded (yet): a 503, not a bug.
 _NOT_SERVING_CODES = _UNAVAILABLE_CODES | {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.CANCELLED}
 _ABSENT_CODES = {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT}
+_PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,16 @@ class VersionState:
     version: int
     state: str
     error: str = ""
+
+
+@dataclass(frozen=True)
+class _Stubs:
+    """One process's calls on its channel; `predict_bytes` is Predict taking the request's wire bytes as
+    encode_predict_request builds them, not a message."""
+
+    predict: services_pb2_grpc.PredictionServiceStub
+    models: services_pb2_grpc.ModelServiceStub
+    predict_bytes: grpc.UnaryUnaryMultiCallable
 
 
 class PredictClient:
@@ -66,12 +77,11 @@ class PredictClient:
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._channel: grpc.Channel | None = None
-        self._predict: services_pb2_grpc.PredictionServiceStub | None = None
-        self._models: services_pb2_grpc.ModelServiceStub | None = None
+        self._stubs_made: _Stubs | None = None
 
-    def _stubs(self) -> tuple[services_pb2_grpc.PredictionServiceStub, services_pb2_grpc.ModelServiceStub]:
+    def _stubs(self) -> _Stubs:
         with self._lock:
-            if self._pid != os.getpid() or self._predict is None or self._models is None:
+            if self._pid != os.getpid() or self._stubs_made is None:
                 # A channel must never cross a fork: gunicorn preloads the app in the master.
                 self._channel = grpc.insecure_channel(
                     self.settings.model_server_address,
@@ -84,16 +94,23 @@ class PredictClient:
                     ],
                 )
                 channel = grpc.intercept_channel(self._channel, *self._interceptors)
-                self._predict = services_pb2_grpc.PredictionServiceStub(channel)
-                self._models = services_pb2_grpc.ModelServiceStub(channel)
+                self._stubs_made = _Stubs(
+                    predict=services_pb2_grpc.PredictionServiceStub(channel),
+                    models=services_pb2_grpc.ModelServiceStub(channel),
+                    predict_bytes=channel.unary_unary(
+                        _PREDICT_METHOD,
+                        request_serializer=None,
+                        response_deserializer=predict_pb2.PredictResponse.FromString,
+                    ),
+                )
                 self._pid = os.getpid()
-            return self._predict, self._models
+            return self._stubs_made
 
     def close(self) -> None:
         with self._lock:
             if self._channel is not None and self._pid == os.getpid():
                 self._channel.close()
-            self._channel = self._predict = self._models = None
+            self._channel = self._stubs_made = None
             self._pid = None
 
     def predict(
@@ -112,21 +129,24 @@ class PredictClient:
         Raises ModelUnavailable, ModelTimeout, ModelBadResponse, and VersionGone when the asked-for
         version is no longer loaded.
         """
-        request = predict_pb2.PredictRequest()
-        request.model_spec.name = self.settings.model_name
+        head = predict_pb2.PredictRequest()
+        head.model_spec.name = self.settings.model_name
         if version is not None:
-            request.model_spec.version.value = version
-        request.model_spec.signature_name = contract.SIGNATURE_NAME
-        fill_tensor_proto(request.inputs["face"], face[None])
-        fill_tensor_proto(request.inputs["mask"], mask[None])
-        if patches is not None:
-            for spec, array in zip(contract.PATCH_INPUTS, patches, strict=True):
-                fill_tensor_proto(request.inputs[spec.name], array[None])
+            head.model_spec.version.value = version
+        head.model_spec.signature_name = contract.SIGNATURE_NAME
         if layout is not None:
-            request.output_filter.extend(layout.outputs)
-        predict_stub, _ = self._stubs()
+            head.output_filter.extend(layout.outputs)
+        inputs = {"face": face[None], "mask": mask[None]}
+        if patches is not None:
+            inputs |= {
+                spec.name: array[None] for spec, array in zip(contract.PATCH_INPUTS, patches, strict=True)
+            }
+        request = encode_predict_request(head, inputs)
         response = self._call(
-            predict_stub.Predict, request, self.settings.predict_timeout_s, gone_is_error=version is not None
+            self._stubs().predict_bytes,
+            request,
+            self.settings.predict_timeout_s,
+            gone_is_error=version is not None,
         )
         return _read_prediction(response, layout)
 
@@ -137,9 +157,11 @@ class PredictClient:
         request.model_spec.name = self.settings.model_name
         request.model_spec.version.value = version
         request.metadata_field.append("signature_def")
-        predict_stub, _ = self._stubs()
         response = self._call(
-            predict_stub.GetModelMetadata, request, self.settings.status_timeout_s, gone_is_error=True
+            self._stubs().predict.GetModelMetadata,
+            request,
+            self.settings.status_timeout_s,
+            gone_is_error=True,
         )
         signatures = predict_pb2.SignatureDefMap()
         if "signature_def" not in response.metadata or not response.metadata["signature_def"].Unpack(
@@ -158,8 +180,7 @@ class PredictClient:
         """Versions and states of the configured model; raises ModelUnavailable or ModelTimeout."""
         request = model_status_pb2.GetModelStatusRequest()
         request.model_spec.name = self.settings.model_name
-        _, model_stub = self._stubs()
-        response = self._call(model_stub.GetModelStatus, request, self.settings.status_timeout_s)
+        response = self._call(self._stubs().models.GetModelStatus, request, self.settings.status_timeout_s)
         return [_version_state(item) for item in response.model_version_status]
 
     def label_version(self, label: str) -> int | None:
@@ -167,9 +188,8 @@ class PredictClient:
         request = model_status_pb2.GetModelStatusRequest()
         request.model_spec.name = self.settings.model_name
         request.model_spec.version_label = label
-        _, model_stub = self._stubs()
         response = self._call(
-            model_stub.GetModelStatus, request, self.settings.status_timeout_s, absent_ok=True
+            self._stubs().models.GetModelStatus, request, self.settings.status_timeout_s, absent_ok=True
         )
         if response is None:
             return None

@@ -74,11 +74,12 @@ class Settings:
     bind: str = "0.0.0.0:8000"
     workers: int = 0
     threads: int = 4
-    # The longest a client should wait for an analysis: a request whose turn in its worker's line cannot
-    # come in time for an answer by then is refused at once (503 OVERLOADED with Retry-After).
+    # The longest a client should wait for an analysis: a request whose turn in the line cannot come in
+    # time for an answer by then is refused at once (503 OVERLOADED with Retry-After).
     answer_deadline_s: float = 10.0
-    # Threads OpenCV may use inside one call; 0 leaves OpenCV's own choice (every core).
-    opencv_threads: int = 0
+    # Threads OpenCV may use inside one call; 0 leaves OpenCV's own choice (every core). One: the
+    # analyses running side by side already fill the cores (see configs/gunicorn.conf.py).
+    opencv_threads: int = 1
     # Keep the metrics directory when gunicorn exits (tests read it afterwards).
     keep_metrics_dir: bool = False
     # Set by gunicorn's config (PROMETHEUS_MULTIPROC_DIR, prometheus_client's own name for it) so /metrics

@@ -5,6 +5,8 @@ alone, in the app, and in the real orchestrator under gunicorn with more clients
 from __future__ import annotations
 
 import io
+import multiprocessing
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -22,8 +24,8 @@ from orchestrator.web.workqueue import (
     SLOTS_PER_CORE,
     WAITING_THREADS_PER_DEADLINE_S,
     WorkQueue,
+    analysis_slots,
     cores,
-    worker_slots,
     worker_threads,
 )
 from scripts.stack import OrchestratorProcess
@@ -141,6 +143,75 @@ def test_a_request_still_waiting_when_its_answer_could_no_longer_come_in_time_gi
         pass
 
 
+def test_the_line_is_first_in_first_out_across_the_processes_that_share_it() -> None:
+    """Gunicorn's workers fork from the master that made the queue: a request that reached one worker
+    goes before a later one that reached another, whichever worker frees the slot."""
+    fork = multiprocessing.get_context("fork")
+    queue = WorkQueue(1, deadline_s=60.0, first_service_s=0.05)
+    order = fork.Queue()
+    go = fork.Event()
+
+    def other_process() -> None:
+        go.wait(JOIN_S)
+        with queue.admit():
+            order.put("other process")
+
+    # Forked before this process starts threads of its own.
+    child = fork.Process(target=other_process)
+    child.start()
+    release = threading.Event()
+
+    def hold() -> None:
+        with queue.admit():
+            release.wait(JOIN_S)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    _wait_for(lambda: queue.running() == 1, "the slot held")
+    go.set()
+    _wait_for(lambda: queue.waiting() == 1, "the other process's request in line")
+
+    def this_process() -> None:
+        with queue.admit():
+            order.put("this process")
+
+    later = _in_line(queue, this_process)
+    release.set()  # frees the slot in this process, where a request waits too
+    holder.join(JOIN_S)
+    later.join(JOIN_S)
+    child.join(JOIN_S)
+    assert child.exitcode == 0
+    assert [order.get(timeout=JOIN_S) for _ in range(2)] == ["other process", "this process"]
+    assert queue.running() == 0 and queue.waiting() == 0
+
+
+def test_a_process_that_dies_holding_a_slot_gives_it_back() -> None:
+    fork = multiprocessing.get_context("fork")
+    queue = WorkQueue(1, deadline_s=60.0, first_service_s=0.05)
+
+    def die_holding_the_slot() -> None:
+        queue.admit().__enter__()
+        os._exit(0)
+
+    assert queue.running() == 0  # this process has its place in the shared line
+    child = fork.Process(target=die_holding_the_slot)
+    child.start()
+    child.join(JOIN_S)
+    assert child.exitcode == 0 and queue.running() in (0, 1)
+    admitted: list[float] = []
+
+    def request() -> None:
+        started = time.monotonic()
+        with queue.admit():
+            admitted.append(time.monotonic() - started)
+
+    waiter = threading.Thread(target=request)
+    waiter.start()
+    waiter.join(JOIN_S)
+    assert admitted and admitted[0] < JOIN_S
+    assert queue.running() == 0
+
+
 def test_the_analysis_time_is_learnt_from_the_slots_held() -> None:
     clock = Clock()
     queue = WorkQueue(2, deadline_s=10.0, clock=clock, first_service_s=1.0)
@@ -159,8 +230,7 @@ def test_the_deadline_must_be_positive_and_is_read_from_the_environment() -> Non
 
 
 def test_slots_follow_the_cores_and_the_waiting_threads_the_deadline() -> None:
-    assert worker_slots(Settings(workers=cores())) == SLOTS_PER_CORE
-    assert worker_slots(Settings(workers=cores() * SLOTS_PER_CORE * 4)) == 1
+    assert analysis_slots() == SLOTS_PER_CORE * cores()
     assert worker_threads(Settings(threads=4, answer_deadline_s=10.0)) == 4 + 10 * (
         WAITING_THREADS_PER_DEADLINE_S
     )
@@ -257,7 +327,7 @@ def test_more_clients_than_admitted_get_answers_in_time_or_a_fast_overloaded(
     served = [a for a in answers if a.status == 200]
     refused = [a for a in answers if a.status == 503]
     # More came than one worker can answer in time, and it answered as many as it could.
-    assert refused and len(served) >= worker_slots(Settings(workers=1))
+    assert refused and len(served) >= analysis_slots()
     assert all(a.retry_after is not None and int(a.retry_after) >= 1 for a in refused)
     # Never an answer, nor a refusal, after the deadline.
     assert max(a.seconds for a in answers) <= DEADLINE_S + SLACK_S

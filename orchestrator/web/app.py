@@ -32,7 +32,7 @@ from orchestrator.web.demo import demo
 from orchestrator.web.openapi import build_openapi
 from orchestrator.web.ratelimit import RateLimiter
 from orchestrator.web.services import Services, init_app
-from orchestrator.web.workqueue import WorkQueue, worker_slots
+from orchestrator.web.workqueue import WorkQueue, analysis_slots
 from serving.admission.state import StateReader, state_path
 
 logger = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def create_app(
         openapi=build_openapi(),
         workqueue=workqueue
         or WorkQueue(
-            worker_slots(settings),
+            analysis_slots(),
             settings.answer_deadline_s,
             on_refused=lambda outcome: metrics.OVERLOADED.labels(outcome).inc(),
         ),

@@ -22,6 +22,7 @@ from orchestrator.web.app import create_app
 from orchestrator.web.workqueue import (
     MAX_WAITING_THREADS,
     SLOTS_PER_CORE,
+    UNSEEN_SHARE,
     WAITING_THREADS_PER_DEADLINE_S,
     WorkQueue,
     analysis_slots,
@@ -100,8 +101,8 @@ def test_slots_run_side_by_side_and_only_the_rest_wait() -> None:
 
 def test_a_request_whose_answer_would_come_past_the_deadline_is_refused_at_once() -> None:
     refused: list[str] = []
-    # One slot, analyses of 0.4 s, a deadline of 1 s: the first in line would answer after 0.8 s,
-    # the second after 1.2 s.
+    # One slot, analyses of 0.4 s, a deadline of 1 s (planned for 0.95 s): the first in line would
+    # answer after 0.8 s, the second after 1.2 s.
     queue = WorkQueue(1, deadline_s=1.0, first_service_s=0.4, on_refused=refused.append)
 
     def first_in_line() -> None:
@@ -117,7 +118,7 @@ def test_a_request_whose_answer_would_come_past_the_deadline_is_refused_at_once(
         assert time.monotonic() - started < 0.6
     first.join(JOIN_S)
     assert caught.value.status == 503 and caught.value.code == "OVERLOADED"
-    assert caught.value.retry_after_s == pytest.approx(0.2)
+    assert caught.value.retry_after_s == pytest.approx(1.2 - (1.0 - UNSEEN_SHARE))
     assert refused == ["refused"]
 
 

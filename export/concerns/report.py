@@ -1,4 +1,4 @@
-"""The concern reports as markdown, every figure read from the JSON report beside it."""
+"""The concern design report as markdown, every figure read from the JSON report beside it."""
 
 from __future__ import annotations
 
@@ -8,11 +8,6 @@ from typing import Any
 import numpy as np
 
 from export.concerns.combine import WRINKLE_GROUPS
-
-# Targets of the issue, on the held-out part.
-TARGET_RHO, TARGET_UNDER45_SEVERE, TARGET_SEVERE, TARGET_SCORED = -0.5, 0.10, 0.20, 0.95
-TARGET_KEPT, TARGET_MEDIAN_CHANGE = 0.90, 5.0
-MUST_SCORE: tuple[str, ...] = ("wrinkles", "redness", "dark_spots", "dark_circles", "oiliness")
 
 
 def _fmt(entry: dict[str, Any], percent: bool = False, digits: int = 2) -> str:

@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from serving import contract
-from serving.admission.admitter import Admission, AdmissionError
+from serving.admission.admitter import Admission
 from serving.admission.control import ModelServerControl, ReloadRefused, ServerDown
+from serving.admission.errors import AdmissionError
 from serving.admission.state import AdmissionState
 from serving.config import ModelEntry, parse_model_config
 from serving.repository import CONTAINER_MODELS

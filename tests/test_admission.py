@@ -14,10 +14,11 @@ import pytest
 pytest.importorskip("tensorflow")
 
 from serving import contract
-from serving.admission.admitter import Admission, AdmissionError
+from serving.admission.admitter import Admission, require_admitted, rollback_target, served_target
 from serving.admission.bucket import BucketLink, seed
 from serving.admission.checks import warmup_requests
 from serving.admission.control import ReloadRefused
+from serving.admission.errors import AdmissionError
 from serving.admission.state import AdmissionState, Decision, read_state
 from serving.cluster import REQUEST_FILE, ClusterOps, ClusterOpsError, OpsRequest
 from serving.ops import OpsError
@@ -189,6 +190,30 @@ def test_the_state_file_reads_back_what_was_written(tmp_path: Path) -> None:
     )
     assert AdmissionState.from_json(state.to_json()) == state
     assert state.refused() == {9: state.decisions[9]} and state.admitted() == [6]
+
+
+def test_the_served_set_pin_and_rollback_follow_the_decisions_alone() -> None:
+    decisions = {
+        3: Decision(3, "admitted"),
+        4: Decision(4, "admitted"),
+        5: Decision(5, "refused", code="probe", reason="it failed its warmup requests (INTERNAL)"),
+        6: Decision(6, "admitted"),
+    }
+    state = AdmissionState("skin_analyzer", served=(6, 4), decisions=decisions)
+    assert served_target(state) == (6, 4)  # the newest admitted and one to roll back to; 5 never
+    assert served_target(AdmissionState("skin_analyzer", pinned=3, decisions=decisions)) == (3,)
+    assert served_target(AdmissionState("skin_analyzer", pinned=5, decisions=decisions)) == (6, 4)
+    assert served_target(AdmissionState("skin_analyzer")) == ()
+    assert rollback_target(state) == 4
+    with pytest.raises(AdmissionError, match="nothing to roll back to"):
+        rollback_target(AdmissionState("skin_analyzer", served=(3,), decisions=decisions))
+    with pytest.raises(AdmissionError, match="nothing to roll back to"):
+        rollback_target(AdmissionState("skin_analyzer", decisions=decisions))
+    require_admitted(state, 3)
+    with pytest.raises(AdmissionError, match=r"refused \(probe\)"):
+        require_admitted(state, 5)
+    with pytest.raises(AdmissionError, match="has not been admitted"):
+        require_admitted(state, 7)
 
 
 def test_for_a_cluster_decisions_go_to_the_bucket_and_ops_requests_come_through_admission(

@@ -128,6 +128,11 @@ def test_admission_mode_mirrors_every_complete_version_and_keeps_config_apart(
     assert b"specific" in (bucket_config / "models.config").read_bytes()
 
 
+def _tree(folder: Path) -> list[Path]:
+    """Every path under `folder`, relative to it, in order."""
+    return sorted(p.relative_to(folder) for p in folder.rglob("*"))
+
+
 def test_bucket_away_keeps_what_is_mirrored(tmp_path: Path) -> None:
     server = SeaweedServer(tmp_path / "server")
     server.start()
@@ -137,11 +142,11 @@ def test_bucket_away_keeps_what_is_mirrored(tmp_path: Path) -> None:
         mirror.sync_once()
     finally:
         server.stop()
-    before = sorted(p.relative_to(tmp_path / "models") for p in (tmp_path / "models").rglob("*"))
+    before = _tree(tmp_path / "models")
+    assert before  # something was mirrored to keep
     with pytest.raises(BucketError):
         mirror.sync_once()
-    after = sorted(p.relative_to(tmp_path / "models") for p in (tmp_path / "models").rglob("*"))
-    assert after == before
+    assert _tree(tmp_path / "models") == before
 
 
 def test_sync_keys_cannot_write(seaweed: SeaweedServer, tmp_path: Path) -> None:

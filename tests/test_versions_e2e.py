@@ -458,7 +458,7 @@ def test_the_model_server_is_not_reachable_on_other_addresses(stack: Stack) -> N
 def test_a_reload_naming_a_base_path_outside_the_repository_is_refused(stack: Stack, tmp_path: Path) -> None:
     outside = tmp_path / contract.MODEL_NAME
     shutil.copytree(stack.base / str(stack.first), outside / "1")
-    text = stack.ops.admission.config_path.read_text()
+    text = stack.ops.admission.loader.config_path.read_text()
     text = text.replace('"/models/skin_analyzer"', f'"{outside}"')
     control = ModelServerControl(stack.model.address, contract.MODEL_NAME)
     try:

@@ -1,17 +1,13 @@
-"""The concern reports as markdown, every figure read from the JSON report beside it."""
+"""The concern design report as markdown, every figure read from the JSON report beside it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from export.concerns.combine import WRINKLE_GROUPS
-
-# Targets of the issue, on the held-out part.
-TARGET_RHO, TARGET_UNDER45_SEVERE, TARGET_SEVERE, TARGET_SCORED = -0.5, 0.10, 0.20, 0.95
-TARGET_KEPT, TARGET_MEDIAN_CHANGE = 0.90, 5.0
-MUST_SCORE: tuple[str, ...] = ("wrinkles", "redness", "dark_spots", "dark_circles", "oiliness")
 
 
 def _fmt(entry: dict[str, Any], percent: bool = False, digits: int = 2) -> str:
@@ -22,6 +18,15 @@ def _fmt(entry: dict[str, Any], percent: bool = False, digits: int = 2) -> str:
     if percent:
         return f"{100 * value:.0f}% ({100 * low:.0f}-{100 * high:.0f})"
     return f"{value:.{digits}f} ({low:.{digits}f} to {high:.{digits}f})"
+
+
+def _table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    """A markdown table: the header, its rule and one line per row of cells."""
+    return [
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
+        *("| " + " | ".join(cells) + " |" for cells in rows),
+    ]
 
 
 def design_markdown(report: dict[str, Any]) -> str:
@@ -53,12 +58,13 @@ def design_markdown(report: dict[str, Any]) -> str:
         "",
         "## Scale each concern is read at",
         "",
-        "| concern | px/mm | zones | why |",
-        "|---|---|---|---|",
-    ]
-    for concern, need in r["needed_scales"].items():
-        lines.append(f"| {concern} | {need['px_per_mm']:g} | {', '.join(need['zones'])} | {need['why']} |")
-    lines += [
+        *_table(
+            ("concern", "px/mm", "zones", "why"),
+            (
+                (concern, f"{need['px_per_mm']:g}", ", ".join(need["zones"]), need["why"])
+                for concern, need in r["needed_scales"].items()
+            ),
+        ),
         "",
         "## Wrinkle response and sites (training part)",
         "",
@@ -66,16 +72,19 @@ def design_markdown(report: dict[str, Any]) -> str:
         "over both sides) against age, positive = more with age, and the kept sites' combination.",
         f"Rule, fixed before reading these figures: {r['wrinkle_rule']}.",
         "",
-        "| response | " + " | ".join(WRINKLE_GROUPS) + " | kept sites | combined vs age |",
-        "|---|" + "---|" * len(WRINKLE_GROUPS) + "---|---|",
+        *_table(
+            ("response", *WRINKLE_GROUPS, "kept sites", "combined vs age"),
+            (
+                (
+                    response,
+                    *(f"{entry['sites'][g]['value']:.2f}" for g in WRINKLE_GROUPS),
+                    ", ".join(entry["kept"]),
+                    _fmt(entry["combined"]),
+                )
+                for response, entry in r["wrinkle_candidates"].items()
+            ),
+        ),
     ]
-    for response, entry in r["wrinkle_candidates"].items():
-        cells = [f"{entry['sites'][g]['value']:.2f}" for g in WRINKLE_GROUPS]
-        lines.append(
-            f"| {response} | "
-            + " | ".join(cells)
-            + f" | {', '.join(entry['kept'])} | {_fmt(entry['combined'])} |"
-        )
     chosen = r["design"]
     lines += [
         "",
@@ -119,26 +128,39 @@ def design_markdown(report: dict[str, Any]) -> str:
         "held-out report is the check. Pores (8 px/mm) are read on no portrait of",
         "data/ages (1.21-1.88 px/mm): they are not scored there rather than guessed.",
         "",
-        "| concern | scored | severe | under-45 severe | score vs age |",
-        "|---|---|---|---|---|",
+        *_table(
+            ("concern", "scored", "severe", "under-45 severe", "score vs age"),
+            (
+                (
+                    concern,
+                    _fmt(s["scored"], True),
+                    _fmt(s["severe"], True),
+                    _fmt(s["under45_severe"], True),
+                    _fmt(s["score_vs_age"]),
+                )
+                for concern, s in r["train"].items()
+            ),
+        ),
+        "",
+        "## Re-send stability (training part)",
+        "",
     ]
-    for concern, s in r["train"].items():
-        lines.append(
-            f"| {concern} | {_fmt(s['scored'], True)} | {_fmt(s['severe'], True)} | "
-            f"{_fmt(s['under45_severe'], True)} | {_fmt(s['score_vs_age'])} |"
-        )
-    lines += ["", "## Re-send stability (training part)", ""]
     for variant, table in r["resend"].items():
         lines += [
             f"{variant}: resized to {variant.split('_')[1]}%, JPEG quality 70.",
             "",
-            "| concern | pairs (scored as sent) | severity kept | median score change |",
-            "|---|---|---|---|",
+            *_table(
+                ("concern", "pairs (scored as sent)", "severity kept", "median score change"),
+                (
+                    (
+                        concern,
+                        f"{entry['pairs']} ({entry['scored_as_sent']})",
+                        _fmt(entry["kept"], True),
+                        _fmt(entry["median_change"], digits=1),
+                    )
+                    for concern, entry in table.items()
+                ),
+            ),
+            "",
         ]
-        for concern, entry in table.items():
-            lines.append(
-                f"| {concern} | {entry['pairs']} ({entry['scored_as_sent']}) | {_fmt(entry['kept'], True)} | "
-                f"{_fmt(entry['median_change'], digits=1)} |"
-            )
-        lines.append("")
     return "\n".join(lines)

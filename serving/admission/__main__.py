@@ -25,9 +25,10 @@ import time
 from pathlib import Path
 
 from serving import contract
-from serving.admission.admitter import Admission, AdmissionError
+from serving.admission.admitter import Admission
 from serving.admission.bucket import BucketLink, seed
 from serving.admission.control import ModelServerControl, ReloadRefused, ServerDown
+from serving.admission.errors import AdmissionError
 from serving.admission.state import StateError
 from serving.bucket import BucketError, BucketSettings, BucketUrl, ModelBucket
 from serving.config import ConfigError

@@ -1,14 +1,12 @@
-"""Admission's decisions and the config they become.
+"""Admission's decisions: which version is admitted or refused, which are served, pinned, rolled back to.
 
 Each cycle: a version folder that appeared (or changed) and has stopped changing is checked (files,
-fingerprint, calibration bound to it), loaded beside the served versions as a candidate, its served
-signature checked and its own warmup requests sent to it through Predict; only then is it admitted.
-The served set is the newest admitted version and the one before it (to roll back to), or the pinned
-one. A change of the served set is published in the state file first (the orchestrator routes by it)
-and the versions that left it are unloaded `drain_s` later, once requests have moved off them.
-models.config always lists exactly what the server is asked to load (TF Serving's `specific` policy),
-so no folder, good or bad, changes what is served by appearing. Ops commands (pin, rollback, labels)
-go through the same lock, checks and config.
+fingerprint, calibration bound to it), then brought up beside the served versions as a candidate (the
+`loader`); only once it answered its own warmup requests is it admitted. The served set is the newest
+admitted version and the one before it (to roll back to), or the pinned one. A change of the served set
+is published in the state file first (the orchestrator routes by it) and the versions that left it are
+unloaded `drain_s` later, once requests have moved off them. Ops commands (pin, rollback, labels) go
+through the same lock, checks and loader.
 """
 
 from __future__ import annotations
@@ -22,21 +20,18 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-import grpc
-
 from serving import contract
 from serving.admission.checks import (
     MAX_PROBE_RECORDS,
     Refusal,
-    check_answer,
     check_binding,
     check_files,
-    check_signature,
     folder_listing,
-    read_signature,
     warmup_requests,
 )
-from serving.admission.control import ModelServerControl, ReloadRefused
+from serving.admission.control import ModelServerControl
+from serving.admission.errors import AdmissionError
+from serving.admission.loader import VersionLoader, version_folders
 from serving.admission.state import (
     AdmissionState,
     Decision,
@@ -44,46 +39,14 @@ from serving.admission.state import (
     now_unix,
     read_state,
     state_path,
-    write_atomically,
     write_state,
 )
-from serving.config import ModelEntry, VersionPolicy, map_base_path, parse_model_config, render_model_config
-from serving.repository import inside_repository
-from serving.wire import predict_pb2
-from serving.wire.model_status_pb2 import ModelServerConfig
 
 logger = logging.getLogger(__name__)
 
 LOCK_FILE = ".admission.lock"
 # How many admitted versions stay loaded when nothing is pinned: the served one and one to roll back to.
 SERVED_VERSIONS = 2
-
-
-class AdmissionError(RuntimeError):
-    """A change admission will not make (a version that did not pass, a base path outside the model
-    repository), or one it could not make in time."""
-
-
-def resolve_base_path(base_path: str, mounts: Mapping[str, Path], model_repo: Path) -> Path:
-    """The local folder of a config base_path, which must lie inside the model repository; raises
-    AdmissionError naming the path otherwise."""
-    local = map_base_path(base_path, mounts)
-    if not inside_repository(local, [model_repo]):
-        raise AdmissionError(
-            f"base_path {base_path!r} is outside the model repository {str(model_repo.resolve())!r}: refused"
-        )
-    return local.resolve()
-
-
-def version_folders(base: Path) -> dict[int, Path]:
-    """Every integer-named folder, complete or not (TF Serving reads ASCII digits only)."""
-    if not base.is_dir():
-        return {}
-    return {
-        int(child.name): child
-        for child in base.iterdir()
-        if child.name.isascii() and child.name.isdigit() and child.is_dir()
-    }
 
 
 class Admission:
@@ -104,65 +67,28 @@ class Admission:
         sleep: Callable[[float], None] = time.sleep,
         server_model_repo: str = "",
     ) -> None:
-        self.control = control
-        self.config_path = config_path
+        self.loader = VersionLoader(
+            control,
+            config_path,
+            model_repo,
+            mounts,
+            model_name,
+            load_timeout_s=load_timeout_s,
+            probe_timeout_s=probe_timeout_s,
+            server_model_repo=server_model_repo,
+        )
         self.model_repo = model_repo
-        self.mounts = dict(mounts or {})
         self.model_name = model_name
         self.drain_s = drain_s
         self.settle_s = settle_s
-        self.load_timeout_s = load_timeout_s
-        self.probe_timeout_s = probe_timeout_s
         self._sleep = sleep
-        # Where the server sees the model repository when it does not see it at the config's mount
-        # (tensorflow_model_server run outside a container reads absolute paths).
-        self.server_model_repo = server_model_repo
-        self.base = resolve_base_path(self.entry().base_path, self.mounts, model_repo)
+        self.base = self.loader.base
         self.state_file = state_path(self.base)
         self._seen: dict[int, tuple[str, float]] = {}  # version -> (listing, since when unchanged)
         self._listings: dict[int, str] = {}  # version -> its listing when it was decided on
         self._fresh = True  # the first cycle decides every folder again
         # Called after each new state is written (a cluster's link to the bucket pushes it).
         self.on_state: Callable[[], None] | None = None
-
-    # -- the config -------------------------------------------------------------------------------
-
-    def entries(self) -> list[ModelEntry]:
-        entries = parse_model_config(self.config_path.read_text(), ModelServerConfig)
-        for entry in entries:
-            resolve_base_path(entry.base_path, self.mounts, self.model_repo)
-        return entries
-
-    def entry(self) -> ModelEntry:
-        for entry in self.entries():
-            if entry.name == self.model_name:
-                return entry
-        raise AdmissionError(f"{self.config_path} has no model {self.model_name!r}")
-
-    def configured(self) -> set[int]:
-        """The versions models.config asks the server to load."""
-        entry = self.entry()
-        if entry.policy.kind == "specific":
-            return set(entry.policy.versions)
-        return set(entry.policy.select(sorted(version_folders(self.base))))
-
-    def _reload(self, versions: set[int], labels: Mapping[str, int]) -> None:
-        """Have the server load exactly `versions` (labels on served ones), then keep that in
-        models.config for restarts; raises ReloadRefused, ServerDown."""
-        if not versions:
-            return
-        entry = replace(
-            self.entry(),
-            policy=VersionPolicy("specific", versions=tuple(sorted(versions))),
-            version_labels=dict(labels),
-        )
-        text = render_model_config([entry if e.name == entry.name else e for e in self.entries()])
-        server_text = text
-        if self.server_model_repo:
-            for prefix in self.mounts:
-                server_text = server_text.replace(f'"{prefix}/', f'"{self.server_model_repo.rstrip("/")}/')
-        self.control.reload(server_text, timeout_s=self.load_timeout_s)
-        write_atomically(self.config_path, text)
 
     # -- the lock and the state -------------------------------------------------------------------
 
@@ -247,14 +173,12 @@ class Admission:
             fingerprint = check_binding(folder)
             probes = warmup_requests(folder, MAX_PROBE_RECORDS)
             checked = time.monotonic()
-            loaded = self._bring_up(version, probes)
+            loaded = self.loader.bring_up(version, probes)
         except Refusal as refusal:
             logger.error(
                 "%s version %d refused (%s): %s", self.model_name, version, refusal.code, refusal.reason
             )
-            known = self.control.status().get(version)
-            if version not in keep and (version in self.configured() or (known and known.state != "END")):
-                self._reload((self.configured() - {version}) or keep, self._labels_without(version))
+            self.loader.withdraw(version, keep)
             return Decision(version, "refused", fingerprint, refusal.code, refusal.reason, now_unix())
         logger.info(
             "%s version %d admitted (%s): files checked in %.2f s, loaded in %.2f s, probed in %.2f s",
@@ -267,54 +191,7 @@ class Admission:
         )
         return Decision(version, "admitted", fingerprint, decided_unix=now_unix())
 
-    def _labels_without(self, version: int) -> dict[str, int]:
-        return {k: v for k, v in self.entry().version_labels.items() if v != version}
-
-    def _bring_up(self, version: int, probes: list[predict_pb2.PredictRequest]) -> float:
-        """Load `version` beside what is loaded (if it is not yet), check its served signature and send
-        it its probes; returns when it was loaded (time.monotonic). Raises Refusal, ServerDown."""
-        configured = self.configured()
-        if version not in configured:
-            try:
-                self._reload(configured | {version}, self.entry().version_labels)
-            except ReloadRefused as exc:  # TF Serving answers a reload whose new version fails to load so
-                logger.error("%s version %d: reload with it refused: %s", self.model_name, version, exc)
-                raise Refusal("load_failed", "the model server could not load it") from exc
-        self._wait_available(version)
-        loaded = time.monotonic()
-        try:
-            check_signature(read_signature(self.control.metadata(version)))
-            for probe in probes:
-                check_answer(probe, self.control.predict(probe, version, self.probe_timeout_s), version)
-        except grpc.RpcError as exc:
-            logger.error(
-                "%s version %d probe failed: %s %s", self.model_name, version, exc.code(), exc.details()
-            )
-            raise Refusal("probe", f"it failed its warmup requests ({exc.code().name})") from exc
-        return loaded
-
-    def _wait_available(self, version: int) -> None:
-        deadline = time.monotonic() + self.load_timeout_s
-        while True:
-            item = self.control.status().get(version)
-            if item is not None and item.state == "AVAILABLE":
-                return
-            if item is not None and item.state == "END" and item.error:
-                logger.error("%s version %d failed to load: %s", self.model_name, version, item.error)
-                raise Refusal("load_failed", "the model server could not load it")
-            if time.monotonic() > deadline:
-                raise Refusal(
-                    "load_timeout", f"the model server did not load it in {self.load_timeout_s:g} s"
-                )
-            time.sleep(0.1)
-
     # -- what is served ---------------------------------------------------------------------------
-
-    def _target(self, state: AdmissionState) -> tuple[int, ...]:
-        admitted = sorted(state.admitted(), reverse=True)
-        if state.pinned is not None and state.pinned in admitted:
-            return (state.pinned,)
-        return tuple(admitted[:SERVED_VERSIONS])
 
     def _serve(self, state: AdmissionState) -> AdmissionState:
         """Make the served set follow the decisions: bring up what must serve, publish, then unload
@@ -326,15 +203,15 @@ class Admission:
             if state.pinned is not None and state.pinned not in state.admitted():
                 logger.warning("%s: pinned version %d is gone; unpinned", self.model_name, state.pinned)
                 state = replace(state, pinned=None)
-            target = self._target(state)
-            missing = [v for v in target if v not in self._available()]
+            target = served_target(state)
+            missing = [v for v in target if v not in self.loader.available()]
             if not missing:
                 break
             version = missing[0]
             folder = self.base / str(version)
             try:
                 # Back into service (a rollback, or the newest one was removed): probed again first.
-                self._bring_up(version, warmup_requests(folder, MAX_PROBE_RECORDS))
+                self.loader.bring_up(version, warmup_requests(folder, MAX_PROBE_RECORDS))
             except Refusal as refusal:
                 logger.error(
                     "%s version %d refused (%s): %s", self.model_name, version, refusal.code, refusal.reason
@@ -357,24 +234,21 @@ class Admission:
         labels = {k: v for k, v in state.labels.items() if v in target}
         previous = read_state(self.state_file)
         new = replace(state, served=target, labels=labels, updated_unix=now_unix())
-        if previous is None or _published(previous) != _published(new):
+        if previous is None or published(previous) != published(new):
             write_state(self.state_file, new)
             if self.on_state is not None:
                 self.on_state()  # a cluster's replicas are told too, before the drain below
-        configured = self.configured()
+        configured = self.loader.configured()
         if not target:
             return new  # nothing passed: leave the server as it is (routers serve nothing from it)
         leaving = configured - set(target)
         if leaving and previous is not None and set(previous.served) & leaving:
             self._sleep(self.drain_s)  # routers refresh their choice within this; then nothing is lost
-        entry = self.entry()
+        entry = self.loader.entry()
         # A policy other than `specific` would let the server load folders by itself: always explicit.
         if configured != set(target) or entry.policy.kind != "specific" or entry.version_labels != labels:
-            self._reload(set(target), labels)
+            self.loader.reload(set(target), labels)
         return new
-
-    def _available(self) -> set[int]:
-        return {v for v, item in self.control.status().items() if item.state == "AVAILABLE"}
 
     # -- ops --------------------------------------------------------------------------------------
 
@@ -382,7 +256,7 @@ class Admission:
         """Serve only `version`, which must have passed; labels move to it. Raises AdmissionError."""
         with self.locked():
             state = self.state()
-            self._require_admitted(state, version)
+            require_admitted(state, version)
             labels = dict.fromkeys(state.labels, version)
             return self._serve(replace(state, pinned=version, labels=labels))
 
@@ -393,13 +267,7 @@ class Admission:
     def rollback(self) -> int:
         """Pin the newest admitted version older than the one served now; returns it."""
         with self.locked():
-            state = self.state()
-            older = [v for v in state.admitted() if state.served and v < max(state.served)]
-            if not older:
-                raise AdmissionError(
-                    f"nothing to roll back to: served {list(state.served)}, admitted {state.admitted()}"
-                )
-            target = max(older)
+            target = rollback_target(self.state())
         self.pin(target)
         return target
 
@@ -407,7 +275,7 @@ class Admission:
         """Point `label` at a served version that passed; raises AdmissionError."""
         with self.locked():
             state = self.state()
-            self._require_admitted(state, version)
+            require_admitted(state, version)
             if version not in state.served:
                 raise AdmissionError(
                     f"version {version} passed but is not served (served: {list(state.served)}); pin it first"
@@ -426,15 +294,38 @@ class Admission:
             write_state(self.state_file, state)
             return state
 
-    def _require_admitted(self, state: AdmissionState, version: int) -> None:
-        decision = state.decisions.get(version)
-        if decision is None:
-            raise AdmissionError(f"version {version} has not been admitted (not checked yet, or not on disk)")
-        if decision.refused:
-            raise AdmissionError(f"version {version} was refused ({decision.code}): {decision.reason}")
+
+# -- decisions over the state alone ---------------------------------------------------------------
 
 
-def _published(state: AdmissionState) -> tuple[object, ...]:
+def served_target(state: AdmissionState) -> tuple[int, ...]:
+    """The versions to serve, newest first: the pinned one, or the newest admitted and the one before."""
+    admitted = sorted(state.admitted(), reverse=True)
+    if state.pinned is not None and state.pinned in admitted:
+        return (state.pinned,)
+    return tuple(admitted[:SERVED_VERSIONS])
+
+
+def rollback_target(state: AdmissionState) -> int:
+    """The newest admitted version older than the newest served one; raises AdmissionError."""
+    older = [v for v in state.admitted() if state.served and v < max(state.served)]
+    if not older:
+        raise AdmissionError(
+            f"nothing to roll back to: served {list(state.served)}, admitted {state.admitted()}"
+        )
+    return max(older)
+
+
+def require_admitted(state: AdmissionState, version: int) -> None:
+    """Raise AdmissionError unless `version` was decided on and passed."""
+    decision = state.decisions.get(version)
+    if decision is None:
+        raise AdmissionError(f"version {version} has not been admitted (not checked yet, or not on disk)")
+    if decision.refused:
+        raise AdmissionError(f"version {version} was refused ({decision.code}): {decision.reason}")
+
+
+def published(state: AdmissionState) -> tuple[object, ...]:
     """What readers act on (not when it was written)."""
     return (
         state.served,

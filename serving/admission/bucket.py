@@ -20,8 +20,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
-from serving.admission.admitter import Admission, AdmissionError
+from serving.admission.admitter import Admission
 from serving.admission.control import ReloadRefused
+from serving.admission.errors import AdmissionError
 from serving.admission.state import STATE_FILE, AdmissionState, RequestOutcome, StateError
 from serving.bucket import SERVED_CONFIG, BucketError, ModelBucket
 from serving.cluster import REQUEST_FILE, OpsRequest, push_served
@@ -72,7 +73,7 @@ class BucketLink:
         self.drain_s = drain_s
         self.request_poll_s = request_poll_s
         self.clock = clock
-        self.folder = PurePosixPath(admission.entry().base_path).name
+        self.folder = PurePosixPath(admission.loader.entry().base_path).name
         self._pushed: dict[str, bytes] | None = None  # what the bucket holds, once read
         self._state_pushed_at = float("-inf")
         self._request_checked_at = float("-inf")
@@ -93,7 +94,7 @@ class BucketLink:
         nothing is served: the bucket's config stays as it is)."""
         if not state.served:
             return None
-        entries = self.admission.entries()
+        entries = self.admission.loader.entries()
         policy = VersionPolicy("specific", versions=tuple(sorted(state.served)))
         return render_model_config(
             [

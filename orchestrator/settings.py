@@ -16,6 +16,8 @@ from typing import Any
 from serving import contract
 
 ENV_PREFIX = "SHINE_"
+# Worker processes one orchestrator may run: they share one line of analyses (orchestrator/web/workqueue.py).
+MAX_WORKERS = 32
 MIB = 1024 * 1024
 
 
@@ -117,6 +119,8 @@ class Settings:
         for key, value in positive.items():
             if value <= 0:
                 raise SettingsError(f"{ENV_PREFIX}{key.upper()} must be positive, got {value!r}")
+        if self.workers > MAX_WORKERS:
+            raise SettingsError(f"{ENV_PREFIX}WORKERS must be at most {MAX_WORKERS}, got {self.workers}")
         if self.workers < 0 or self.threads <= 0 or self.opencv_threads < 0:
             raise SettingsError(
                 f"{ENV_PREFIX}WORKERS and {ENV_PREFIX}OPENCV_THREADS must not be negative, "

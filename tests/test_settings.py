@@ -47,6 +47,7 @@ def test_values_are_typed() -> None:
         ("SHINE_CANARY_SHARE", "-0.1"),
         ("SHINE_CANARY_SHARE", "nan"),
         ("SHINE_CANARY_SHARE", "a tenth"),
+        ("SHINE_WORKERS", "33"),
     ],
 )
 def test_bad_value_names_the_variable(name: str, value: str) -> None:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from orchestrator.errors import Overloaded
-from orchestrator.settings import ENV_PREFIX, Settings, SettingsError
+from orchestrator.settings import ENV_PREFIX, MAX_WORKERS, Settings, SettingsError
 
 # How many analyses run at once, per core: an analysis waits on the model server for
 # about half its time (issue 21's run: 38 ms of orchestrator CPU and 30-50 ms of model-server CPU per
@@ -55,8 +55,9 @@ MAX_WAITING_THREADS = 512
 # Each look takes Python's lock from a running analysis: looking every 2 ms cost 4 ms of CPU per
 # request at concurrency 20 (two workers, 2 cores), every 10 ms about none.
 POLL_S = 0.01
-# Processes that may share one line (gunicorn's workers, and those replacing them).
-MAX_PROCESSES = 64
+# Processes that may share one line: gunicorn's workers, and as many replacing them before the entries
+# of those they replace are cleared.
+MAX_PROCESSES = 2 * MAX_WORKERS
 # How often a process clears the entries of processes that died (a worker killed in mid-analysis).
 SWEEP_S = 1.0
 

@@ -17,7 +17,6 @@ import fcntl
 import math
 import mmap
 import os
-import tempfile
 import threading
 import time
 import weakref
@@ -106,10 +105,10 @@ class _SharedLine:
         self._changes = np.ndarray(
             (1,), "<i8", buffer=self._memory, offset=self._ENTRY.itemsize * processes + 8
         )
-        # An unlinked file: each process opens its own description of it, since a lock taken through a
-        # description inherited across fork would be one lock shared by both processes.
-        descriptor, path = tempfile.mkstemp(prefix="shine-line-")
-        os.unlink(path)
+        # A file in memory only (no folder holds it): each process opens its own description of it,
+        # since a lock taken through a description inherited across fork would be one lock shared by
+        # both processes.
+        descriptor = os.memfd_create("shine-line")
         self._file = descriptor
         self._opened: tuple[int, int] | None = None  # (pid, descriptor)
         self._index: tuple[int, int] | None = None  # (pid, entry)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 from orchestrator.errors import RateLimited
 from orchestrator.web import metrics
+from orchestrator.web.processes import alive
 
 logger = logging.getLogger(__name__)
 
@@ -63,16 +64,6 @@ def _trusted(address: str, trusted_proxies: tuple[str, ...]) -> bool:
         except ValueError:
             continue
     return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, under another user
-    return True
 
 
 def _key_hash(key: str) -> int:
@@ -144,7 +135,7 @@ class RateLimiter:
     def _release_dead_holder(self) -> bool:
         """Release the lock if the process recorded as holding it has died; True if it may be free now."""
         (holder,) = _HOLDER.unpack_from(self._holder, 0)
-        if holder == 0 or _alive(holder):
+        if holder == 0 or alive(holder):
             # 0: free, or taken by a process that has not written its id yet (or died before it did).
             return False
         if not self._rescue.acquire(block=False):

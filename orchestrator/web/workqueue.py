@@ -29,6 +29,7 @@ import numpy as np
 
 from orchestrator.errors import Overloaded
 from orchestrator.settings import ENV_PREFIX, MAX_WORKERS, Settings, SettingsError
+from orchestrator.web.processes import alive
 
 # How many analyses run at once, per core: an analysis waits on the model server for
 # about half its time (issue 21's run: 38 ms of orchestrator CPU and 30-50 ms of model-server CPU per
@@ -138,7 +139,7 @@ class _SharedLine:
         entries = self.entries
         for index in np.flatnonzero(entries["pid"]):
             other = int(entries["pid"][index])
-            if other != pid and not _alive(other):
+            if other != pid and not alive(other):
                 entries[index] = (0, 0, 0, np.inf)
                 self.changed()
 
@@ -188,16 +189,6 @@ class _SharedLine:
 def _close(descriptors: list[int]) -> None:
     for descriptor in descriptors:
         os.close(descriptor)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass

@@ -120,7 +120,9 @@ def test_a_rate_limit_is_waited_out(live_stack: Stack, tmp_path: Path) -> None:
         tmp_path / "gunicorn.log",
         workers=1,
         SHINE_RATE_LIMIT_BURST="1",
-        SHINE_RATE_LIMIT_PER_MINUTE="60",
+        # A token every 5 s: the command starts well within that of the first request (at one a second
+        # it could start after the token came back, on a busy machine, and never be refused).
+        SHINE_RATE_LIMIT_PER_MINUTE="12",
     )
     limited.start()
     try:

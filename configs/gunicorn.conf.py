@@ -98,8 +98,9 @@ os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
 def post_fork(server, worker):
     # Threads OpenCV may use inside one call (face search, resizing). Unset (0), OpenCV uses every core,
     # which with several analyses side by side only adds hand-offs: at concurrency 20 on 2 cores one
-    # thread took the orchestrator from 67 to 63 ms of CPU per request and 15.9 to 16.3 requests a
-    # second, one request at a time 94 against 91 ms p50 (within noise).
+    # thread took the orchestrator from 66-68 to 64 ms of CPU per request and kept its p99 at 1.35-1.40 s
+    # (1.40-1.59 s on every core). One request at a time it costs: server p50 81.5 -> 85.4 ms for the
+    # 1 MP selfie, 149 -> 168 ms for the 12 MP photo, whose patch blur runs on one thread.
     if _settings.opencv_threads:
         import cv2
 

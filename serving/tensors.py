@@ -58,14 +58,21 @@ def make_ndarray(proto: Any) -> NDArray[Any]:
 
 def fill_tensor_proto(proto: Any, array: NDArray[Any]) -> Any:
     """Write `array` into an empty TensorProto as dtype, shape and raw content; returns the proto."""
+    array = _fill_tensor_head(proto, array)
+    proto.tensor_content = array.tobytes()
+    return proto
+
+
+def _fill_tensor_head(proto: Any, array: NDArray[Any]) -> NDArray[Any]:
+    """Write `array`'s dtype and shape into an empty TensorProto; returns the array as its content
+    travels (C-contiguous, little-endian). Raises ValueError for a dtype the wire does not carry."""
     array = np.ascontiguousarray(array)
     if array.dtype not in _ENUMS:
         raise ValueError(f"unsupported array dtype {array.dtype}")
     proto.dtype = _ENUMS[array.dtype]
     for size in array.shape:
         proto.tensor_shape.dim.add().size = int(size)
-    proto.tensor_content = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
-    return proto
+    return array.astype(array.dtype.newbyteorder("<"), copy=False)
 
 
 def _varint(value: int) -> bytes:
@@ -83,21 +90,6 @@ def _length_delimited(field_number: int, length: int) -> bytes:
     return _varint(field_number << 3 | 2) + _varint(length)
 
 
-def _tensor_head(array: NDArray[Any], content_bytes: int) -> bytes:
-    """A TensorProto's dtype (field 1), tensor_shape (2: one dim, field 2, per axis, each a size,
-    field 1) and the key and length of its tensor_content (4), whose bytes follow."""
-    dims = b"".join(
-        _length_delimited(2, len(dim)) + dim for dim in (b"\x08" + _varint(int(size)) for size in array.shape)
-    )
-    return (
-        _varint(1 << 3)
-        + _varint(_ENUMS[array.dtype])
-        + _length_delimited(2, len(dims))
-        + dims
-        + _length_delimited(4, content_bytes)
-    )
-
-
 def encode_predict_request(head: Any, inputs: Mapping[str, NDArray[Any]]) -> bytes:
     """A PredictRequest's wire bytes: `head` (a PredictRequest with no inputs: model spec, output
     filter) followed by one entry of its `inputs` map (field 2; key 1, value 2) per array, each array's
@@ -111,14 +103,13 @@ def encode_predict_request(head: Any, inputs: Mapping[str, NDArray[Any]]) -> byt
     if head.inputs:
         raise ValueError("the head request must carry no inputs")
     parts: list[bytes | memoryview] = [head.SerializeToString()]
+    scratch = type(head)()
     for name, given in inputs.items():
-        array = np.ascontiguousarray(given)
-        if array.dtype not in _ENUMS:
-            raise ValueError(f"unsupported array dtype {array.dtype}")
-        array = array.astype(array.dtype.newbyteorder("<"), copy=False)
+        # The tensor's dtype and shape as fill_tensor_proto writes them; its content (field 4) follows.
+        array = _fill_tensor_head(scratch.inputs[name], given)
         content = array.reshape(-1).view(np.uint8).data
         key = name.encode("utf-8")
-        tensor_head = _tensor_head(array, content.nbytes)
+        tensor_head = scratch.inputs[name].SerializeToString() + _length_delimited(4, content.nbytes)
         entry_head = (
             _length_delimited(1, len(key))
             + key

@@ -158,9 +158,10 @@ class _SharedLine:
     def running(self) -> int:
         return int(self.entries["running"].sum())
 
-    def others(self, me: int) -> bool:
-        """Whether any other process has an entry (and so may free a slot)."""
-        return bool(np.count_nonzero(self.entries["pid"]) > (1 if self.entries["pid"][me] else 0))
+    def others(self) -> bool:
+        """Whether a process other than the caller (whose entry held() made) has an entry, and so may
+        free a slot."""
+        return bool(np.count_nonzero(self.entries["pid"]) > 1)
 
     def waiting(self) -> int:
         return int(self.entries["waiting"].sum())
@@ -310,7 +311,7 @@ class WorkQueue:
                         return
                     # The first in this process's line also looks now and then whether another
                     # process changed the line (a slot freed in this one wakes it at once).
-                    elsewhere = self._line[0] is turn and shared.others(me)
+                    elsewhere = self._line[0] is turn and shared.others()
                     seen = shared.changes
                 self._wait(turn, remaining, seen if elsewhere else None)
 
